@@ -1,0 +1,1 @@
+"""Autoregressive generators over vtok tokens (none registered yet)."""

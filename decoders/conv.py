@@ -1,0 +1,70 @@
+"""VQGAN / LlamaGen CNN decoder: (B, z_channels, h, w) latents -> images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtok.layers import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
+from vtok.registry import register
+
+
+@register("decoder", "conv")
+class ConvDecoder(nn.Module):
+    """conv_in -> mid -> per level from the lowest resolution: res blocks (+ attention),
+    nearest x2 upsample -> norm -> conv_out. ``up[i]`` is level i of ``ch_mult`` (taming's order).
+    """
+
+    @dataclass
+    class Config:
+        out_channels: int = 3
+        ch: int = 128
+        ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+        num_res_blocks: int = 2
+        attn_levels: list[int] = field(default_factory=lambda: [-1])
+        z_channels: int = 256
+        dropout: float = 0.0
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.in_channels = cfg.z_channels
+        self.upsample_factor = 2 ** (len(cfg.ch_mult) - 1)
+        attn = attention_levels(cfg.attn_levels, len(cfg.ch_mult))
+        channels = cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, channels, 3, padding=1)
+        self.mid = MidBlock(channels, cfg.dropout)
+        up = []
+        for level in reversed(range(len(cfg.ch_mult))):
+            stage = nn.Module()
+            stage.block = nn.ModuleList()
+            stage.attn = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                stage.block.append(ResnetBlock(channels, cfg.ch * cfg.ch_mult[level], cfg.dropout))
+                channels = cfg.ch * cfg.ch_mult[level]
+                if level in attn:
+                    stage.attn.append(AttnBlock(channels))
+            if level != 0:
+                stage.upsample = Upsample(channels)
+            up.insert(0, stage)
+        self.up = nn.ModuleList(up)
+        self.norm_out = group_norm(channels)
+        self.conv_out = nn.Conv2d(channels, cfg.out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, z_channels, h, w) -> (B, 3, h*f, w*f), unbounded (about [-1, 1])."""
+        h = self.mid(self.conv_in(z))  # (B, C, h, w)
+        for stage in reversed(self.up):
+            for i, block in enumerate(stage.block):
+                h = block(h)
+                if len(stage.attn):
+                    h = stage.attn[i](h)
+            if hasattr(stage, "upsample"):
+                h = stage.upsample(h)  # (B, C, 2h, 2w)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, 3, H, W)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        return self.conv_out.weight

@@ -1,0 +1,56 @@
+"""Config resolution: defaults, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+import vtok
+from vtok.errors import VtokError
+
+from .conftest import TINY
+
+
+def test_overrides_change_the_model():
+    cfg = vtok.load_config(TINY, ["model.quantizer.codebook_size=128", "train.lr=1e-4"])
+    assert cfg["model"]["quantizer"]["codebook_size"] == 128
+    assert cfg["train"]["lr"] == pytest.approx(1e-4)
+    assert vtok.build(TINY, ["model.quantizer.codebook_size=128"]).codebook_sizes == (128,)
+
+
+def test_defaults_are_filled_in():
+    cfg = vtok.load_config(TINY)
+    assert cfg["model"]["quantizer"]["rotation_trick"] is True
+    assert cfg["loss"]["perceptual"] == {"name": "effnet_lite0", "stages": [0, 1, 2, 3, 4]}
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (
+            "model.quantizer.codebook_sise=5",
+            "model.quantizer.codebook_sise.*did you mean 'model.quantizer.codebook_size'",
+        ),
+        ("model.quantizer.codebook_size=big", "model.quantizer.codebook_size.*integer"),
+        ("model.encoder.ch_mult=3", "model.encoder.ch_mult.*list"),
+        ("train.mixed_precision=fp8", "train.mixed_precision.*one of"),
+        ("model.quantizer.name=nope", "unknown quantizer 'nope'"),
+        ("nonsense", "key.subkey=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(VtokError, match=match):
+        vtok.load_config(TINY, [override])
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: grid, encoder: {name: conv, chh: 3}}\n")
+    with pytest.raises(VtokError, match="model.encoder.chh"):
+        vtok.build(path)
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(VtokError, match="not valid YAML"):
+        vtok.build(path)

@@ -1,0 +1,93 @@
+"""Training: it learns, it resumes after a kill on the same loss curve, ranks stay identical."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import vtok
+from vtok.training import read_metrics
+
+from .conftest import TINY
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TRAIN = [sys.executable, "-m", "vtok.cli", "train", str(TINY)]
+
+
+def _curve(run: Path) -> list[tuple[int, float, float]]:
+    return [(r["step"], r["total"], r.get("d", 0.0)) for r in read_metrics(run / "metrics.jsonl")]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reproduces_the_curve(tmp_path):
+    args = ["train.steps=8", "train.save_every=2"]
+    subprocess.run([*TRAIN, *args, "--out", str(tmp_path / "a")], env=ENV, check=True, capture_output=True)
+    reference = _curve(tmp_path / "a")
+    assert [s for s, *_ in reference] == list(range(1, 9))
+
+    run = tmp_path / "b"
+    proc = subprocess.Popen(
+        [*TRAIN, *args, "--out", str(run)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "latest").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-run, at whatever moment the first checkpoint appeared
+    proc.wait()
+    assert (run / "checkpoints" / "latest").is_file()
+    assert not (run / "final").exists()
+    subprocess.run([*TRAIN, *args, "--out", str(run)], env=ENV, check=True, capture_output=True)
+    assert _curve(run) == reference
+    loaded, expected = vtok.load(run / "final"), vtok.load(tmp_path / "a" / "final")
+    assert all((loaded.state_dict()[k] == v).all() for k, v in expected.state_dict().items())
+
+
+@pytest.mark.slow
+def test_two_processes_keep_weights_and_codebooks_identical(tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "vtok.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+    ]
+    cmd += ["--dynamo_backend", "no", "--main_process_port", "29517", str(worker), str(TINY), str(tmp_path)]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in (0, 1))
+    assert rank0 == rank1
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+
+
+def test_training_reduces_the_loss(tmp_path):
+    from vtok.tokenizers.train import train_tokenizer
+
+    cfg = vtok.load_config(
+        TINY, ["train.steps=30", "loss.disc_start=1000", "train.log_every=1", "loss.perceptual_weight=0"]
+    )
+    train_tokenizer(cfg, tmp_path, progress=False)
+    rec = [r["rec"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert sum(rec[-5:]) / 5 < 0.8 * sum(rec[:5]) / 5
+    assert (tmp_path / "final" / "config.json").is_file()
+
+
+def test_run_folder_refuses_another_model(tmp_path):
+    from vtok.tokenizers.train import train_tokenizer
+
+    cfg = vtok.load_config(TINY, ["train.steps=1"])
+    train_tokenizer(cfg, tmp_path, progress=False)
+    other = vtok.load_config(TINY, ["train.steps=1", "model.quantizer.codebook_size=32"])
+    with pytest.raises(vtok.VtokError, match="different 'model'"):
+        train_tokenizer(other, tmp_path, progress=False)

@@ -1,0 +1,67 @@
+"""VQGAN / LlamaGen CNN encoder: images -> (B, z_channels, H/f, W/f) latents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vtok.layers import AttnBlock, Downsample, MidBlock, ResnetBlock, attention_levels, group_norm
+from vtok.registry import register
+
+
+@register("encoder", "conv")
+class ConvEncoder(nn.Module):
+    """conv_in -> per level: res blocks (+ attention) and a stride-2 downsample -> mid -> conv_out.
+
+    The downsampling factor is 2 ** (len(ch_mult) - 1).
+    """
+
+    @dataclass
+    class Config:
+        in_channels: int = 3
+        ch: int = 128
+        ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+        num_res_blocks: int = 2
+        attn_levels: list[int] = field(default_factory=lambda: [-1])
+        z_channels: int = 256
+        dropout: float = 0.0
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.out_channels = cfg.z_channels
+        self.downsample_factor = 2 ** (len(cfg.ch_mult) - 1)
+        attn = attention_levels(cfg.attn_levels, len(cfg.ch_mult))
+        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        channels = cfg.ch
+        for level, mult in enumerate(cfg.ch_mult):
+            stage = nn.Module()
+            stage.block = nn.ModuleList()
+            stage.attn = nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                stage.block.append(ResnetBlock(channels, cfg.ch * mult, cfg.dropout))
+                channels = cfg.ch * mult
+                if level in attn:
+                    stage.attn.append(AttnBlock(channels))
+            if level != len(cfg.ch_mult) - 1:
+                stage.downsample = Downsample(channels)
+            self.down.append(stage)
+        self.mid = MidBlock(channels, cfg.dropout)
+        self.norm_out = group_norm(channels)
+        self.conv_out = nn.Conv2d(channels, cfg.z_channels, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [-1, 1] -> (B, z_channels, H/f, W/f)."""
+        h = self.conv_in(images)  # (B, ch, H, W)
+        for stage in self.down:
+            for i, block in enumerate(stage.block):
+                h = block(h)
+                if len(stage.attn):
+                    h = stage.attn[i](h)
+            if hasattr(stage, "downsample"):
+                h = stage.downsample(h)  # (B, C, H/2, W/2)
+        h = self.mid(h)  # (B, C, h, w)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, z, h, w)

@@ -1,0 +1,100 @@
+"""Tokenizers over a 2D latent grid: CNN (or any) encoder -> quantizer -> decoder.
+
+The VQ family (VQGAN, LlamaGen) is this composition with the ``vq`` quantizer;
+swapping the quantizer part gives the other grid families without a new class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from vtok.config import build_component, component
+from vtok.errors import VtokError
+from vtok.interfaces import Tokenizer, TokenizerOutput
+from vtok.registry import register
+from vtok.tokens import Tokens
+
+
+def check_images(images: torch.Tensor, multiple: int) -> None:
+    """One-line errors for tensors that are not a batch of RGB images of a usable size."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise VtokError(f"images must be a (B, 3, H, W) tensor, got {shape}")
+    if not images.is_floating_point():
+        raise VtokError(f"images must be float in [-1, 1], got {images.dtype}")
+    h, w = images.shape[-2:]
+    if h % multiple or w % multiple:
+        raise VtokError(f"image size {h}x{w} is not a multiple of the tokenizer's downsampling factor {multiple}")
+
+
+@register("model", "grid")
+class GridTokenizer(Tokenizer):
+    """encoder -> quant_conv (to the code dim) -> quantizer -> post_quant_conv -> decoder.
+
+    Tokens are (B, h*w, C) in raster order with ``grid = (h, w)``.
+    """
+
+    @dataclass
+    class Config:
+        encoder: dict = component("encoder", {"name": "conv"})
+        quantizer: dict = component("quantizer", {"name": "vq"})
+        decoder: dict = component("decoder", {"name": "conv"})
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.encoder = build_component("encoder", cfg.encoder, "model.encoder")
+        self.quantizer = build_component("quantizer", cfg.quantizer, "model.quantizer")
+        self.decoder = build_component("decoder", cfg.decoder, "model.decoder")
+        self.quant_conv = nn.Conv2d(self.encoder.out_channels, self.quantizer.dim, 1)
+        self.post_quant_conv = nn.Conv2d(self.quantizer.dim, self.decoder.in_channels, 1)
+        self.downsample_factor = self.encoder.downsample_factor
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        return self.quantizer.codebook_sizes
+
+    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        check_images(images, self.downsample_factor)
+        z = self.quant_conv(self.encoder(images))  # (B, D, h, w)
+        return rearrange(z, "b d h w -> b (h w) d"), (z.shape[2], z.shape[3])
+
+    def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
+        """images: (B, 3, H, W) in [-1, 1] -> Tokens with ids (B, h*w, C), grid (h, w)."""
+        if num_tokens is not None:
+            raise VtokError("a grid tokenizer always emits h*w tokens; num_tokens is for 1D tokenizers")
+        z, grid = self._latents(images)  # (B, L, D)
+        ids = self.quantizer.quantize_ids(z)  # (B, L, C)
+        return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=grid)
+
+    def lookup(self, tokens: Tokens) -> torch.Tensor:
+        """(B, L, D) quantized latents of ``tokens``."""
+        if tokens.grid is None or tokens.codebook_sizes != self.codebook_sizes:
+            raise VtokError(
+                f"tokens (codebooks {tokens.codebook_sizes}, grid {tokens.grid}) do not fit this tokenizer "
+                f"(codebooks {self.codebook_sizes}, 2D grid)"
+            )
+        tokens.check_range()
+        return self.quantizer.lookup(tokens.ids)
+
+    def _decode_latents(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        z = rearrange(z_q, "b (h w) d -> b d h w", h=grid[0], w=grid[1])
+        return self.decoder(self.post_quant_conv(z.to(self.post_quant_conv.weight.dtype)))  # (B, 3, H, W)
+
+    def decode(self, tokens: Tokens) -> torch.Tensor:
+        """Tokens -> (B, 3, H, W) images in [-1, 1] (clamped)."""
+        return self._decode_latents(self.lookup(tokens), tokens.grid).clamp(-1, 1)
+
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        """Training pass: recon (B, 3, H, W) (unclamped), tokens, quantizer losses and stats."""
+        z, grid = self._latents(images)  # (B, L, D)
+        q = self.quantizer(z)
+        recon = self._decode_latents(q.z_q, grid)
+        tokens = Tokens(ids=q.ids, codebook_sizes=self.codebook_sizes, grid=grid)
+        return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        return self.decoder.last_layer

@@ -1,0 +1,122 @@
+"""Vector quantization through vector-quantize-pytorch's ``VectorQuantize``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from vector_quantize_pytorch import VectorQuantize
+
+from vtok.errors import VtokError
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+
+
+@register("quantizer", "vq")
+class VQ(Quantizer):
+    """One codebook, one code per position: ids are (B, L, 1).
+
+    Training keeps the library's dynamics (EMA or learnable codebook, k-means
+    init, dead-code restart, rotation trick, commitment loss; codebook statistics
+    synced across ranks). ``cosine`` l2-normalises inputs and codes (LlamaGen,
+    ViT-VQGAN). With ``ema: false`` the codebook is learned by gradient: the
+    library then lets the commitment term's gradient reach the codebook too, one
+    weight for both. Quantization always runs in float32.
+    """
+
+    @dataclass
+    class Config:
+        dim: int = 8
+        codebook_size: int = 16384
+        codebook_dim: int | None = None
+        cosine: bool = True
+        ema: bool = True
+        decay: float = 0.99
+        kmeans_init: bool = False
+        kmeans_iters: int = 10
+        dead_code_threshold: float = 0.0
+        rotation_trick: bool = True
+        commitment_weight: float = 0.25
+        entropy_weight: float = 0.0
+        entropy_temperature: float = 0.01
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if cfg.cosine and not cfg.ema:
+            raise VtokError("quantizer: cosine codebooks are updated by EMA only; set ema: true or cosine: false")
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.codebook_sizes = (cfg.codebook_size,)
+        self.vq = VectorQuantize(
+            dim=cfg.dim,
+            codebook_size=cfg.codebook_size,
+            codebook_dim=cfg.codebook_dim,
+            use_cosine_sim=cfg.cosine,
+            decay=cfg.decay,
+            kmeans_init=cfg.kmeans_init,
+            kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
+            rotation_trick=cfg.rotation_trick,
+            commitment_weight=cfg.commitment_weight,
+            ema_update=cfg.ema,
+            learnable_codebook=not cfg.ema,
+        )
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, 1)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            x = latents.float()
+            z_q, ids, commit = self.vq(x)  # (B, L, D), (B, L)
+            losses = {"commit": commit.reshape(())}
+            if self.training and self.cfg.entropy_weight > 0:
+                losses["entropy"] = self.cfg.entropy_weight * self._entropy_loss(x)
+        stats = batch_code_stats(ids, self.cfg.codebook_size)
+        return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
+
+    def _codes_and_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs projected into codebook space and the codebook, both normalised if cosine."""
+        x = self.vq.project_in(x)
+        codes = self.vq.codebook
+        if self.cfg.cosine:
+            x, codes = F.normalize(x, dim=-1), F.normalize(codes, dim=-1)
+        return x, codes
+
+    def _entropy_loss(self, x: torch.Tensor) -> torch.Tensor:
+        # vector-quantize-pytorch has only the batch-entropy (diversity) term; LlamaGen's
+        # entropy loss also sharpens each sample's code distribution, so both are here.
+        x, codes = self._codes_and_inputs(x)
+        x = rearrange(x, "b l d -> (b l) d")
+        distance = (x * x).sum(-1, keepdim=True) - 2 * x @ codes.t() + (codes * codes).sum(-1)  # (N, K)
+        probs = F.softmax(-distance / self.cfg.entropy_temperature, dim=-1)
+        log_probs = F.log_softmax(-distance / self.cfg.entropy_temperature, dim=-1)
+        sample_entropy = -(probs * log_probs).sum(-1).mean()
+        avg = probs.mean(0)
+        avg_entropy = -(avg * torch.log(avg + 1e-5)).sum()
+        return sample_entropy - avg_entropy
+
+    @torch.no_grad()
+    def quantize_ids(self, latents: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Nearest codes without the library's training machinery: same ids, several times faster.
+
+        The library's search builds per-head distance tensors and gathers codes that
+        inference does not need; here it is one normalise + matmul + argmax per chunk.
+        """
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            x, codes = self._codes_and_inputs(latents.float())
+            flat = rearrange(x, "b l d -> (b l) d")
+            out = []
+            for part in flat.split(chunk):
+                if self.cfg.cosine:
+                    out.append((part @ codes.t()).argmax(-1))
+                else:
+                    # Same expanded form as the library (-(|x|^2 - 2 x.c + |c|^2)), so ties break alike.
+                    dist = -((part * part).sum(-1, keepdim=True) - 2 * part @ codes.t() + (codes * codes).sum(-1))
+                    out.append(dist.argmax(-1))
+        return rearrange(torch.cat(out), "(b l) -> b l 1", b=latents.shape[0])
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> z_q: (B, L, D) float32."""
+        return self.vq.get_output_from_indices(ids[..., 0])

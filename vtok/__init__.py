@@ -1,0 +1,61 @@
+"""vtok: discrete visual tokenizers for image understanding and generation.
+
+>>> import vtok
+>>> tok = vtok.build("configs/tokenizer/vq_f16.yaml", ["model.quantizer.codebook_size=1024"])
+>>> tokens = tok.encode(images)          # images: (B, 3, H, W) in [-1, 1]
+>>> recon = tok.decode(tokens)
+>>> tok.save_pretrained("out/tok"); tok = vtok.load("out/tok")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vtok.compat import ensure_torchvision
+
+# Before anything imports torchvision (timm, lpips, accelerate's launcher): a no-op where it works.
+ensure_torchvision()
+
+from vtok.errors import VtokError
+from vtok.interfaces import Quantizer, QuantizerOutput, Tokenizer, TokenizerOutput
+from vtok.registry import register
+from vtok.tokens import Tokens
+
+__version__ = "0.1.0"
+__all__ = [
+    "Quantizer",
+    "QuantizerOutput",
+    "Tokenizer",
+    "TokenizerOutput",
+    "Tokens",
+    "VtokError",
+    "build",
+    "load",
+    "load_config",
+    "register",
+]
+
+
+def load_config(config: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A preset (YAML path or mapping) with dotted overrides, resolved and type-checked."""
+    from vtok.config import apply_overrides, read_yaml
+    from vtok.training import RunConfig
+
+    raw = read_yaml(config) if isinstance(config, str | Path) else dict(config)
+    return apply_overrides(RunConfig, raw, list(overrides))
+
+
+def build(config: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> Any:
+    """Build the ``model`` of a preset with random initialisation (a tokenizer or an AR model)."""
+    from vtok.config import build_component
+
+    return build_component("model", load_config(config, overrides)["model"], "model")
+
+
+def load(directory: str | Path, map_location: str = "cpu") -> Any:
+    """Load a model saved with ``save_pretrained`` (``config.json`` + ``model.safetensors``), in eval mode."""
+    from vtok.pretrained import load_pretrained
+
+    return load_pretrained(directory, map_location)

@@ -1,0 +1,98 @@
+"""Images at the edges: reading any file to RGB, ADM's resize-and-crop, tensors <-> PIL, grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vtok.errors import VtokError
+from vtok.io import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Grayscale, palette and CMYK convert directly; alpha is composited on white
+    (what a viewer shows); 16-bit and float images are rescaled by their range
+    instead of being clipped to 255.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr, mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as 8-bit RGB; a :class:`VtokError` for missing or unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise VtokError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise VtokError(f"cannot read image {path}: {err.__class__.__name__}") from None
+
+
+def center_crop_arr(image: Image.Image, size: int) -> Image.Image:
+    """ADM's resize and center crop: halve with BOX while the short side is >= 2 * size,
+    resize bicubic so the short side is ``size``, then cut the central ``size`` square.
+
+    Images smaller than ``size`` are therefore upscaled (bicubic) to cover the crop.
+    """
+    while min(*image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(*image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    arr = np.asarray(image)
+    top = (arr.shape[0] - size) // 2
+    left = (arr.shape[1] - size) // 2
+    return Image.fromarray(arr[top : top + size, left : left + size])
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
+    arr = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+    return rearrange(arr, "h w c -> c h w").float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) in [-1, 1] -> uint8 in [0, 255], rounded as a PNG writer would."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> RGB PIL image."""
+    return Image.fromarray(rearrange(to_uint8(image).cpu(), "c h w -> h w c").numpy())
+
+
+def make_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> torch.Tensor:
+    """(N, 3, H, W) -> (3, rows*(H+pad)+pad, ncol*(W+pad)+pad) with white padding."""
+    n, c, h, w = images.shape
+    rows = -(-n // ncol)
+    fill = torch.ones(rows * ncol - n, c, h, w, dtype=images.dtype, device=images.device)
+    tiles = torch.cat([images, fill])
+    tiles = torch.nn.functional.pad(tiles, (pad, 0, pad, 0), value=1.0)
+    grid = rearrange(tiles, "(r k) c h w -> c (r h) (k w)", k=ncol)
+    return torch.nn.functional.pad(grid, (0, pad, 0, pad), value=1.0)
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> None:
+    """Write (3, H, W) in [-1, 1] as a PNG, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tensor_to_pil(image).save(tmp, format="PNG")

@@ -1,0 +1,85 @@
+"""The shared interface: encoder -> quantizer -> decoder, and what each returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vtok.pretrained import Pretrained
+from vtok.tokens import Tokens
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns.
+
+    Attributes:
+        z_q: (B, L, D) quantized latents, straight-through in training.
+        ids: (B, L, C) int64 code indices.
+        losses: named scalar losses (already weighted), e.g. ``commit``.
+        stats: named scalar statistics of this batch, e.g. ``perplexity``.
+    """
+
+    z_q: torch.Tensor
+    ids: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizerOutput:
+    """What ``Tokenizer.forward`` returns: recon (B, 3, H, W) in [-1, 1], tokens, losses, stats."""
+
+    recon: torch.Tensor
+    tokens: Tokens
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Quantizer(nn.Module):
+    """Maps (B, L, D) latents to codes; ``lookup`` is the exact inverse of the ids it returns.
+
+    Subclasses set ``codebook_sizes`` (one entry per code of a position) and ``dim``.
+    Quantization always runs in float32, also under autocast.
+    """
+
+    codebook_sizes: tuple[int, ...]
+    dim: int
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        raise NotImplementedError
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, C) int64 -> z_q: (B, L, D) float32."""
+        raise NotImplementedError
+
+    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inference path: (B, L, D) latents -> (B, L, C) ids, equal to ``forward(latents).ids``."""
+        return self.forward(latents).ids
+
+
+class Tokenizer(Pretrained, nn.Module):
+    """Images <-> discrete tokens. Images are (B, 3, H, W) float in [-1, 1]."""
+
+    def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
+        raise NotImplementedError
+
+    def decode(self, tokens: Tokens) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        raise NotImplementedError
+
+    def lookup(self, tokens: Tokens) -> torch.Tensor:
+        """Quantized latents (B, L, D) of ``tokens``, e.g. to initialise an AR embedding."""
+        raise NotImplementedError
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        """The decoder's output-layer weight, for the GAN loss's adaptive weight."""
+        raise NotImplementedError

@@ -1,0 +1,31 @@
+"""Batched encode / decode / reconstruct over many images, with a progress bar."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from vtok.interfaces import Tokenizer
+from vtok.tokens import Tokens
+
+
+@torch.inference_mode()
+def encode_batched(tokenizer: Tokenizer, images: torch.Tensor, batch_size: int = 16, progress: bool = True) -> Tokens:
+    """images: (N, 3, H, W) in [-1, 1] -> Tokens of all N images."""
+    parts = [
+        tokenizer.encode(chunk)
+        for chunk in tqdm(images.split(batch_size), desc="encode", disable=not progress, leave=False)
+    ]
+    return Tokens.cat(parts)
+
+
+@torch.inference_mode()
+def decode_batched(tokenizer: Tokenizer, tokens: Tokens, batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """Tokens of N images -> (N, 3, H, W) in [-1, 1]."""
+    tokens.check_range()
+    starts = range(0, tokens.batch_size, batch_size)
+    out = [
+        tokenizer.decode(tokens[s : s + batch_size]).float()
+        for s in tqdm(starts, desc="decode", disable=not progress, leave=False)
+    ]
+    return torch.cat(out)

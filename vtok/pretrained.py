@@ -1,0 +1,107 @@
+"""vtok's release format: ``config.json`` (names, arguments, format_version) + ``model.safetensors``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vtok.errors import VtokError
+from vtok.io import atomic_dir
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with contiguous CPU copies (safetensors refuses shared or strided storage)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+class Pretrained:
+    """Mixin for registered top-level models (tokenizers, AR models).
+
+    ``build_component`` sets ``self.spec`` (the resolved config of the model); it is
+    what ``config.json`` stores and what :func:`vtok.load` rebuilds from.
+    """
+
+    spec: dict[str, Any]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
+        config = {"format_version": FORMAT_VERSION, "kind": "model", "model": self.spec}
+        with atomic_dir(directory) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            save_file(_unique_state(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        return Path(directory)
+
+    def fingerprint(self) -> str:
+        """sha256 over the config and every weight: token files record it, decode checks it."""
+        h = hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """Read and check a model folder's ``config.json``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise VtokError(f"model folder not found: {directory}")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise VtokError(f"{directory} is not a vtok model folder (no {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise VtokError(f"{path} is not valid JSON") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise VtokError(f"{path} is not a vtok model config (no 'model' entry)")
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise VtokError(f"{path} has format_version {version!r}; this vtok reads {FORMAT_VERSION}")
+    return config
+
+
+def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Rebuild the model saved in ``directory`` and load its weights strictly."""
+    from vtok.config import build_component
+
+    config = read_config(directory)
+    model = build_component("model", config["model"], "model")
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise VtokError(f"{directory} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError) as err:
+        raise VtokError(f"{weights} is not a readable safetensors file ({err})") from None
+    load_state_strict(model, state, str(weights))
+    model.eval()
+    return model
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming the first bad keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or extra or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if extra:
+            parts.append(f"unexpected {extra[:3]}")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape of {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+        raise VtokError(f"weights in {source} do not match the model: {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,183 @@
+"""`Tokens`, the one type every tokenizer returns and every decoder and AR model reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vtok.errors import VtokError
+from vtok.io import atomic_path
+
+TOKEN_FILE_FORMAT = "vtok.tokens/1"
+
+
+@dataclass
+class Tokens:
+    """Discrete tokens of a batch of images: everything needed to decode them.
+
+    Attributes:
+        ids: (B, L, C) int64: L positions, C codes per position.
+        codebook_sizes: length C; ``ids[..., c]`` lies in ``[0, codebook_sizes[c])``.
+        grid: (h, w) with h * w == L for 2D tokenizers (the last scale for
+            multi-scale layouts); None for 1D sequences.
+        lengths: (B,) valid prefix length per sample for variable-length 1D tokens.
+        scales: multi-scale layouts: L = sum(h * w), scales concatenated coarse to fine.
+    """
+
+    ids: torch.Tensor
+    codebook_sizes: tuple[int, ...]
+    grid: tuple[int, int] | None
+    lengths: torch.Tensor | None = None
+    scales: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.codebook_sizes = tuple(int(s) for s in self.codebook_sizes)
+        self.grid = None if self.grid is None else (int(self.grid[0]), int(self.grid[1]))
+        if self.scales is not None:
+            self.scales = tuple((int(h), int(w)) for h, w in self.scales)
+        if self.ids.dim() != 3 or self.ids.dtype != torch.long:
+            raise VtokError(f"token ids must be int64 of shape (B, L, C), got {self.ids.dtype} {tuple(self.ids.shape)}")
+        _, length, depth = self.ids.shape
+        if depth != len(self.codebook_sizes):
+            raise VtokError(f"token ids carry {depth} codes per position but {len(self.codebook_sizes)} codebook sizes")
+        expected = None
+        if self.scales is not None:
+            expected = sum(h * w for h, w in self.scales)
+        elif self.grid is not None:
+            expected = self.grid[0] * self.grid[1]
+        if expected is not None and expected != length:
+            raise VtokError(f"token layout needs {expected} positions, ids have {length}")
+        if self.lengths is not None:
+            if self.lengths.shape != (self.ids.shape[0],):
+                raise VtokError(
+                    f"lengths must have shape (B,) = ({self.ids.shape[0]},), got {tuple(self.lengths.shape)}"
+                )
+            if bool(((self.lengths < 1) | (self.lengths > length)).any()):
+                raise VtokError(f"lengths must lie in [1, {length}]")
+
+    @property
+    def batch_size(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def num_positions(self) -> int:
+        return self.ids.shape[1]
+
+    def check_range(self) -> None:
+        """Raise a :class:`VtokError` if any id lies outside its codebook."""
+        sizes = torch.tensor(self.codebook_sizes, device=self.ids.device)
+        bad = (self.ids < 0) | (self.ids >= sizes)
+        if bool(bad.any()):
+            b, pos, c = (int(v) for v in bad.nonzero()[0])
+            raise VtokError(
+                f"token id {int(self.ids[b, pos, c])} at sample {b}, position {pos}, code {c} "
+                f"is outside codebook {c} of size {self.codebook_sizes[c]}"
+            )
+
+    def to(self, device: torch.device | str) -> Tokens:
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return dataclasses.replace(self, ids=self.ids.to(device), lengths=lengths)
+
+    def __getitem__(self, index: int | slice | torch.Tensor) -> Tokens:
+        """Select samples along the batch dimension, keeping the layout."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        lengths = None if self.lengths is None else self.lengths[index]
+        return dataclasses.replace(self, ids=self.ids[index], lengths=lengths)
+
+    @staticmethod
+    def cat(parts: list[Tokens]) -> Tokens:
+        """Concatenate along the batch; all parts must share one layout."""
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.codebook_sizes, p.grid, p.scales, p.num_positions) != (
+                first.codebook_sizes,
+                first.grid,
+                first.scales,
+                first.num_positions,
+            ):
+                raise VtokError("cannot concatenate tokens of different layouts")
+        lengths = None if first.lengths is None else torch.cat([p.lengths for p in parts])
+        return dataclasses.replace(first, ids=torch.cat([p.ids for p in parts]), lengths=lengths)
+
+    def bits_per_image(self) -> torch.Tensor:
+        """(B,) float: bits to store each sample's valid tokens at log2(codebook) bits each."""
+        per_position = sum(math.log2(s) for s in self.codebook_sizes)
+        count = self.lengths if self.lengths is not None else torch.full((self.batch_size,), self.num_positions)
+        return count.float() * per_position
+
+    def layout(self) -> dict[str, Any]:
+        """The JSON-able description of everything but the ids."""
+        return {
+            "codebook_sizes": list(self.codebook_sizes),
+            "grid": None if self.grid is None else list(self.grid),
+            "scales": None if self.scales is None else [list(s) for s in self.scales],
+        }
+
+
+@dataclass
+class TokenFile:
+    """What a token file holds besides the tokens."""
+
+    tokens: Tokens
+    tokenizer_hash: str
+    labels: torch.Tensor | None = None
+    names: list[str] | None = None
+
+
+def save_tokens(
+    path: str | Path,
+    tokens: Tokens,
+    tokenizer_hash: str,
+    labels: torch.Tensor | None = None,
+    names: list[str] | None = None,
+) -> None:
+    """Write tokens as safetensors (atomically): ids, lengths, labels and the layout in metadata."""
+    tensors = {"ids": tokens.ids.contiguous().cpu()}
+    if tokens.lengths is not None:
+        tensors["lengths"] = tokens.lengths.long().contiguous().cpu()
+    if labels is not None:
+        tensors["labels"] = labels.long().contiguous().cpu()
+    metadata = {
+        "format": TOKEN_FILE_FORMAT,
+        "layout": json.dumps(tokens.layout()),
+        "tokenizer_hash": tokenizer_hash,
+        "names": json.dumps(names or []),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tokens(path: str | Path) -> TokenFile:
+    """Read a token file written by :func:`save_tokens`; one-line errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise VtokError(f"token file not found: {path}")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise VtokError(f"{path} is not a token file (not safetensors: {err})") from None
+    if metadata.get("format") != TOKEN_FILE_FORMAT or "ids" not in tensors:
+        raise VtokError(f"{path} is not a vtok token file (format {metadata.get('format')!r})")
+    layout = json.loads(metadata["layout"])
+    tokens = Tokens(
+        ids=tensors["ids"],
+        codebook_sizes=tuple(layout["codebook_sizes"]),
+        grid=None if layout["grid"] is None else tuple(layout["grid"]),
+        lengths=tensors.get("lengths"),
+        scales=None if layout["scales"] is None else tuple(tuple(s) for s in layout["scales"]),
+    )
+    names = json.loads(metadata.get("names", "[]")) or None
+    return TokenFile(tokens, metadata.get("tokenizer_hash", ""), tensors.get("labels"), names)
