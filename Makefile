@@ -1,0 +1,22 @@
+# `make demo` and `make test` create the environment on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch pinned first: a CPU build; an unpinned torch would pull several GB of CUDA packages.
+	$(PY) -m pip install -q "torch==2.13.0" "torchvision==0.28.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+.PHONY: demo test lint bench
+demo: $(VENV)/.installed
+	$(VENV)/bin/vtok demo --out vtok-demo
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_vq.py
