@@ -116,10 +116,23 @@ def main() -> None:
     rows = []
     for batch in args.batches:
         for impl in IMPLS:
-            cmd = [sys.executable, __file__, "--one", impl, str(batch), "--size", str(args.size), "--reps", str(args.reps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                impl,
+                str(batch),
+                "--size",
+                str(args.size),
+                "--reps",
+                str(args.reps),
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            print(f"{impl:>10} b={batch:<3} enc {rows[-1]['encode_img_s']:7.2f} img/s  dec {rows[-1]['decode_img_s']:7.2f} img/s  peak {rows[-1]['peak_rss_mib']:7.0f} MiB", flush=True)
+            print(
+                f"{impl:>10} b={batch:<3} enc {rows[-1]['encode_img_s']:7.2f} img/s  dec {rows[-1]['decode_img_s']:7.2f} img/s  peak {rows[-1]['peak_rss_mib']:7.0f} MiB",
+                flush=True,
+            )
     check = check_outputs_unchanged(args.size)
     speedups = {}
     for batch in args.batches:

@@ -30,26 +30,49 @@ def image_dir(tmp_path):
 
 def _error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # after any progress bar
     assert err.startswith("vtok: error: ") and "\n" not in err and "Traceback" not in err
     return err
 
 
 def test_encode_decode_round_trip(tok_dir, image_dir, tmp_path, capsys):
     out = tmp_path / "t.safetensors"
-    assert main(["encode", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--labels", "4,5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--tokenizer",
+                str(tok_dir),
+                str(image_dir),
+                "--size",
+                "32",
+                "--labels",
+                "4,5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     f = load_tokens(out)
     assert f.tokens.ids.shape == (2, 64, 1) and f.labels.tolist() == [4, 5]
     assert main(["decode", str(out), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "dec")]) == 0
     pngs = sorted((tmp_path / "dec").glob("*.png"))
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (32, 32)
-    assert main(["reconstruct", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--out", str(tmp_path / "rec")]) == 0
+    assert (
+        main(
+            ["reconstruct", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--out", str(tmp_path / "rec")]
+        )
+        == 0
+    )
     assert "mean" in capsys.readouterr().out
     assert (tmp_path / "rec" / "psnr.json").is_file()
 
 
 def test_missing_and_corrupt_images(tok_dir, tmp_path, capsys):
-    assert "not found" in _error(capsys, ["encode", "--tokenizer", str(tok_dir), str(tmp_path / "nope.png"), "--out", "x"])
+    assert "no such file" in _error(
+        capsys, ["encode", "--tokenizer", str(tok_dir), str(tmp_path / "nope.png"), "--out", "x"]
+    )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     assert "cannot read image" in _error(capsys, ["encode", "--tokenizer", str(tok_dir), str(bad), "--out", "x"])
@@ -62,7 +85,9 @@ def test_token_file_from_another_tokenizer(tok_dir, image_dir, tmp_path, capsys)
     with torch.no_grad():
         other.decoder.conv_out.weight.add_(0.1)
     other.save_pretrained(tmp_path / "other")
-    assert "another tokenizer" in _error(capsys, ["decode", str(out), "--tokenizer", str(tmp_path / "other"), "--out", "d"])
+    assert "another tokenizer" in _error(
+        capsys, ["decode", str(out), "--tokenizer", str(tmp_path / "other"), "--out", "d"]
+    )
 
 
 def test_ids_out_of_range(tok_dir, tiny_tokenizer, images, tmp_path, capsys):
@@ -74,15 +99,21 @@ def test_ids_out_of_range(tok_dir, tiny_tokenizer, images, tmp_path, capsys):
 
 
 def test_wrong_checkpoint_and_config(tmp_path, capsys, image_dir):
-    assert "not a vtok model folder" in _error(capsys, ["encode", "--tokenizer", str(image_dir), str(image_dir), "--out", "x"])
+    assert "not a vtok model folder" in _error(
+        capsys, ["encode", "--tokenizer", str(image_dir), str(image_dir), "--out", "x"]
+    )
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "config.json").write_text('{"format_version": 1, "kind": "model", "model": {"name": "grid"}}')
     (junk / "model.safetensors").write_bytes(b"\x00" * 16)
     assert "safetensors" in _error(capsys, ["encode", "--tokenizer", str(junk), str(image_dir), "--out", "x"])
-    err = _error(capsys, ["train", "configs/tokenizer/vq_tiny.yaml", "model.quantizer.bogus=1", "--out", str(tmp_path / "r")])
+    err = _error(
+        capsys, ["train", "configs/tokenizer/vq_tiny.yaml", "model.quantizer.bogus=1", "--out", str(tmp_path / "r")]
+    )
     assert "model.quantizer.bogus" in err
-    assert "config file not found" in _error(capsys, ["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")])
+    assert "config file not found" in _error(
+        capsys, ["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "r")]
+    )
 
 
 def test_token_file_that_is_not_one(tok_dir, tmp_path, capsys):

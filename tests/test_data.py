@@ -16,7 +16,9 @@ from vtok.images import center_crop_arr, load_image, make_grid, pil_to_tensor, t
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "I;16", "LA"])
 def test_modes_become_rgb(mode, tmp_path):
     arr = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    image = Image.fromarray(arr).convert(mode) if mode != "I;16" else Image.fromarray((arr[..., 0].astype(np.uint16) * 257))
+    image = (
+        Image.fromarray(arr).convert(mode) if mode != "I;16" else Image.fromarray(arr[..., 0].astype(np.uint16) * 257)
+    )
     ext = "tif" if mode in ("CMYK", "I;16") else "png"
     image.save(tmp_path / f"x.{ext}")
     out = load_image(tmp_path / f"x.{ext}")
