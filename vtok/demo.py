@@ -10,6 +10,7 @@ import torch
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.errors import VtokError
 from vtok.images import make_grid, pil_to_tensor, save_image
 from vtok.io import atomic_path
 from vtok.pipeline import decode_batched, encode_batched
@@ -20,10 +21,10 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tokenizer" /
 
 
 def demo_config_path() -> Path:
-    """The demo preset: the repository's ``configs/`` when present, else the copy in the package."""
-    if DEMO_CONFIG.is_file():
-        return DEMO_CONFIG
-    return Path(__file__).resolve().parent / "presets" / "vq_demo.yaml"
+    """The demo preset in the repository's ``configs/`` (vtok is installed editable from its checkout)."""
+    if not DEMO_CONFIG.is_file():
+        raise VtokError(f"demo preset not found at {DEMO_CONFIG}; run vtok demo from an editable install (pip install -e .)")
+    return DEMO_CONFIG
 
 
 def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool = True) -> dict[str, Any]:
