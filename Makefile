@@ -7,7 +7,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned first: a CPU build; an unpinned torch would pull several GB of CUDA packages.
 	$(PY) -m pip install -q "torch==2.13.0" "torchvision==0.28.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,eval]"
 	touch $@
 
 .PHONY: demo test lint bench
@@ -20,3 +20,4 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_vq.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py

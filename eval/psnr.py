@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
+from vtok.eval.metric import Metric, check_pair, to_unit
+
+from vtok.registry import register
 
 
 def psnr_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -11,18 +17,19 @@ def psnr_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     Both are first rounded to 8-bit levels, so the number is that of the PNG files a
     user would compare. Identical images give +inf.
     """
-    a = ((real.detach().float().clamp(-1, 1) + 1) * 127.5).round() / 255.0
-    b = ((fake.detach().float().clamp(-1, 1) + 1) * 127.5).round() / 255.0
-    mse = (a - b).pow(2).flatten(1).mean(1)
+    mse = (to_unit(real) - to_unit(fake)).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse)
 
 
-class PSNR:
+@register("metric", "psnr")
+class PSNR(Metric):
     """``reset / update(real, fake) / compute()``: the mean of per-image PSNRs."""
 
-    name = "psnr"
+    @dataclass
+    class Config:
+        pass
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: Config | None = None) -> None:
         self.reset()
 
     def reset(self) -> None:
@@ -30,12 +37,21 @@ class PSNR:
         self.count = 0
 
     def update(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        check_pair(real, fake)
         values = psnr_per_image(real, fake)
         self.total += float(values.double().sum())
         self.count += values.numel()
         return values
 
-    def compute(self) -> float:
+    def compute(self) -> dict[str, float]:
         if self.count == 0:
             raise ValueError("PSNR of no images")
-        return self.total / self.count
+        return {"PSNR": self.total / self.count}
+
+    def protocol(self) -> dict[str, Any]:
+        return {
+            "implementation": "vtok",
+            "range": "8-bit RGB scaled to [0, 1]",
+            "reduction": "mean of per-image PSNR (dB)",
+            "images": self.count,
+        }

@@ -49,16 +49,15 @@ def test_resume_after_kill_reproduces_the_curve(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="under pytest the launcher starts one process (world size 1); run by hand: python -m vtok.launch --multi_gpu --num_processes 2 tests/ddp_worker.py configs/tokenizer/vq_tiny.yaml OUT"
-)
 def test_two_processes_keep_weights_and_codebooks_identical(tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     cmd = [
         sys.executable,
         "-m",
         "vtok.launch",
-        "--cpu",
+        # `--cpu` alone starts a single process; `--multi_gpu` goes through torchrun, which
+        # on a machine without CUDA spawns CPU workers joined by gloo.
+        "--multi_gpu",
         "--num_processes",
         "2",
         "--num_machines",

@@ -119,6 +119,42 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(_table(rows))
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import vtok
+    from vtok.eval.evaluate import evaluate
+    from vtok.eval.report import table, write_report
+
+    if (args.tokenizer is None) == (args.recon is None):
+        raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
+    tokenizer = vtok.load(args.tokenizer).eval() if args.tokenizer else None
+    out = Path(args.out)
+    result = evaluate(
+        args.metrics,
+        data=args.data,
+        tokenizer=tokenizer,
+        recon_dir=args.recon,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        recognizer=args.recognizer,
+        embedder=args.face_embedder,
+        detail_dir=out / "detail_set",
+        device=args.device,
+    )
+    name = args.name or Path(args.tokenizer or args.recon).name
+    write_report(result, out, name, {"tokenizer": args.tokenizer, "recon": args.recon})
+    print(f"{name} on {args.data} at {args.resolution}px ({result.info.get('seconds')} s); report in {out}")
+    print(table(result))
+    if args.tokens:
+        from vtok.eval.rate import rate_distortion, write_rate_distortion
+
+        if tokenizer is None:
+            raise VtokError("--tokens needs --tokenizer (reconstructions have a fixed rate)")
+        budgets = [int(k) for k in args.tokens.split(",")]
+        rows = rate_distortion(tokenizer, budgets, args.metrics.split(","), args.data, args.resolution, args.batch_size)
+        write_rate_distortion(rows, out, name)
+        print(f"rate-distortion over {budgets} tokens: {out / 'rate_distortion.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vtok", description="Discrete visual tokenizers: train, encode, decode.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize and center-crop to SIZE (ADM)")
     _add_batch(p)
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("eval", help="rFID, PSNR/SSIM/LPIPS, codebook and TokBench text/face fidelity, with a report")
+    p.add_argument("--tokenizer", default=None, help="folder of a saved tokenizer")
+    p.add_argument("--recon", default=None, help="folder of reconstructions made elsewhere, mirroring the data's files")
+    p.add_argument(
+        "--data", default="builtin", help="'builtin', an image folder, or a TokBench folder (default: builtin)"
+    )
+    p.add_argument("--metrics", default="rfid,psnr,ssim,lpips,codebook,text,face", help="comma-separated metric names")
+    p.add_argument(
+        "--resolution", type=int, default=256, help="image side; TokBench setting 256/512/1024 for text/face"
+    )
+    p.add_argument("--recognizer", default="rapidocr", help="text recogniser: rapidocr (offline) or doctr_parseq")
+    p.add_argument("--face-embedder", default="dlib", help="face embedder: dlib (offline, L2) or antelopev2 (cosine)")
+    p.add_argument("--name", default=None, help="method name in the tables (default: the folder's name)")
+    p.add_argument(
+        "--tokens",
+        default=None,
+        help="variable-length tokenizers: token budgets for a rate-distortion plot, e.g. 32,64,128",
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="report folder: results.json, results.md, grids")
+    _add_batch(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "demo", help="train a small VQ tokenizer on the built-in photos, then reconstruct held-out crops"

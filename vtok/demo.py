@@ -23,7 +23,9 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tokenizer" /
 def demo_config_path() -> Path:
     """The demo preset in the repository's ``configs/`` (vtok is installed editable from its checkout)."""
     if not DEMO_CONFIG.is_file():
-        raise VtokError(f"demo preset not found at {DEMO_CONFIG}; run vtok demo from an editable install (pip install -e .)")
+        raise VtokError(
+            f"demo preset not found at {DEMO_CONFIG}; run vtok demo from an editable install (pip install -e .)"
+        )
     return DEMO_CONFIG
 
 
@@ -43,7 +45,7 @@ def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool 
     return {
         "images": len(crops),
         "image_size": image_size,
-        "psnr": psnr.compute(),
+        "psnr": psnr.compute()["PSNR"],
         "codebook_usage": stats["usage"],
         "perplexity": stats["perplexity"],
         "tokens_per_image": tokens.num_positions,

@@ -1,0 +1,57 @@
+"""Dataset-level codebook statistics of a tokenizer's tokens, per codebook / residual level.
+
+Unlike batch statistics logged in training, usage here is the number of distinct
+ids over the whole evaluated set divided by the codebook size: a code used once in
+ten thousand images counts as used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vtok.stats import CodeUsage
+from vtok.tokens import Tokens
+
+
+class CodebookStats:
+    """``reset / update(tokens) / compute()`` over every token the tokenizer emits for a set."""
+
+    def __init__(self, codebook_sizes: tuple[int, ...]):
+        self.usage = CodeUsage(codebook_sizes)
+        self.reset()
+
+    def reset(self) -> None:
+        self.usage.reset()
+        self.tokens_total = 0
+        self.images = 0
+
+    def update(self, tokens: Tokens) -> None:
+        self.usage.update(tokens.ids, tokens.lengths)
+        lengths = (
+            tokens.lengths if tokens.lengths is not None else torch.full((tokens.batch_size,), tokens.num_positions)
+        )
+        self.tokens_total += int(lengths.sum())
+        self.images += tokens.batch_size
+
+    def compute(self) -> dict[str, float]:
+        """Flat columns: ``usage``, ``perplexity``, ``entropy_bits`` for one codebook, else suffixed ``_c{i}``."""
+        per = self.usage.compute()
+        out: dict[str, float] = {}
+        for i, stats in enumerate(per):
+            suffix = "" if len(per) == 1 else f"_c{i}"
+            out[f"usage{suffix}"] = stats["usage"]
+            out[f"perplexity{suffix}"] = stats["perplexity"]
+            out[f"entropy_bits{suffix}"] = stats["entropy_bits"]
+        out["tokens_per_image"] = self.tokens_total / max(self.images, 1)
+        return out
+
+    def protocol(self) -> dict[str, Any]:
+        return {
+            "implementation": "vtok",
+            "usage": "distinct ids over the whole set / codebook size, per codebook (residual level)",
+            "perplexity": "2 ** entropy (bits) of the dataset-level id histogram",
+            "codebook_sizes": list(self.usage.codebook_sizes),
+            "images": self.images,
+        }

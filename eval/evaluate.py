@@ -1,0 +1,257 @@
+"""``vtok eval``: every requested metric of one tokenizer (or folder of reconstructions) on one data set.
+
+Image metrics (rfid, psnr, ssim, lpips, fd_effnet_lite0) stream over batches of
+(original, reconstruction) pairs; ``codebook`` reads the tokens; ``text`` and
+``face`` follow TokBench's protocol on a TokBench-layout folder, or on the built-in
+detail set when the data is ``builtin``. A metric whose backend or weights are
+missing is skipped and the reason written in the report; bad input stops with one
+line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from vtok.eval.codebook import CodebookStats
+from vtok.eval.metric import MetricUnavailable
+from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
+
+from vtok.builtin import builtin_crops
+from vtok.data import list_images
+from vtok.errors import VtokError
+from vtok.images import center_crop_arr, load_image, pil_to_tensor
+from vtok.interfaces import Tokenizer
+from vtok.registry import lookup
+
+IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
+DETAIL_METRICS = ("text", "face")
+ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS)
+
+
+@dataclass
+class EvalResult:
+    """Scores (``{metric: {column: value}}``), protocols, skipped metrics with reasons, and report material."""
+
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    grid: tuple[torch.Tensor, torch.Tensor] | None = None
+    worst_text: list = field(default_factory=list)
+    worst_faces: list = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_metrics(spec: str | Sequence[str]) -> list[str]:
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    unknown = [m for m in names if m not in ALL_METRICS]
+    if unknown:
+        raise VtokError(f"unknown metric {unknown[0]!r}; choose from {', '.join(ALL_METRICS)}")
+    if not names:
+        raise VtokError("no metrics requested")
+    return names
+
+
+def _image_items(data: str, size: int) -> list[tuple[str, Any]]:
+    """(relative name, PIL image or path) of the image set, in a fixed order."""
+    if data == "builtin":
+        return [(f"{name}.png", image) for name, image in builtin_crops("heldout", size)]
+    root = Path(data)
+    if not root.exists():
+        raise VtokError(f"data {root} does not exist")
+    base = root / "images" if (root / "annotations").is_dir() else root
+    files = list_images(base)
+    if not files:
+        raise VtokError(f"no images in {base}")
+    return [(str(f.relative_to(base)) if base.is_dir() else f.name, f) for f in files]
+
+
+def _pairs(
+    items: list[tuple[str, Any]],
+    size: int,
+    batch_size: int,
+    tokenizer: Tokenizer | None,
+    reconstruct: Reconstruct | None,
+    recon_dir: Path | None,
+    progress: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+    """Batches of (originals, reconstructions, tokens or None), (B, 3, S, S) in [-1, 1]."""
+    skipped = []
+    for start in tqdm(range(0, len(items), batch_size), desc="images", disable=not progress):
+        real, fake = [], []
+        for rel, item in items[start : start + batch_size]:
+            try:
+                original = item if not isinstance(item, Path) else load_image(item)
+            except VtokError as err:
+                if recon_dir is not None:
+                    raise
+                skipped.append(str(err))
+                continue
+            if recon_dir is not None:
+                path = recon_dir / rel
+                path = path if path.is_file() else path.with_suffix(".png")
+                if not path.is_file():
+                    raise VtokError(f"no reconstruction for {rel} in {recon_dir}")
+                recon = load_image(path)
+                if recon.size == original.size:
+                    recon = center_crop_arr(recon, size)
+                elif recon.size != (size, size):
+                    raise VtokError(
+                        f"{path} is {recon.size[0]}x{recon.size[1]}; expected {size}x{size} or its original's size"
+                    )
+                fake.append(pil_to_tensor(recon))
+            real.append(pil_to_tensor(center_crop_arr(original, size)))
+        if not real:
+            continue
+        x = torch.stack(real)  # (B, 3, S, S)
+        tokens = None
+        with torch.inference_mode():
+            if tokenizer is not None:
+                tokens = tokenizer.encode(x)
+                y = tokenizer.decode(tokens).float().clamp(-1, 1)
+            elif reconstruct is not None:
+                y = reconstruct(x)
+            else:
+                y = torch.stack(fake)
+        yield x, y, tokens
+    if skipped:
+        tqdm.write(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:3])}")
+
+
+def _build_metric(name: str, device: str):
+    cls = lookup("metric", name)
+    cfg = cls.Config()
+    if hasattr(cfg, "device"):
+        cfg.device = device
+    return cls(cfg)
+
+
+def evaluate(
+    metrics: Sequence[str],
+    data: str = "builtin",
+    tokenizer: Tokenizer | None = None,
+    reconstruct: Reconstruct | None = None,
+    recon_dir: str | Path | None = None,
+    resolution: int = 256,
+    batch_size: int = 16,
+    recognizer: str = "rapidocr",
+    embedder: str = "dlib",
+    detail_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EvalResult:
+    """Run ``metrics`` for exactly one of ``tokenizer``, ``reconstruct`` or ``recon_dir``.
+
+    Args:
+        metrics: names from :data:`ALL_METRICS`.
+        data: ``"builtin"`` or a folder (plain images, or TokBench layout for text/face).
+        resolution: image side for image metrics, TokBench setting (256/512/1024) for text/face.
+        detail_dir: where the built-in detail set is written when ``data`` is builtin.
+    """
+    if sum(x is not None for x in (tokenizer, reconstruct, recon_dir)) != 1:
+        raise VtokError(
+            "evaluate needs exactly one of a tokenizer, a reconstruct function or a folder of reconstructions"
+        )
+    metrics = parse_metrics(metrics)
+    recon_dir = Path(recon_dir) if recon_dir is not None else None
+    if recon_dir is not None and not recon_dir.is_dir():
+        raise VtokError(f"reconstruction folder {recon_dir} does not exist")
+    result = EvalResult(info={"data": data, "resolution": resolution})
+    started = time.perf_counter()
+
+    image_metrics = {}
+    for name in [m for m in metrics if m in IMAGE_METRICS]:
+        try:
+            image_metrics[name] = _build_metric(name, device)
+        except MetricUnavailable as err:
+            result.skipped[name] = str(err)
+    codebook = None
+    if "codebook" in metrics:
+        if tokenizer is None:
+            result.skipped["codebook"] = "codebook statistics need a tokenizer, not reconstructions"
+        else:
+            codebook = CodebookStats(tokenizer.codebook_sizes)
+    if image_metrics or codebook is not None:
+        items = _image_items(data, resolution)
+        count = 0
+        for x, y, tokens in _pairs(items, resolution, batch_size, tokenizer, reconstruct, recon_dir, progress):
+            if result.grid is None:
+                result.grid = (x[:8].clone(), y[:8].clone())
+            for metric in image_metrics.values():
+                metric.update(x, y)
+            if codebook is not None:
+                codebook.update(tokens)
+            count += len(x)
+        if count == 0:
+            raise VtokError(f"no readable images in {data}")
+        result.info["images"] = count
+        for name, metric in image_metrics.items():
+            result.scores[name] = metric.compute()
+            result.protocols[name] = metric.protocol()
+        if codebook is not None:
+            result.scores["codebook"] = codebook.compute()
+            result.protocols["codebook"] = codebook.protocol()
+
+    detail = [m for m in metrics if m in DETAIL_METRICS]
+    if detail:
+        _run_detail(
+            result,
+            detail,
+            data,
+            tokenizer,
+            reconstruct,
+            recon_dir,
+            resolution,
+            recognizer,
+            embedder,
+            detail_dir,
+            progress,
+        )
+    result.info["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _run_detail(
+    result, detail, data, tokenizer, reconstruct, recon_dir, resolution, recognizer, embedder, detail_dir, progress
+):
+    from vtok.eval.face import build_embedder
+    from vtok.eval.text import build_recognizer
+
+    if data == "builtin":
+        from vtok.eval.detail_set import make_detail_set
+
+        if detail_dir is None:
+            raise VtokError("the built-in detail set needs a folder to be written to")
+        root = make_detail_set(detail_dir, resolution)
+        result.info["detail_set"] = f"vtok built-in detail set (seed 0, resolution {resolution}), written to {root}"
+    else:
+        root = check_layout(data)
+        result.info["detail_set"] = str(root)
+    rec = emb = None
+    if "text" in detail:
+        try:
+            rec = build_recognizer(recognizer)
+        except MetricUnavailable as err:
+            result.skipped["text"] = str(err)
+    if "face" in detail:
+        try:
+            emb = build_embedder(embedder)
+        except MetricUnavailable as err:
+            result.skipped["face"] = str(err)
+    if tokenizer is not None:
+
+        def reconstruct(x):
+            return tokenizer.decode(tokenizer.encode(x)).float().clamp(-1, 1)
+
+    text, faces = run_tokbench(root, resolution, reconstruct, rec, emb, recon_dir, progress)
+    if text is not None:
+        result.scores["text"], result.protocols["text"] = text.compute(), text.protocol()
+        result.worst_text = text.worst_pairs()
+    if faces is not None:
+        result.scores["face"], result.protocols["face"] = faces.compute(), faces.protocol()
+        result.worst_faces = faces.worst_pairs()

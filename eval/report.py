@@ -1,0 +1,129 @@
+"""Evaluation reports: ``results.json`` (scores + protocols), ``results.md`` (leaderboard layout), pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from vtok.eval.evaluate import EvalResult
+
+from vtok.images import make_grid, save_image
+from vtok.io import atomic_path
+
+# Leaderboard column order; columns of metrics that did not run are left out.
+_ORDER = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0", "codebook", "text", "face")
+_TEXT_KEYS = ("T-ACC", "T-NED")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def summary_columns(result: EvalResult) -> dict[str, Any]:
+    """The headline columns in leaderboard order: per-bin and mean text/face scores, counts left out."""
+    cols: dict[str, Any] = {}
+    for metric in _ORDER:
+        for key, value in result.scores.get(metric, {}).items():
+            if metric in ("text", "face") and (key.startswith(("words", "faces")) or key.endswith("original")):
+                continue
+            if metric == "codebook" and key.startswith("entropy"):
+                continue
+            cols[key] = value
+    return cols
+
+
+def markdown(result: EvalResult, name: str) -> str:
+    cols = summary_columns(result)
+    lines = [f"# vtok eval: {name}", ""]
+    if cols:
+        lines += ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += ["| " + name + " | " + " | ".join(_fmt(v) for v in cols.values()) + " |", ""]
+    info = ", ".join(f"{k}: {v}" for k, v in result.info.items())
+    lines += [f"Setting: {info}.", ""]
+    for metric, protocol in result.protocols.items():
+        lines.append(f"- **{metric}**: " + "; ".join(f"{k}: {v}" for k, v in protocol.items()))
+    for metric, reason in result.skipped.items():
+        lines.append(f"- **{metric}** skipped: {reason}")
+    for metric in ("text", "face"):
+        counts = {k: v for k, v in result.scores.get(metric, {}).items() if k.startswith(("words", "faces"))}
+        if counts:
+            lines.append(f"- {metric} instances: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+
+
+def side_by_side(pairs: list[tuple[str, Image.Image, Image.Image]], height: int = 64) -> Image.Image:
+    """Rows of (caption, original crop, reconstruction crop), each crop scaled to ``height``."""
+    font = _font(14)
+    rows = []
+    for caption, a, b in pairs:
+        scale = height / max(a.height, 1)
+        size = (max(1, round(a.width * scale)), height)
+        rows.append((caption, a.resize(size, Image.NEAREST), b.resize(size, Image.NEAREST)))
+    width = max([20 + 2 * r[1].width + 10 for r in rows] + [420])
+    canvas = Image.new("RGB", (width, max(1, len(rows)) * (height + 26) + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 4
+    for caption, a, b in rows:
+        draw.text((6, y), caption, fill="black", font=font)
+        canvas.paste(a, (6, y + 20))
+        canvas.paste(b, (16 + a.width, y + 20))
+        y += height + 26
+    return canvas
+
+
+def _save_pil(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def write_report(result: EvalResult, out: str | Path, name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write results.json, results.md and the pictures into ``out``; returns the JSON object."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "name": name,
+        "setting": result.info,
+        "scores": result.scores,
+        "protocol": result.protocols,
+        "skipped": result.skipped,
+        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        **(extra or {}),
+    }
+    with atomic_path(out / "results.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    with atomic_path(out / "results.md") as tmp:
+        Path(tmp).write_text(markdown(result, name))
+    if result.grid is not None:
+        real, fake = result.grid
+        save_image(make_grid(torch.cat([real, fake]), ncol=len(real)), out / "recon_grid.png")
+    if result.worst_text:
+        rows = [(f"{r.gt!r} read as {r.pred!r} (ratio {r.ratio:.3f})", a, b) for r, a, b in result.worst_text]
+        _save_pil(side_by_side(rows), out / "worst_text.png")
+    if result.worst_faces:
+        rows = [(f"{r.image}: {r.value:.3f} (ratio {r.ratio:.3f})", a, b) for r, a, b in result.worst_faces]
+        _save_pil(side_by_side(rows, height=96), out / "worst_faces.png")
+    return report
+
+
+def table(result: EvalResult) -> str:
+    """The headline columns as an aligned two-column table for the terminal."""
+    cols = summary_columns(result)
+    width = max([len(k) for k in cols] + [1])
+    lines = [f"  {k:<{width}}  {_fmt(v)}" for k, v in cols.items()]
+    lines += [f"  {k:<{width}}  skipped: {v}" for k, v in result.skipped.items()]
+    return "\n".join(lines)
