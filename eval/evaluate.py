@@ -31,7 +31,7 @@ from vtok.registry import lookup
 
 IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
 DETAIL_METRICS = ("text", "face")
-ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS)
+ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS, "gfid")
 
 
 @dataclass
@@ -142,6 +142,7 @@ def evaluate(
     recognizer: str = "rapidocr",
     embedder: str = "dlib",
     detail_dir: str | Path | None = None,
+    reference: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> EvalResult:
@@ -152,6 +153,8 @@ def evaluate(
         data: ``"builtin"`` or a folder (plain images, or TokBench layout for text/face).
         resolution: image side for image metrics, TokBench setting (256/512/1024) for text/face.
         detail_dir: where the built-in detail set is written when ``data`` is builtin.
+        reference: ``gfid`` only: ADM ``.npz`` statistics or a folder of real images;
+            the generated images are those in ``recon_dir``.
     """
     if sum(x is not None for x in (tokenizer, reconstruct, recon_dir)) != 1:
         raise VtokError(
@@ -163,6 +166,17 @@ def evaluate(
         raise VtokError(f"reconstruction folder {recon_dir} does not exist")
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
+    if "gfid" in metrics:
+        if recon_dir is None or reference is None:
+            raise VtokError(
+                "gfid needs the generated images (--recon DIR) and a reference (--reference .npz or folder)"
+            )
+        from vtok.eval.generation import generation_fid
+
+        result.scores["gfid"], result.protocols["gfid"] = generation_fid(
+            recon_dir, reference, resolution, batch_size, device, progress
+        )
+        metrics = [m for m in metrics if m != "gfid"]
 
     image_metrics = {}
     for name in [m for m in metrics if m in IMAGE_METRICS]:

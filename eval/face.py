@@ -15,7 +15,6 @@ calibrated similarity, and the two kinds never share a column:
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image
 from vtok.eval.annotations import Face
 from vtok.eval.bins import FACE_EDGES, bin_labels, binned_means
-from vtok.eval.metric import MetricUnavailable
+from vtok.eval.metric import MetricUnavailable, WorstCases
 
 from vtok.registry import lookup, register
 
@@ -136,7 +135,7 @@ class FaceFidelity:
 
     def reset(self) -> None:
         self.results: list[FaceResult] = []
-        self.worst: list[tuple[float, int, FaceResult, Image.Image, Image.Image]] = []
+        self.worst = WorstCases(self.keep_worst)
 
     def update(self, original: Image.Image, recon: Image.Image, faces: list[Face], name: str = "") -> None:
         if original.size != recon.size:
@@ -147,11 +146,7 @@ class FaceFidelity:
             self.results.append(r)
             badness = -value if self.embedder.higher_is_better else value
             x1, y1, x2, y2 = face.box
-            item = (badness, len(self.results), r, original.crop((x1, y1, x2, y2)), recon.crop((x1, y1, x2, y2)))
-            if len(self.worst) < self.keep_worst:
-                heapq.heappush(self.worst, item)
-            elif item > self.worst[0]:
-                heapq.heapreplace(self.worst, item)
+            self.worst.offer(badness, r, original.crop((x1, y1, x2, y2)), recon.crop((x1, y1, x2, y2)))
 
     def compute(self) -> dict[str, Any]:
         edges, col = FACE_EDGES[self.resolution], self.embedder.column
@@ -167,7 +162,7 @@ class FaceFidelity:
         return out
 
     def worst_pairs(self) -> list[tuple[FaceResult, Image.Image, Image.Image]]:
-        return [(r, a, b) for _, _, r, a, b in sorted(self.worst, reverse=True)]
+        return self.worst.pairs()
 
     def protocol(self) -> dict[str, Any]:
         return {

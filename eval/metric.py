@@ -9,6 +9,7 @@ every score.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 import torch
@@ -49,3 +50,48 @@ def check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> [0, 1] floats on 8-bit levels, the values a saved PNG holds."""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round() / 255.0
+
+
+class WorstCases:
+    """The ``k`` worst items seen (highest ``badness``), each with its original and reconstruction crops."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.heap: list[tuple[float, int, Any, Any, Any]] = []
+        self.seen = 0
+
+    def offer(self, badness: float, item: Any, original, recon) -> None:
+        self.seen += 1
+        entry = (badness, self.seen, item, original, recon)
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, entry)
+        elif entry > self.heap[0]:
+            heapq.heapreplace(self.heap, entry)
+
+    def pairs(self) -> list[tuple[Any, Any, Any]]:
+        """(item, original crop, reconstruction crop), worst first."""
+        return [(item, a, b) for _, _, item, a, b in sorted(self.heap, reverse=True)]
+
+
+class PerImageMean(Metric):
+    """A metric that is the mean over images of ``per_image(real, fake) -> (B,)``."""
+
+    column: str
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        check_pair(real, fake)
+        values = self.values(real, fake)
+        self.total += float(values.double().sum())
+        self.count += values.numel()
+        return values
+
+    def values(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        if self.count == 0:
+            raise VtokError(f"{self.column} of no images")
+        return {self.column: self.total / self.count}

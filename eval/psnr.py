@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from vtok.eval.metric import Metric, check_pair, to_unit
+from vtok.eval.metric import PerImageMean, to_unit
 
 from vtok.registry import register
 
@@ -22,8 +22,10 @@ def psnr_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 @register("metric", "psnr")
-class PSNR(Metric):
+class PSNR(PerImageMean):
     """``reset / update(real, fake) / compute()``: the mean of per-image PSNRs."""
+
+    column = "PSNR"
 
     @dataclass
     class Config:
@@ -32,21 +34,8 @@ class PSNR(Metric):
     def __init__(self, cfg: Config | None = None) -> None:
         self.reset()
 
-    def reset(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        check_pair(real, fake)
-        values = psnr_per_image(real, fake)
-        self.total += float(values.double().sum())
-        self.count += values.numel()
-        return values
-
-    def compute(self) -> dict[str, float]:
-        if self.count == 0:
-            raise ValueError("PSNR of no images")
-        return {"PSNR": self.total / self.count}
+    def values(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return psnr_per_image(real, fake)
 
     def protocol(self) -> dict[str, Any]:
         return {

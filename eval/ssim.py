@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from vtok.eval.metric import Metric, check_pair, to_unit
+from vtok.eval.metric import PerImageMean, to_unit
 
 from vtok.registry import register
 
@@ -48,8 +48,10 @@ def ssim_per_image(real: torch.Tensor, fake: torch.Tensor, window: int = 11, sig
 
 
 @register("metric", "ssim")
-class SSIM(Metric):
+class SSIM(PerImageMean):
     """Mean of per-image SSIM (see :func:`ssim_per_image`)."""
+
+    column = "SSIM"
 
     @dataclass
     class Config:
@@ -60,20 +62,8 @@ class SSIM(Metric):
         self.cfg = cfg or self.Config()
         self.reset()
 
-    def reset(self) -> None:
-        self.total, self.count = 0.0, 0
-
-    def update(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        check_pair(real, fake)
-        values = ssim_per_image(real, fake, self.cfg.window, self.cfg.sigma)
-        self.total += float(values.double().sum())
-        self.count += values.numel()
-        return values
-
-    def compute(self) -> dict[str, float]:
-        if self.count == 0:
-            raise ValueError("SSIM of no images")
-        return {"SSIM": self.total / self.count}
+    def values(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return ssim_per_image(real, fake, self.cfg.window, self.cfg.sigma)
 
     def protocol(self) -> dict[str, Any]:
         return {

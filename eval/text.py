@@ -14,7 +14,6 @@ weights are present.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image
 from vtok.eval.annotations import Word
 from vtok.eval.bins import TEXT_EDGES, bin_labels, binned_means
-from vtok.eval.metric import MetricUnavailable
+from vtok.eval.metric import MetricUnavailable, WorstCases
 
 from vtok.registry import lookup, register
 
@@ -149,7 +148,7 @@ class TextFidelity:
     def reset(self) -> None:
         self.results: list[WordResult] = []
         self.unread_originals = 0
-        self.worst: list[tuple[float, int, WordResult, Image.Image, Image.Image]] = []
+        self.worst = WorstCases(self.keep_worst)
 
     def update(self, original: Image.Image, recon: Image.Image, words: list[Word], name: str = "") -> None:
         if original.size != recon.size:
@@ -168,11 +167,7 @@ class TextFidelity:
             w = words[i]
             r = WordResult(name, w.rec, pred, w.ratio, float(pred == w.rec), normalized_edit_similarity(w.rec, pred))
             self.results.append(r)
-            item = (-r.ned, len(self.results), r, crops_o[i], crops_r[i])
-            if len(self.worst) < self.keep_worst:
-                heapq.heappush(self.worst, item)
-            elif item > self.worst[0]:
-                heapq.heapreplace(self.worst, item)
+            self.worst.offer(-r.ned, r, crops_o[i], crops_r[i])
 
     def compute(self) -> dict[str, Any]:
         edges = TEXT_EDGES[self.resolution]
@@ -189,7 +184,7 @@ class TextFidelity:
         return out
 
     def worst_pairs(self) -> list[tuple[WordResult, Image.Image, Image.Image]]:
-        return [(r, a, b) for _, _, r, a, b in sorted(self.worst, reverse=True)]
+        return self.worst.pairs()
 
     def protocol(self) -> dict[str, Any]:
         return {

@@ -128,3 +128,19 @@ def test_rate_distortion_rows_and_plot(tmp_path):
     assert rows[0]["PSNR"] < rows[1]["PSNR"] and rows[2]["PSNR"] == float("inf")
     write_rate_distortion(rows, tmp_path, "prefix")
     assert (tmp_path / "rate_distortion.png").stat().st_size > 0
+
+
+def test_vtok_eval_gfid_against_a_folder_and_npz(tmp_path, capsys):
+    from vtok.builtin import builtin_crops
+
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    for i, (_, image) in enumerate(builtin_crops("heldout", 64)[:6]):
+        image.save(gen / f"{i}.png")
+        image.save(ref / f"{i}.png")
+    out = tmp_path / "r"
+    base = ["eval", "--recon", str(gen), "--metrics", "gfid", "--resolution", "64", "--out", str(out)]
+    assert main([*base, "--reference", str(ref)]) == 0
+    assert abs(json.loads((out / "results.json").read_text())["scores"]["gfid"]["gFID"]) < 1e-3
+    assert "needs the generated images" in _error(capsys, base)

@@ -17,6 +17,11 @@ VARIANTS = {
         {"dim": 8, "codebook_size": 32, "codebook_dim": 4, "rotation_trick": False},
         {"dim": 8, "codebook_size": 32, "kmeans_init": True, "dead_code_threshold": 2.0, "entropy_weight": 0.1},
     ],
+    "rvq": [
+        {"dim": 8, "depth": 3, "codebook_size": 32},
+        {"dim": 8, "depth": 2, "codebook_size": 16, "shared_codebook": False, "quantize_dropout": False},
+        {"dim": 8, "depth": 3, "codebook_size": 32, "codebook_dim": 4, "kmeans_init": True},
+    ],
 }
 
 

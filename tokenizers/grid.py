@@ -72,10 +72,17 @@ class GridTokenizer(Tokenizer):
 
     def lookup(self, tokens: Tokens) -> torch.Tensor:
         """(B, L, D) quantized latents of ``tokens``."""
-        if tokens.grid is None or tokens.codebook_sizes != self.codebook_sizes:
+        sizes = self.codebook_sizes
+        # Residual quantizers decode from any first d levels (Tokens.levels(d)).
+        fits = tokens.codebook_sizes == sizes or (
+            getattr(self.quantizer, "prefix_decodable", False)
+            and 0 < len(tokens.codebook_sizes) < len(sizes)
+            and tokens.codebook_sizes == sizes[: len(tokens.codebook_sizes)]
+        )
+        if tokens.grid is None or not fits:
             raise VtokError(
                 f"tokens (codebooks {tokens.codebook_sizes}, grid {tokens.grid}) do not fit this tokenizer "
-                f"(codebooks {self.codebook_sizes}, 2D grid)"
+                f"(codebooks {sizes}, 2D grid)"
             )
         tokens.check_range()
         return self.quantizer.lookup(tokens.ids)

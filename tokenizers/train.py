@@ -24,21 +24,16 @@ from vtok.config import build_component, instantiate
 from vtok.data import DataConfig, iterate_batches, make_dataset
 from vtok.errors import VtokError
 from vtok.images import make_grid, save_image
-from vtok.io import atomic_dir, atomic_path
+from vtok.io import atomic_path
 from vtok.stats import CodeUsage
 from vtok.training import (
     EMA,
     MetricsLog,
     TrainConfig,
-    checkpoint_dir,
     latest_checkpoint,
-    load_weights,
+    load_checkpoint,
     lr_factor,
-    prune_checkpoints,
-    rng_state,
-    save_weights,
-    set_rng_state,
-    write_pointer,
+    save_checkpoint,
 )
 
 log = logging.getLogger("vtok.train")
@@ -114,48 +109,21 @@ class TokenizerTrainer:
 
     # --- checkpoints ---------------------------------------------------------------
 
-    def _load(self, path: Path, model: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer):
-        state = json.loads((path / "state.json").read_text())
-        self.step = state["step"]
-        load_weights(model, path / "model.safetensors")
-        load_weights(_lossless_state(self.loss_fn), path / "loss.safetensors")
+    def _weights(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        weights = {"model": model, "loss": _lossless_state(self.loss_fn)}
         if self.ema is not None:
-            load_weights(self.ema.model, path / "ema.safetensors")
-        optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-        opt_g.load_state_dict(optim["opt_g"])
-        opt_d.load_state_dict(optim["opt_d"])
-        rank_file = path / f"rng_rank{self.accelerator.process_index}.pt"
-        if not rank_file.is_file():
-            raise VtokError(f"{path} was written by fewer processes than this run has; resume with the same number")
-        set_rng_state(torch.load(rank_file, map_location="cpu", weights_only=True))
+            weights["ema"] = self.ema.model
+        return weights
+
+    def _load(self, path: Path, model: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer):
+        self.step = load_checkpoint(self.accelerator, path, self._weights(model), {"opt_g": opt_g, "opt_d": opt_d})
 
     def save_checkpoint(self) -> None:
-        acc = self.accelerator
-        target = checkpoint_dir(self.run, self.step)
-        staging = target.with_name(target.name + ".staging")
-        if self.main:
-            staging.mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
-        torch.save(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
-        acc.wait_for_everyone()
-        if self.main:
-            with atomic_dir(target) as tmp:
-                for f in staging.iterdir():
-                    f.rename(tmp / f.name)
-                save_weights(acc.unwrap_model(self.model), tmp / "model.safetensors")
-                save_weights(_lossless_state(self.loss_fn), tmp / "loss.safetensors")
-                if self.ema is not None:
-                    save_weights(self.ema.model, tmp / "ema.safetensors")
-                optim = {
-                    "opt_g": self.opt_g.optimizer.state_dict(),
-                    "opt_d": self.opt_d.optimizer.state_dict(),
-                }
-                torch.save(optim, tmp / "optim.pt")
-                (tmp / "state.json").write_text(json.dumps({"step": self.step, "processes": acc.num_processes}))
-            staging.rmdir()
-            write_pointer(self.run, target)
-            prune_checkpoints(self.run, self.tcfg.keep_checkpoints)
-        acc.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.model)
+        optimizers = {"opt_g": self.opt_g.optimizer, "opt_d": self.opt_d.optimizer}
+        save_checkpoint(
+            self.accelerator, self.run, self.step, self._weights(model), optimizers, self.tcfg.keep_checkpoints
+        )
 
     # --- the loop ------------------------------------------------------------------
 

@@ -33,13 +33,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     import vtok
 
     cfg = vtok.load_config(args.config, args.overrides)
+    from vtok.ar_models.gpt import GPT
+    from vtok.ar_models.train import train_ar
     from vtok.registry import lookup
     from vtok.tokenizers.train import train_tokenizer
 
     model_cls = lookup("model", cfg["model"]["name"])
-    if not issubclass(model_cls, vtok.Tokenizer):
-        raise VtokError(f"model {cfg['model']['name']!r} has no trainer yet")
-    final = train_tokenizer(cfg, args.out)
+    if issubclass(model_cls, GPT):
+        final = train_ar(cfg, args.out)
+    elif issubclass(model_cls, vtok.Tokenizer):
+        final = train_tokenizer(cfg, args.out)
+    else:
+        raise VtokError(f"model {cfg['model']['name']!r} has no trainer")
     print(f"trained model saved to {final}")
 
 
@@ -52,6 +57,18 @@ def cmd_encode(args: argparse.Namespace) -> None:
     from vtok.tokens import save_tokens
 
     tokenizer = vtok.load(args.tokenizer)
+    if args.shards is not None:
+        from vtok.shards import write_shards
+
+        if len(args.inputs) != 1 or args.size is None:
+            raise VtokError("--shards encodes one data source (builtin or a folder) and needs --size")
+        index = write_shards(
+            tokenizer, args.inputs[0], args.size, args.out, args.shards, not args.no_flip, args.batch_size
+        )
+        print(
+            f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}"
+        )
+        return
     names, images = load_inputs(args.inputs, args.size)
     tokens = encode_batched(tokenizer, images, args.batch_size)
     labels = None
@@ -138,6 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         recognizer=args.recognizer,
         embedder=args.face_embedder,
         detail_dir=out / "detail_set",
+        reference=args.reference,
         device=args.device,
     )
     name = args.name or Path(args.tokenizer or args.recon).name
@@ -153,6 +171,44 @@ def cmd_eval(args: argparse.Namespace) -> None:
         rows = rate_distortion(tokenizer, budgets, args.metrics.split(","), args.data, args.resolution, args.batch_size)
         write_rate_distortion(rows, out, name)
         print(f"rate-distortion over {budgets} tokens: {out / 'rate_distortion.png'}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    import vtok
+    from vtok.ar_models.gpt import GPT
+    from vtok.ar_models.sample import SamplingConfig, generate
+    from vtok.images import make_grid, save_image
+    from vtok.tokens import save_tokens
+
+    model = vtok.load(args.model)
+    if not isinstance(model, GPT):
+        raise VtokError(f"{args.model} is not an AR model")
+    tokenizer = vtok.load(args.tokenizer)
+    trained_on = Path(args.model) / "shards.json"
+    if trained_on.is_file():
+        expected = json.loads(trained_on.read_text()).get("tokenizer_hash")
+        if expected and expected != tokenizer.fingerprint():
+            raise VtokError(
+                f"{args.model} was trained on tokens of tokenizer {expected}; {args.tokenizer} is {tokenizer.fingerprint()}"
+            )
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.cfg, args.cfg_schedule, args.seed)
+    if args.classes:
+        labels = torch.tensor([int(c) for c in args.classes.split(",") for _ in range(args.per_class)])
+    else:
+        labels = None
+    tokens = generate(model, labels, args.num if labels is None else None, sampling, progress=True)
+    tokens.check_range()
+    from vtok.pipeline import decode_batched
+
+    images = decode_batched(tokenizer, tokens, args.batch_size)
+    out = Path(args.out)
+    ncol = args.per_class if args.classes else min(8, len(images))
+    save_image(make_grid(images, ncol=ncol), out)
+    token_file = out.with_suffix(".safetensors")
+    save_tokens(token_file, tokens, tokenizer.fingerprint(), labels=labels)
+    print(f"{len(images)} images -> {out} (tokens: {token_file})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="token file to write")
     p.add_argument("--size", type=int, default=None, help="resize and center-crop to SIZE (ADM)")
     p.add_argument("--labels", default=None, help="comma-separated class labels, one per image")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encode a dataset (builtin or a folder) into a folder of N-image shards for AR training",
+    )
+    p.add_argument("--no-flip", action="store_true", help="with --shards: skip the horizontally flipped copies")
     _add_batch(p)
     p.set_defaults(func=cmd_encode)
 
@@ -189,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch(p)
     p.set_defaults(func=cmd_reconstruct)
 
+    p = sub.add_parser("generate", help="sample tokens from an AR model and decode them into an image grid")
+    p.add_argument("--model", required=True, help="folder of a trained AR model (RUN/final)")
+    _add_tokenizer(p)
+    p.add_argument("--classes", default=None, help="comma-separated class ids (one grid row each); none: unconditional")
+    p.add_argument("--per-class", type=int, default=4, help="samples per class")
+    p.add_argument("--num", type=int, default=8, help="unconditional samples")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
+    p.add_argument("--cfg-schedule", default="constant", choices=["constant", "linear"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="grid PNG; the tokens go beside it as .safetensors")
+    _add_batch(p)
+    p.set_defaults(func=cmd_generate)
+
     p = sub.add_parser("eval", help="rFID, PSNR/SSIM/LPIPS, codebook and TokBench text/face fidelity, with a report")
     p.add_argument("--tokenizer", default=None, help="folder of a saved tokenizer")
     p.add_argument("--recon", default=None, help="folder of reconstructions made elsewhere, mirroring the data's files")
@@ -202,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recognizer", default="rapidocr", help="text recogniser: rapidocr (offline) or doctr_parseq")
     p.add_argument("--face-embedder", default="dlib", help="face embedder: dlib (offline, L2) or antelopev2 (cosine)")
     p.add_argument("--name", default=None, help="method name in the tables (default: the folder's name)")
+    p.add_argument("--reference", default=None, help="gfid: reference statistics (ADM .npz) or a folder of real images")
     p.add_argument(
         "--tokens",
         default=None,

@@ -30,6 +30,7 @@ class CodeUsage:
             mask = torch.arange(ids.shape[1])[None, :] < lengths.cpu()[:, None]  # (B, L)
         for c, size in enumerate(self.codebook_sizes):
             column = ids[..., c] if mask is None else ids[..., c][mask]
+            column = column[column >= 0]  # -1: a residual level skipped by quantize dropout
             self.counts[c] += torch.bincount(column.reshape(-1), minlength=size).double()
 
     def merge(self, other: CodeUsage) -> None:

@@ -93,6 +93,14 @@ class Tokens:
         lengths = None if self.lengths is None else self.lengths[index]
         return dataclasses.replace(self, ids=self.ids[index], lengths=lengths)
 
+    def levels(self, depth: int) -> Tokens:
+        """The first ``depth`` codes of every position (residual levels): a coarser token set."""
+        if not 1 <= depth <= len(self.codebook_sizes):
+            raise VtokError(f"depth must lie in [1, {len(self.codebook_sizes)}], got {depth}")
+        return dataclasses.replace(
+            self, ids=self.ids[..., :depth].contiguous(), codebook_sizes=self.codebook_sizes[:depth]
+        )
+
     @staticmethod
     def cat(parts: list[Tokens]) -> Tokens:
         """Concatenate along the batch; all parts must share one layout."""

@@ -20,7 +20,7 @@ from torch import nn
 from vtok.config import component
 from vtok.data import DataConfig
 from vtok.errors import VtokError
-from vtok.io import atomic_path
+from vtok.io import atomic_dir, atomic_path
 
 
 @dataclass
@@ -139,6 +139,59 @@ def prune_checkpoints(run: Path, keep: int) -> None:
     steps = sorted((run / "checkpoints").glob("step_*"))
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    accelerator,
+    run: Path,
+    step: int,
+    weights: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    keep: int,
+) -> None:
+    """Write ``run/checkpoints/step_N`` atomically from every rank, then point ``latest`` at it.
+
+    Each rank saves its RNG state; the main process writes ``<name>.safetensors`` per
+    module, ``optim.pt`` and ``state.json``. A run killed at any moment leaves the
+    previous checkpoint intact.
+    """
+    acc = accelerator
+    target = checkpoint_dir(run, step)
+    staging = target.with_name(target.name + ".staging")
+    if acc.is_main_process:
+        staging.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    torch.save(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        with atomic_dir(target) as tmp:
+            for f in staging.iterdir():
+                f.rename(tmp / f.name)
+            for name, module in weights.items():
+                save_weights(module, tmp / f"{name}.safetensors")
+            torch.save({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
+            (tmp / "state.json").write_text(json.dumps({"step": step, "processes": acc.num_processes}))
+        staging.rmdir()
+        write_pointer(run, target)
+        prune_checkpoints(run, keep)
+    acc.wait_for_everyone()
+
+
+def load_checkpoint(
+    accelerator, path: Path, weights: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+) -> int:
+    """Restore what :func:`save_checkpoint` wrote (weights, optimizers, this rank's RNG); returns the step."""
+    state = json.loads((path / "state.json").read_text())
+    for name, module in weights.items():
+        load_weights(module, path / f"{name}.safetensors")
+    optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(optim[name])
+    rank_file = path / f"rng_rank{accelerator.process_index}.pt"
+    if not rank_file.is_file():
+        raise VtokError(f"{path} was written by fewer processes than this run has; resume with the same number")
+    set_rng_state(torch.load(rank_file, map_location="cpu", weights_only=True))
+    return int(state["step"])
 
 
 class MetricsLog:

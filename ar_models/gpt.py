@@ -1,0 +1,221 @@
+"""A LlamaGen-style class-conditional GPT over the tokens of any vtok tokenizer.
+
+The token layout comes from ``Tokens`` (the model's config records it, filled from
+the token shards at training time):
+
+- grids (VQ): raster order, 2D rotary positions;
+- stacks of C codes per position (RQ depth, DualToken's two codebooks): the C code
+  embeddings are summed into one input per position, and a small depth
+  transformer predicts the C codes of a position in turn (RQ-Transformer);
+- 1D sequences (TiTok / FlexTok / multi-scale concatenations): 1D rotary positions;
+  with ``end_token`` an end-of-image token lets the model choose the length.
+
+The class (or a learned null class for classifier-free guidance and for the
+unconditional model) is a one-token prefix, as in LlamaGen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from vtok.ar_models.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
+
+from vtok.errors import VtokError
+from vtok.pretrained import Pretrained
+from vtok.registry import register
+from vtok.tokens import Tokens
+
+
+@register("model", "gpt")
+class GPT(Pretrained, nn.Module):
+    """Decoder-only transformer: RMSNorm, SwiGLU, rotary positions, class prefix."""
+
+    @dataclass
+    class Config:
+        codebook_sizes: list[int] = field(default_factory=lambda: [16384])
+        grid: list[int] | None = field(default_factory=lambda: [16, 16])
+        length: int | None = None  # positions of a 1D layout (grid must be null)
+        scales: list[list[int]] | None = None  # multi-scale layouts, kept to rebuild Tokens
+        end_token: bool = False  # variable length: an end-of-image token ends a sample
+        num_classes: int = 1000  # 0: unconditional
+        dim: int = 768
+        depth: int = 12
+        heads: int = 12
+        depth_layers: int = 2  # the depth transformer for C > 1 codes per position
+        class_dropout: float = 0.1
+        dropout: float = 0.0
+        rope_base: float = 10000.0
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if (cfg.grid is None) == (cfg.length is None):
+            raise VtokError("a gpt config needs exactly one of grid [h, w] or length")
+        if cfg.end_token and len(cfg.codebook_sizes) != 1:
+            raise VtokError("end_token is for 1D sequences of one code per position")
+        self.cfg = cfg
+        self.positions = cfg.grid[0] * cfg.grid[1] if cfg.grid is not None else cfg.length
+        self.codes = len(cfg.codebook_sizes)
+        self.end_id = cfg.codebook_sizes[0] if cfg.end_token else None
+        vocab = [k + (1 if cfg.end_token else 0) for k in cfg.codebook_sizes]
+        self.tok_embeddings = nn.ModuleList(nn.Embedding(k, cfg.dim) for k in vocab)
+        self.cls_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # the last row is the null class
+        self.drop = nn.Dropout(cfg.dropout)
+        hidden = swiglu_hidden(cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg.dim, cfg.heads, hidden, cfg.dropout) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.dim)
+        if self.codes == 1:
+            self.output = nn.Linear(cfg.dim, vocab[0], bias=False)
+        else:
+            self.depth_embeddings = nn.ModuleList(nn.Embedding(k, cfg.dim) for k in vocab[:-1])
+            self.depth_pos = nn.Parameter(torch.zeros(self.codes, cfg.dim))
+            self.depth_layers = nn.ModuleList(
+                Block(cfg.dim, cfg.heads, hidden, cfg.dropout) for _ in range(cfg.depth_layers)
+            )
+            self.depth_norm = RMSNorm(cfg.dim)
+            self.depth_heads = nn.ModuleList(nn.Linear(cfg.dim, k, bias=False) for k in vocab)
+        self.register_buffer("angles", self._angles(), persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def _angles(self) -> torch.Tensor:
+        """(1 + S, head_dim / 2) angles: the class prefix (none), then each token's coordinates."""
+        head_dim = self.cfg.dim // self.cfg.heads
+        steps = self.positions + (1 if self.cfg.end_token else 0)
+        if self.cfg.grid is not None:
+            h, w = self.cfg.grid
+            idx = torch.arange(steps)
+            coords = torch.stack([idx // w, idx % w], dim=1)  # (S, 2)
+        else:
+            coords = torch.arange(steps)[:, None]  # (S, 1)
+        prefix = torch.full((1, coords.shape[1]), -1)
+        return rope_angles(torch.cat([prefix, coords]), head_dim, self.cfg.rope_base)
+
+    @property
+    def max_steps(self) -> int:
+        """Tokens (positions) a sample can have, the end token included."""
+        return self.positions + (1 if self.cfg.end_token else 0)
+
+    # --- layout -------------------------------------------------------------------
+
+    def check_tokens(self, tokens: Tokens) -> None:
+        """Refuse tokens whose layout differs from the one this model was built for."""
+        grid = None if self.cfg.grid is None else tuple(self.cfg.grid)
+        if tuple(tokens.codebook_sizes) != tuple(self.cfg.codebook_sizes) or tokens.grid != grid:
+            raise VtokError(
+                f"tokens (codebooks {tokens.codebook_sizes}, grid {tokens.grid}, {tokens.num_positions} positions) do "
+                f"not fit this model (codebooks {tuple(self.cfg.codebook_sizes)}, grid {grid}, {self.positions})"
+            )
+        if tokens.num_positions != self.positions:
+            raise VtokError(f"tokens have {tokens.num_positions} positions, this model {self.positions}")
+        if tokens.lengths is not None and not self.cfg.end_token:
+            raise VtokError("variable-length tokens need a model with end_token: true")
+
+    def make_tokens(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> Tokens:
+        scales = None if self.cfg.scales is None else tuple(tuple(s) for s in self.cfg.scales)
+        grid = None if self.cfg.grid is None else tuple(self.cfg.grid)
+        return Tokens(ids, tuple(self.cfg.codebook_sizes), grid, lengths, scales)
+
+    # --- the network --------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) ids -> (B, T, D): the sum of each code's embedding."""
+        return sum(emb(ids[..., c]) for c, emb in enumerate(self.tok_embeddings))
+
+    def class_prefix(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """(B, 1, D) class embeddings; None or the null id give the unconditional prefix."""
+        if labels is None:
+            labels = torch.full((batch,), self.cfg.num_classes, device=device)
+        if bool(((labels < 0) | (labels > self.cfg.num_classes)).any()):
+            raise VtokError(f"class labels must lie in [0, {self.cfg.num_classes}) (or {self.cfg.num_classes}: null)")
+        return self.cls_embedding(labels)[:, None]
+
+    def backbone(self, x: torch.Tensor, start: int = 0, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """x: (B, T, D) inputs at sequence steps [start, start + T) -> (B, T, D) normalised hidden states."""
+        angles = self.angles[start : start + x.shape[1]]
+        cos, sin = angles.cos(), angles.sin()
+        x = self.drop(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, None if caches is None else caches[i], start)
+        return self.norm(x)
+
+    def depth_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Stacks: (N, D) hidden states and (N, C) codes (teacher forcing) -> C logits (N, K_c)."""
+        inputs = [hidden] + [emb(ids[:, c]) for c, emb in enumerate(self.depth_embeddings)]
+        x = torch.stack(inputs, dim=1) + self.depth_pos  # (N, C, D)
+        zeros = torch.zeros(self.codes, self.cfg.dim // self.cfg.heads // 2, device=x.device)
+        cos, sin = zeros.cos(), zeros.sin()
+        for layer in self.depth_layers:
+            x = layer(x, cos, sin)
+        x = self.depth_norm(x)
+        return [head(x[:, c]) for c, head in enumerate(self.depth_heads)]
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor | None = None):
+        """Training loss (teacher forcing).
+
+        Args:
+            ids: (B, L, C) codes. labels: (B,) classes or None. lengths: (B,) valid
+                lengths of variable-length samples.
+        Returns:
+            (loss, logits): mean cross-entropy over every predicted code; logits of the
+            first code (B, S, K) for inspection.
+        """
+        b, length, _ = ids.shape
+        if self.training and labels is not None and self.cfg.class_dropout > 0:
+            drop = torch.rand(b, device=ids.device) < self.cfg.class_dropout
+            labels = torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
+        targets = ids
+        if self.cfg.end_token:
+            lengths = lengths if lengths is not None else torch.full((b,), length, device=ids.device)
+            pad = torch.full((b, 1, 1), self.end_id, device=ids.device, dtype=ids.dtype)
+            targets = torch.cat([ids, pad], dim=1)  # (B, L + 1, 1)
+            steps = torch.arange(length + 1, device=ids.device)[None]
+            targets = torch.where(steps[..., None] == lengths[:, None, None], self.end_id, targets)
+            targets = targets.masked_fill(steps[..., None] > lengths[:, None, None], -100)
+            inputs = self.embed(targets[:, :-1].clamp(min=0))  # (B, L, D)
+        else:
+            inputs = self.embed(ids[:, :-1])  # (B, L - 1, D)
+        x = torch.cat([self.class_prefix(labels, b, ids.device), inputs], dim=1)  # (B, S, D)
+        hidden = self.backbone(x)  # (B, S, D)
+        if self.codes == 1:
+            logits = self.output(hidden).float()  # (B, S, K)
+            loss = F.cross_entropy(rearrange(logits, "b s k -> (b s) k"), targets.reshape(-1), ignore_index=-100)
+            return loss, logits
+        flat_ids = rearrange(targets, "b s c -> (b s) c")
+        per_code = self.depth_logits(rearrange(hidden, "b s d -> (b s) d"), flat_ids)
+        losses = [F.cross_entropy(lg.float(), flat_ids[:, c]) for c, lg in enumerate(per_code)]
+        return sum(losses) / len(losses), rearrange(per_code[0], "(b s) k -> b s k", b=b)
+
+    @torch.no_grad()
+    def init_embeddings_from(self, tokenizer) -> None:
+        """Initialise each code's input embedding from the tokenizer's quantized latents.
+
+        The code vectors (dim d) are mapped to the model width by a fixed random
+        orthogonal map (distances between codes are kept) and scaled to the
+        embeddings' initial std.
+        """
+        for c, size in enumerate(self.cfg.codebook_sizes):
+            ids = torch.zeros(1, size, self.codes, dtype=torch.long)
+            ids[0, :, c] = torch.arange(size)
+            z = tokenizer.lookup(Tokens(ids, tuple(self.cfg.codebook_sizes), (1, size))).float()[0]  # (K, d)
+            g = torch.Generator().manual_seed(c)
+            q, _ = torch.linalg.qr(torch.randn(self.cfg.dim, z.shape[1], generator=g))  # (D, d), orthonormal columns
+            proj = q.T  # (d, D)
+            e = (z - z.mean(0)) @ proj
+            e = e * (0.02 / e.std().clamp(min=1e-8))
+            self.tok_embeddings[c].weight[:size].copy_(e)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"{self.num_params() / 1e6:.1f}M parameters, {self.positions} positions x {self.codes} codes"

@@ -1,0 +1,124 @@
+"""LlamaGen-style transformer parts: RMSNorm, SwiGLU, rotary embeddings (1D and 2D), cached attention.
+
+Written here rather than taken from timm because the decode step needs a
+preallocated key/value cache that is written in place, and rotary angles that
+follow the token layout (2D for grids, 1D for sequences, identity for the class
+prefix); timm's blocks have neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
+    """LlamaGen's FFN width: 2/3 of 4 * dim, rounded up to ``multiple_of``."""
+    hidden = int(2 * 4 * dim / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Rotation angles for integer positions.
+
+    Args:
+        positions: (T, A) coordinates per token; A = 1 (sequence) or 2 (grid row, column).
+            Rows of -1 mark prefix tokens, which get no rotation (angle 0).
+    Returns:
+        (T, head_dim // 2) angles: the head dimension is split evenly across the A axes.
+    """
+    t, axes = positions.shape
+    per_axis = head_dim // (2 * axes)
+    freqs = 1.0 / (base ** (torch.arange(per_axis, dtype=torch.float64) * 2 / (2 * per_axis)))  # (per_axis,)
+    angles = torch.cat([positions[:, a : a + 1].double() * freqs for a in range(axes)], dim=1)  # (T, axes*per_axis)
+    angles[(positions < 0).any(1)] = 0.0
+    pad = head_dim // 2 - angles.shape[1]
+    return F.pad(angles, (0, pad)).float()  # leftover pairs (head_dim not divisible) stay unrotated
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, hd) with pairs (2i, 2i+1) rotated by the angles behind cos/sin (T, hd/2)."""
+    pairs = rearrange(x.float(), "b h t (d two) -> b h t d two", two=2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return rearrange(out, "b h t d two -> b h t (d two)").type_as(x)
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values of one layer: (B, H, T_max, hd) each, filled up to ``length``."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """x: (B, T, D) at sequence positions [start, start + T); with a cache, keys 0..start come from it."""
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            end = start + x.shape[1]
+            cache.k[:, :, start:end] = k
+            cache.v[:, :, start:end] = v
+            k, v = cache.k[:, :, :end], cache.v[:, :, :end]
+        causal = x.shape[1] > 1
+        if causal and k.shape[2] != q.shape[2]:
+            raise ValueError("a multi-token step on a non-empty cache is not supported")
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=drop)  # (B, H, T, hd)
+        return self.proj(rearrange(out, "b h t d -> b t (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.attention_norm = RMSNorm(dim)
+        self.attention = Attention(dim, heads, dropout)
+        self.ffn_norm = RMSNorm(dim)
+        self.feed_forward = SwiGLU(dim, hidden, dropout)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, cache, start)  # (B, T, D)
+        return x + self.feed_forward(self.ffn_norm(x))

@@ -1,0 +1,129 @@
+"""Sampling from a :class:`GPT`: KV cache, temperature, top-k, top-p, classifier-free guidance.
+
+Seeded and batched: the same seed, labels and settings give the same tokens, with
+or without the cache (tested). Under guidance the conditional and unconditional
+halves run in one batch and share every sampled token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+from vtok.ar_models.gpt import GPT
+from vtok.ar_models.layers import KVCache
+
+from vtok.errors import VtokError
+from vtok.tokens import Tokens
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    cfg_scale: float = 1.0  # 1.0: the conditional model alone
+    cfg_schedule: Literal["constant", "linear"] = "constant"  # linear: 1 -> cfg_scale over the sequence
+    seed: int = 0
+    use_cache: bool = True
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """(N, K) logits with everything outside the top-k / nucleus set to -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        remove = remove.scatter(-1, order, remove)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def _guided(logits: torch.Tensor, guided: bool, scale: float) -> torch.Tensor:
+    if not guided:
+        return logits
+    cond, uncond = logits.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+def _draw(logits: torch.Tensor, s: SamplingConfig, gen: torch.Generator) -> torch.Tensor:
+    logits = filter_logits(logits.float() / max(s.temperature, 1e-6), s.top_k, s.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]  # (B,)
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    labels: torch.Tensor | None,
+    num_samples: int | None = None,
+    sampling: SamplingConfig | None = None,
+    progress: bool = False,
+) -> Tokens:
+    """Sample token sequences.
+
+    Args:
+        labels: (B,) class ids, or None for the unconditional model (then ``num_samples``).
+    Returns:
+        ``Tokens`` in the model's layout; variable-length models set ``lengths``.
+    """
+    s = sampling or SamplingConfig()
+    model.eval()
+    device = next(model.parameters()).device
+    if labels is None:
+        if not num_samples:
+            raise VtokError("unconditional sampling needs num_samples")
+        labels = torch.full((num_samples,), model.cfg.num_classes, device=device)
+    labels = labels.to(device)
+    b = labels.shape[0]
+    guided = s.cfg_scale != 1.0 and model.cfg.num_classes > 0
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, model.cfg.num_classes)])
+    gen = torch.Generator(device=device).manual_seed(s.seed)
+    steps = model.max_steps
+    prefix = model.class_prefix(labels, labels.shape[0], device)  # (B', 1, D)
+    caches = None
+    if s.use_cache:
+        head_dim = model.cfg.dim // model.cfg.heads
+        shape = (labels.shape[0], model.cfg.heads, steps + 1, head_dim)
+        caches = [KVCache(prefix.new_zeros(shape), prefix.new_zeros(shape)) for _ in model.layers]
+    ids = torch.zeros(b, steps, model.codes, dtype=torch.long, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    lengths = torch.full((b,), model.positions, dtype=torch.long, device=device)
+    for t in tqdm(range(steps), desc="sample", disable=not progress):
+        if caches is not None:
+            x = prefix if t == 0 else model.embed(_both(ids[:, t - 1 : t], guided))
+            hidden = model.backbone(x, start=0 if t == 0 else t, caches=caches)[:, -1]  # (B', D)
+        else:
+            x = torch.cat([prefix, model.embed(_both(ids[:, :t], guided))], dim=1)
+            hidden = model.backbone(x)[:, -1]
+        scale = s.cfg_scale if s.cfg_schedule == "constant" else 1 + (s.cfg_scale - 1) * (t + 1) / steps
+        if model.codes == 1:
+            logits = _guided(model.output(hidden), guided, scale)  # (B, K)
+            if model.end_id is not None and t == 0:
+                logits[:, model.end_id] = float("-inf")  # at least one token per image
+            ids[:, t, 0] = _draw(logits, s, gen)
+        else:
+            for c in range(model.codes):
+                per_code = model.depth_logits(hidden, _both(ids[:, t], guided))
+                ids[:, t, c] = _draw(_guided(per_code[c], guided, scale), s, gen)
+        if model.end_id is not None:
+            ended = (ids[:, t, 0] == model.end_id) & ~done
+            lengths[ended] = t
+            done |= ended
+            if bool(done.all()):
+                break
+    if model.end_id is None:
+        return model.make_tokens(ids)
+    ids = ids[:, : model.positions]
+    valid = torch.arange(model.positions, device=device)[None] < lengths[:, None]
+    ids = torch.where(valid[..., None], ids, torch.zeros_like(ids))  # past the end: padding, not the end id
+    return model.make_tokens(ids, lengths)
+
+
+def _both(ids: torch.Tensor, guided: bool) -> torch.Tensor:
+    return torch.cat([ids, ids]) if guided else ids

@@ -1,0 +1,93 @@
+"""Residual quantization (RQ-VAE) through vector-quantize-pytorch's ``ResidualVQ``.
+
+Each position gets ``depth`` codes: level 1 quantizes the latent, level k the
+residual left by levels 1..k-1, and the quantized latent is the sum of the chosen
+codes. With quantize dropout, training sometimes stops after a random number of
+levels, so a model trained at depth D decodes from any first d <= D levels:
+``lookup`` accepts (B, L, d) ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from vector_quantize_pytorch import ResidualVQ
+
+from vtok.errors import VtokError
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+
+
+@register("quantizer", "rvq")
+class ResidualQuantizer(Quantizer):
+    """``depth`` codes per position from one shared or ``depth`` separate codebooks: ids (B, L, depth)."""
+
+    prefix_decodable = True
+
+    @dataclass
+    class Config:
+        dim: int = 256
+        depth: int = 4
+        codebook_size: int = 16384
+        codebook_dim: int | None = None
+        shared_codebook: bool = True
+        cosine: bool = False
+        decay: float = 0.99
+        kmeans_init: bool = False
+        dead_code_threshold: float = 2.0
+        quantize_dropout: bool = True
+        commitment_weight: float = 0.25
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if cfg.depth < 1:
+            raise VtokError("quantizer: rvq depth must be at least 1")
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.codebook_sizes = (cfg.codebook_size,) * cfg.depth
+        self.rvq = ResidualVQ(
+            dim=cfg.dim,
+            num_quantizers=cfg.depth,
+            codebook_size=cfg.codebook_size,
+            codebook_dim=cfg.codebook_dim,
+            shared_codebook=cfg.shared_codebook,
+            use_cosine_sim=cfg.cosine,
+            decay=cfg.decay,
+            kmeans_init=cfg.kmeans_init,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
+            quantize_dropout=cfg.quantize_dropout and cfg.depth > 1,
+            commitment_weight=cfg.commitment_weight,
+        )
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, depth)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            z_q, ids, commit = self.rvq(latents.float())  # (B, L, D), (B, L, depth), (depth,)
+        # Levels skipped by quantize dropout come back as -1; they carry no code.
+        stats = batch_code_stats(ids[..., 0].clamp(min=0), self.cfg.codebook_size)
+        return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": commit.sum()}, stats=stats)
+
+    @torch.no_grad()
+    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inference ids at full depth (no dropout in eval mode)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.forward(latents).ids
+        finally:
+            self.train(was_training)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, d) with 1 <= d <= depth -> z_q: (B, L, D), the sum of the first d levels' codes."""
+        d = ids.shape[-1]
+        if not 1 <= d <= self.cfg.depth:
+            raise VtokError(f"rvq ids carry {d} levels; this quantizer has 1..{self.cfg.depth}")
+        if d < self.cfg.depth and not self.rvq.quantize_dropout:
+            # The library refuses partial depth without dropout; a shorter sum is still well defined.
+            ids = torch.nn.functional.pad(ids, (0, self.cfg.depth - d), value=-1)
+            codes = self.rvq.get_codes_from_indices(ids.clamp(min=0))  # (depth, B, L, d_code)
+            codes = codes[:d]
+            return self.rvq.project_out(codes.sum(0)).float()
+        return self.rvq.get_output_from_indices(ids).float()

@@ -1,0 +1,230 @@
+"""Token shards: a dataset encoded once, read memory-mapped by AR training.
+
+``write_shards`` encodes an image set (``builtin`` or a folder, class = first-level
+subfolder as in ImageNet) into ``shard_00000.safetensors, ...`` plus ``index.json``.
+Each shard holds ``ids`` (N, L, C) in the smallest integer type that fits,
+``labels`` (N,), ``lengths`` for variable-length tokens, and ``ids_flip`` (the
+horizontally flipped image's tokens, as LlamaGen extracts them). Shards are written
+atomically and an interrupted run resumes at the first missing shard.
+
+``TokenShards`` opens them with safetensors' ``safe_open`` (mmap) and slices single
+rows, so a token set larger than memory trains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from vtok.builtin import builtin_crops, photo_names
+from vtok.data import list_images
+from vtok.errors import VtokError
+from vtok.images import center_crop_arr, load_image, pil_to_tensor
+from vtok.io import atomic_path
+from vtok.tokens import TOKEN_FILE_FORMAT, Tokens
+
+SHARD_INDEX = "index.json"
+INDEX_FORMAT = "vtok.token-shards/1"
+
+
+def labelled_items(source: str) -> tuple[list[tuple[str, Any, int]], list[str]]:
+    """(name, image or path, class id) of a data source, and the class names.
+
+    ``builtin``: the train crops, one class per photograph. A folder: one class per
+    first-level subfolder (sorted, ImageNet style); images directly inside it get
+    class 0 of a single class named after the folder.
+    """
+    if source == "builtin":
+        classes = photo_names("train")
+        items = [(name, image, classes.index(name.rsplit("_", 1)[0])) for name, image in builtin_crops("train", 256)]
+        return items, classes
+    root = Path(source)
+    files = list_images(root)
+    if root.is_dir():
+        tops = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
+        if tops:
+            files = [f for f in files if len(f.relative_to(root).parts) > 1]
+            return [(str(f.relative_to(root)), f, tops.index(f.relative_to(root).parts[0])) for f in files], tops
+    return [(str(f), f, 0) for f in files], [root.stem]
+
+
+def _int_type(sizes: tuple[int, ...]) -> torch.dtype:
+    top = max(sizes) + 1  # room for an end token
+    return torch.int16 if top <= 2**15 else torch.int32
+
+
+def write_shards(
+    tokenizer,
+    source: str,
+    size: int,
+    out: str | Path,
+    shard_size: int = 10_000,
+    flip: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode ``source`` at ``size`` x ``size`` (ADM center crop) into shards in ``out``; returns the index."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items, classes = labelled_items(source)
+    fingerprint = tokenizer.fingerprint()
+    names, layout, count = [], None, 0
+    for start in tqdm(range(0, len(items), shard_size), desc="shards", disable=not progress):
+        chunk = items[start : start + shard_size]
+        name = f"shard_{start // shard_size:05d}.safetensors"
+        path = out / name
+        if path.is_file() and _shard_meta(path).get("tokenizer_hash") == fingerprint:
+            names.append(name)
+            layout = json.loads(_shard_meta(path)["layout"])
+            with safe_open(str(path), "pt") as f:
+                count += f.get_slice("labels").get_shape()[0]
+            continue
+        tensors, skipped = _encode_chunk(tokenizer, chunk, size, flip, batch_size)
+        tokens: Tokens = tensors.pop("tokens")
+        layout = tokens.layout()
+        meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        names.append(name)
+        count += len(tensors["labels"])
+        if skipped:
+            tqdm.write(f"skipped {len(skipped)} unreadable images: {', '.join(skipped[:3])}")
+    index = {
+        "format": INDEX_FORMAT,
+        "shards": names,
+        "count": count,
+        "layout": layout,
+        "tokenizer_hash": fingerprint,
+        "classes": classes,
+        "image_size": size,
+        "flip": flip,
+        "source": source,
+    }
+    with atomic_path(out / SHARD_INDEX) as tmp:
+        Path(tmp).write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+@torch.inference_mode()
+def _encode_chunk(tokenizer, chunk, size: int, flip: bool, batch_size: int) -> tuple[dict[str, Any], list[str]]:
+    ids, ids_flip, lengths, labels, skipped = [], [], [], [], []
+    for start in range(0, len(chunk), batch_size):
+        images, batch_labels = [], []
+        for name, item, label in chunk[start : start + batch_size]:
+            try:
+                image = item if not isinstance(item, Path) else load_image(item)
+            except VtokError:
+                skipped.append(name)
+                continue
+            images.append(pil_to_tensor(center_crop_arr(image, size)))
+            batch_labels.append(label)
+        if not images:
+            continue
+        x = torch.stack(images)  # (B, 3, S, S)
+        tokens = tokenizer.encode(x)
+        ids.append(tokens.ids)
+        if tokens.lengths is not None:
+            lengths.append(tokens.lengths)
+        if flip:
+            ids_flip.append(tokenizer.encode(x.flip(-1)).ids)
+        labels.extend(batch_labels)
+    if not ids:
+        raise VtokError("no readable images in this shard")
+    dtype = _int_type(tokens.codebook_sizes)
+    all_ids = torch.cat(ids)
+    tensors: dict[str, Any] = {"ids": all_ids.to(dtype), "labels": torch.tensor(labels, dtype=torch.int32)}
+    if lengths:
+        tensors["lengths"] = torch.cat(lengths).to(torch.int32)
+    if ids_flip:
+        tensors["ids_flip"] = torch.cat(ids_flip).to(dtype)
+    layout_tokens = Tokens(all_ids[:1].long(), tokens.codebook_sizes, tokens.grid, None, tokens.scales)
+    tensors["tokens"] = layout_tokens
+    return tensors, skipped
+
+
+def _shard_meta(path: Path) -> dict[str, str]:
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
+@dataclass
+class TokenRow:
+    ids: torch.Tensor  # (L, C) int64
+    label: int
+    length: int | None
+
+
+class TokenShards:
+    """Random access to the rows of a shard folder, memory-mapped."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        path = self.folder / SHARD_INDEX
+        if not path.is_file():
+            raise VtokError(
+                f"{self.folder} holds no token shards ({SHARD_INDEX} missing); write them with vtok encode --shards"
+            )
+        self.index = json.loads(path.read_text())
+        if self.index.get("format") != INDEX_FORMAT:
+            raise VtokError(f"{path} is not a vtok shard index")
+        self.files = [safe_open(str(self.folder / name), "pt") for name in self.index["shards"]]
+        counts = [f.get_slice("labels").get_shape()[0] for f in self.files]
+        self.offsets = np.cumsum([0, *counts])
+        self.has_flip = all("ids_flip" in f.keys() for f in self.files)
+        self.has_lengths = all("lengths" in f.keys() for f in self.files)
+        layout = self.index["layout"]
+        self.codebook_sizes = tuple(layout["codebook_sizes"])
+        self.grid = None if layout["grid"] is None else tuple(layout["grid"])
+        self.scales = layout["scales"]
+        self.positions = self.files[0].get_slice("ids").get_shape()[1]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.get("classes", [])
+
+    def row(self, i: int, flipped: bool = False) -> TokenRow:
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        j = i - int(self.offsets[s])
+        f = self.files[s]
+        key = "ids_flip" if flipped and self.has_flip else "ids"
+        ids = f.get_slice(key)[j : j + 1][0].long()  # (L, C)
+        label = int(f.get_slice("labels")[j : j + 1][0])
+        length = int(f.get_slice("lengths")[j : j + 1][0]) if self.has_lengths else None
+        return TokenRow(ids, label, length)
+
+    def batch(self, indices: list[int], flips: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, L, C) ids, (B,) labels, (B,) lengths or None."""
+        rows = [self.row(i, f) for i, f in zip(indices, flips, strict=True)]
+        lengths = torch.tensor([r.length for r in rows]) if self.has_lengths else None
+        return torch.stack([r.ids for r in rows]), torch.tensor([r.label for r in rows]), lengths
+
+
+def shard_batches(
+    shards: TokenShards, batch_size: int, seed: int, start: int, rank: int = 0, world: int = 1, flip: bool = True
+):
+    """Endless batches as a pure function of (seed, batch number): resuming at ``start`` continues the same order.
+
+    Each epoch is a seeded permutation; rank r takes every world-th batch.
+    """
+    n = len(shards)
+    per_epoch = max(1, n // (batch_size * world))
+    k = start
+    while True:
+        epoch, pos = divmod(k, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        first = (pos * world + rank) * batch_size
+        idx = [int(order[(first + i) % n]) for i in range(batch_size)]
+        flips = np.random.default_rng([seed, epoch, pos, rank]).random(batch_size) < 0.5
+        yield shards.batch(idx, [bool(f) and flip for f in flips])
+        k += 1
