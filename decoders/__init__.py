@@ -1,3 +1,3 @@
 """Pixel decoders. Importing this package registers them."""
 
-from vtok.decoders import conv  # noqa: F401
+from vtok.decoders import conv, vit  # noqa: F401

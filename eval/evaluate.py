@@ -31,7 +31,8 @@ from vtok.registry import lookup
 
 IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
 DETAIL_METRICS = ("text", "face")
-ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS, "gfid")
+GENERATION_METRICS = {"gfid": "inception", "gfd_effnet_lite0": "effnet_lite0"}
+ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS, *GENERATION_METRICS)
 
 
 @dataclass
@@ -166,17 +167,17 @@ def evaluate(
         raise VtokError(f"reconstruction folder {recon_dir} does not exist")
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
-    if "gfid" in metrics:
+    for name in [m for m in metrics if m in GENERATION_METRICS]:
         if recon_dir is None or reference is None:
             raise VtokError(
-                "gfid needs the generated images (--recon DIR) and a reference (--reference .npz or folder)"
+                f"{name} needs the generated images (--recon DIR) and a reference (--reference .npz or folder)"
             )
         from vtok.eval.generation import generation_fid
 
-        result.scores["gfid"], result.protocols["gfid"] = generation_fid(
-            recon_dir, reference, resolution, batch_size, device, progress
+        result.scores[name], result.protocols[name] = generation_fid(
+            recon_dir, reference, resolution, batch_size, device, progress, GENERATION_METRICS[name]
         )
-        metrics = [m for m in metrics if m != "gfid"]
+    metrics = [m for m in metrics if m not in GENERATION_METRICS]
 
     image_metrics = {}
     for name in [m for m in metrics if m in IMAGE_METRICS]:

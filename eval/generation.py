@@ -37,7 +37,7 @@ def folder_stats(
         if batch:
             stats.update(features(torch.stack(batch)))
     if stats.count < 2:
-        raise VtokError(f"{folder}: gFID needs at least 2 readable images, got {stats.count}")
+        raise VtokError(f"{folder}: a Frechet distance needs at least 2 readable images, got {stats.count}")
     return stats
 
 
@@ -48,12 +48,24 @@ def generation_fid(
     batch_size: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    backbone: str = "inception",
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """({"gFID": value}, protocol) of the images in ``generated`` against ``reference`` (.npz or folder)."""
-    features = InceptionFeatures(device=device)
+    """({"gFID": value}, protocol) of the images in ``generated`` against ``reference`` (.npz or folder).
+
+    ``backbone="effnet_lite0"`` gives ``{"gFD_effnet_lite0": value}`` instead (a folder reference only:
+    reference statistics files hold Inception features).
+    """
+    if backbone == "inception":
+        features, column = InceptionFeatures(device=device), "gFID"
+    else:
+        from vtok.eval.features import EffNetFeatures
+
+        features, column = EffNetFeatures(device=device), f"gFD_{backbone}"
     fake = folder_stats(generated, features, size, batch_size, progress)
     ref = Path(reference)
     if ref.suffix == ".npz":
+        if column != "gFID":
+            raise VtokError(f"{column} needs a folder of reference images: {ref} holds Inception statistics")
         mu, sigma = load_reference_stats(ref)
         ref_count = "statistics file"
     else:
@@ -68,4 +80,4 @@ def generation_fid(
         "reference": f"{ref} ({ref_count} images)",
         "resize": f"ADM center crop to {size}",
     }
-    return {"gFID": value}, protocol
+    return {column: value}, protocol

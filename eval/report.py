@@ -16,7 +16,7 @@ from vtok.images import make_grid, save_image
 from vtok.io import atomic_path
 
 # Leaderboard column order; columns of metrics that did not run are left out.
-_ORDER = ("gfid", "rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0", "codebook", "text", "face")
+_ORDER = ("gfid", "gfd_effnet_lite0", "rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0", "codebook", "text", "face")
 _TEXT_KEYS = ("T-ACC", "T-NED")
 
 

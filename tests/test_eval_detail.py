@@ -143,4 +143,7 @@ def test_vtok_eval_gfid_against_a_folder_and_npz(tmp_path, capsys):
     base = ["eval", "--recon", str(gen), "--metrics", "gfid", "--resolution", "64", "--out", str(out)]
     assert main([*base, "--reference", str(ref)]) == 0
     assert abs(json.loads((out / "results.json").read_text())["scores"]["gfid"]["gFID"]) < 1e-3
+    base_fd = [*base[:4], "gfd_effnet_lite0", *base[5:]]
+    assert main([*base_fd, "--reference", str(ref)]) == 0
+    assert abs(json.loads((out / "results.json").read_text())["scores"]["gfd_effnet_lite0"]["gFD_effnet_lite0"]) < 1e-3
     assert "needs the generated images" in _error(capsys, base)

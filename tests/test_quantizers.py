@@ -22,6 +22,24 @@ VARIANTS = {
         {"dim": 8, "depth": 2, "codebook_size": 16, "shared_codebook": False, "quantize_dropout": False},
         {"dim": 8, "depth": 3, "codebook_size": 32, "codebook_dim": 4, "kmeans_init": True},
     ],
+    "tokenflow": [  # 16 positions = a 4x4 grid
+        {"semantic_dim": 4, "pixel_dim": 4, "codebook_size": 32, "scales": [1, 2, 4]},
+        {
+            "semantic_dim": 6,
+            "pixel_dim": 2,
+            "codebook_size": 16,
+            "scales": [2, 4],
+            "pixel_weight": 2.0,
+            "scale_drop": 1.0,
+        },
+    ],
+    "fsq": [{"dim": 3, "levels": [5, 4, 4]}, {"dim": 8, "levels": [8, 5, 5, 5]}],
+    "dual_rvq": [
+        {
+            "semantic": {"name": "rvq", "dim": 4, "depth": 2, "codebook_size": 16},
+            "pixel": {"name": "rvq", "dim": 4, "depth": 1, "codebook_size": 8},
+        }
+    ],
 }
 
 
@@ -43,7 +61,7 @@ def test_lookup_inverts_forward(name, options):
     assert all(torch.isfinite(v) for v in out.losses.values())
     q.eval()
     out = q(x)
-    assert out.ids.shape == (4, 16, len(q.codebook_sizes)) and out.ids.dtype == torch.long
+    assert out.ids.shape == (4, q.token_positions(16), len(q.codebook_sizes)) and out.ids.dtype == torch.long
     assert out.z_q.dtype == torch.float32
     torch.testing.assert_close(q.lookup(out.ids), out.z_q, rtol=0, atol=1e-6)
     assert torch.equal(q.quantize_ids(x), out.ids)
@@ -53,7 +71,7 @@ def test_lookup_inverts_forward(name, options):
 def test_gradients_reach_the_encoder_side(name, options):
     torch.manual_seed(0)
     q = build_component("quantizer", {"name": name, **options}).train()
-    x = torch.randn(2, 8, q.dim, requires_grad=True)
+    x = torch.randn(2, 16, q.dim, requires_grad=True)  # 16 positions: also a 4x4 grid
     out = q(x)
     (out.z_q.sum() + sum(out.losses.values())).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

@@ -70,7 +70,22 @@ def cmd_encode(args: argparse.Namespace) -> None:
         )
         return
     names, images = load_inputs(args.inputs, args.size)
-    tokens = encode_batched(tokenizer, images, args.batch_size)
+    if args.target is not None:
+        from vtok.tokenizers.adaptive import encode_adaptive
+
+        if args.num_tokens is not None:
+            raise VtokError("give --target or --num-tokens, not both")
+        parts = [
+            encode_adaptive(tokenizer, chunk, args.target, args.max_tokens) for chunk in images.split(args.batch_size)
+        ]
+        tokens = vtok.Tokens.cat([p.tokens for p in parts])
+        met = torch.cat([p.met for p in parts])
+        print(
+            f"{args.target}: met for {int(met.sum())}/{len(met)} images with "
+            f"{tokens.lengths.float().mean():.1f} tokens on average (range {int(tokens.lengths.min())}-{int(tokens.lengths.max())})"
+        )
+    else:
+        tokens = encode_batched(tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens)
     labels = None
     if args.labels is not None:
         labels = torch.tensor([int(x) for x in args.labels.split(",")])
@@ -235,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode a dataset (builtin or a folder) into a folder of N-image shards for AR training",
     )
     p.add_argument("--no-flip", action="store_true", help="with --shards: skip the horizontally flipped copies")
+    p.add_argument("--num-tokens", type=int, default=None, help="1D tokenizers: keep the first K tokens of every image")
+    p.add_argument(
+        "--target", default=None, help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30 or ssim=0.8"
+    )
+    p.add_argument("--max-tokens", type=int, default=None, help="1D tokenizers: token budget per image")
     _add_batch(p)
     p.set_defaults(func=cmd_encode)
 

@@ -55,8 +55,12 @@ class Quantizer(nn.Module):
         """ids: (B, L, C) int64 -> z_q: (B, L, D) float32."""
         raise NotImplementedError
 
+    def token_positions(self, length: int) -> int:
+        """Token positions for ``length`` latent positions (more for multi-scale quantizers)."""
+        return length
+
     def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        """Inference path: (B, L, D) latents -> (B, L, C) ids, equal to ``forward(latents).ids``."""
+        """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``."""
         return self.forward(latents).ids
 
 

@@ -10,10 +10,17 @@ from vtok.tokens import Tokens
 
 
 @torch.inference_mode()
-def encode_batched(tokenizer: Tokenizer, images: torch.Tensor, batch_size: int = 16, progress: bool = True) -> Tokens:
-    """images: (N, 3, H, W) in [-1, 1] -> Tokens of all N images."""
+def encode_batched(
+    tokenizer: Tokenizer,
+    images: torch.Tensor,
+    batch_size: int = 16,
+    progress: bool = True,
+    num_tokens: int | None = None,
+) -> Tokens:
+    """images: (N, 3, H, W) in [-1, 1] -> Tokens of all N images (1D tokenizers: the first ``num_tokens``)."""
+    kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
     parts = [
-        tokenizer.encode(chunk)
+        tokenizer.encode(chunk, **kwargs)
         for chunk in tqdm(images.split(batch_size), desc="encode", disable=not progress, leave=False)
     ]
     return Tokens.cat(parts)

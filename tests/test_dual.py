@@ -1,0 +1,74 @@
+"""Dual-codebook tokenizers: semantic features, shared multi-scale ids, teacher identity, brief training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vtok
+from vtok.stats import CodeUsage
+
+TOKENFLOW = "configs/tokenizer/dual_tiny.yaml"
+DUALTOKEN = "configs/tokenizer/dual_dualtoken_tiny.yaml"
+
+
+def test_tokenflow_tokens_are_shared_ids_over_scales(images):
+    tok = vtok.build(TOKENFLOW).eval()
+    tokens = tok.encode(images)
+    assert tokens.scales == ((1, 1), (2, 2), (4, 4), (8, 8)) and tokens.grid == (8, 8)
+    assert tokens.ids.shape == (2, 1 + 4 + 16 + 64, 1)
+    features = tok.semantic_features(tokens)
+    assert features.shape == (2, 64, tok.teacher.channels)
+    # One id addresses both codebooks: the pixel and semantic halves of a token come from the same row.
+    vectors = tok.lookup(tokens)
+    assert vectors.shape == (2, tokens.num_positions, tok.quantizer.dim)
+    assert torch.equal(vectors, tok.quantizer.codebook[tokens.ids[..., 0]])
+
+
+def test_scale_drop_leaves_skipped_scales_empty():
+    tok = vtok.build(TOKENFLOW, ["model.quantizer.scale_drop=1.0"]).train()
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    ids = out.tokens.ids[..., 0]
+    assert bool((ids[:, -64:] == -1).all())  # the finest scale is always dropped when a drop happens
+    usage = CodeUsage(tok.codebook_sizes)
+    usage.update(out.tokens.ids)  # skipped scales are not counted as codes
+    assert usage.compute()[0]["count"] == float((ids >= 0).sum())
+
+
+def test_dualtoken_has_separate_semantic_and_pixel_ids(images):
+    tok = vtok.build(DUALTOKEN).eval()
+    tokens = tok.encode(images)
+    assert tokens.codebook_sizes == (64, 64, 32, 32) and tokens.ids.shape == (2, 64, 4)
+    changed = tokens.ids.clone()
+    changed[..., 2:] = 0  # other pixel codes, same semantic codes
+    same_semantics = vtok.Tokens(changed, tokens.codebook_sizes, tokens.grid)
+    torch.testing.assert_close(tok.semantic_features(same_semantics), tok.semantic_features(tokens))
+    assert not torch.equal(tok.decode(same_semantics), tok.decode(tokens))
+
+
+def test_teacher_is_not_saved_but_its_hash_is_checked(tmp_path):
+    tok = vtok.build(TOKENFLOW)
+    assert not any(k.startswith("teacher") for k in tok.state_dict())
+    tok.save_pretrained(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())
+    assert config["model"]["teacher"]["weights_sha256"] == tok.teacher.sha256
+    vtok.load(tmp_path / "tok")
+    config["model"]["teacher"]["weights_sha256"] = "0" * 16
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(vtok.VtokError, match="trained against another teacher"):
+        vtok.load(tmp_path / "tok")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [TOKENFLOW, DUALTOKEN])
+def test_brief_training_brings_semantic_features_toward_the_teacher(preset, tmp_path):
+    from vtok.tokenizers.train import train_tokenizer
+
+    from vtok.training import read_metrics
+
+    cfg = vtok.load_config(preset, ["train.steps=30", "train.log_every=1", "train.save_every=1000"])
+    train_tokenizer(cfg, tmp_path, progress=False)
+    semantic = [r["q_semantic"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert sum(semantic[-5:]) / 5 < sum(semantic[:5]) / 5

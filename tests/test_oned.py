@@ -1,0 +1,110 @@
+"""1D tokenizers: any prefix decodes, per-sample lengths, ordering parts, adaptive length."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vtok
+from vtok.config import build_component
+from vtok.registry import names
+
+PRESETS = [
+    "configs/tokenizer/oned_tiny.yaml",
+    "configs/tokenizer/oned_flex_tiny.yaml",
+    "configs/tokenizer/oned_piece_tiny.yaml",
+]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_prefix_decodes_and_mixed_lengths_equal_separate_decodes(preset, images):
+    tok = vtok.build(preset).eval()
+    n = tok.num_tokens
+    for k in range(1, n + 1):
+        tokens = tok.encode(images, num_tokens=k)
+        assert tokens.lengths.tolist() == [k, k]
+        assert bool((tokens.ids[:, k:] == 0).all())
+        assert tok.decode(tokens).shape == images.shape
+    mixed = tok.encode(images, num_tokens=torch.tensor([1, n]))
+    together = tok.decode(mixed)
+    alone = torch.cat([tok.decode(tok.encode(images[i : i + 1], num_tokens=k)) for i, k in enumerate((1, n))])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    with pytest.raises(vtok.VtokError, match="num_tokens must lie"):
+        tok.encode(images, num_tokens=n + 1)
+
+
+@pytest.mark.parametrize("name", names("ordering"))
+def test_ordering_parts_keep_the_prefix_and_fill_the_rest(name):
+    part = build_component("ordering", {"name": name})
+    lengths = part.sample_lengths(64, 8, torch.device("cpu"))
+    assert lengths.shape == (64,) and bool(((lengths >= 1) & (lengths <= 8)).all())
+    z = torch.randn(3, 8, 5)
+    kept = torch.tensor([1, 5, 8])
+    mask = torch.full((5,), 7.0)
+    out = part.fill(z, kept, mask)
+    for b, k in enumerate(kept.tolist()):
+        assert torch.equal(out[b, :k], z[b, :k])
+        if name != "redundant_pad":
+            assert bool((out[b, k:] == 7.0).all())
+        else:
+            assert all(torch.equal(out[b, j], z[b, j % k]) for j in range(k, 8))
+
+
+def test_tail_drop_keeps_one_length_per_batch_and_nested_dropout_one_per_sample():
+    torch.manual_seed(0)
+    tail = build_component("ordering", {"name": "tail_drop"})
+    nested = build_component("ordering", {"name": "nested_dropout", "powers_of_two": True})
+    assert len(set(tail.sample_lengths(32, 16, torch.device("cpu")).tolist())) == 1
+    lengths = set(nested.sample_lengths(256, 16, torch.device("cpu")).tolist())
+    assert lengths == {1, 2, 4, 8, 16}
+
+
+@pytest.fixture(scope="module")
+def trained_oned(tmp_path_factory):
+    from vtok.tokenizers.train import train_tokenizer
+
+    run = tmp_path_factory.mktemp("oned")
+    # FSQ: no codebook to collapse in a 200-step run
+    cfg = vtok.load_config(
+        PRESETS[1], ["train.steps=200", "train.log_every=50", "train.save_every=1000", "train.lr=2e-3"]
+    )
+    return vtok.load(train_tokenizer(cfg, run, progress=False)).eval()
+
+
+@pytest.mark.slow
+def test_quality_grows_with_the_prefix_after_brief_training(trained_oned):
+    from vtok.eval.psnr import psnr_per_image
+
+    from vtok.builtin import builtin_crops
+    from vtok.images import pil_to_tensor
+
+    x = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", 32)])
+    psnr = [
+        float(psnr_per_image(x, trained_oned.decode(trained_oned.encode(x, num_tokens=k))).mean()) for k in (1, 2, 4, 8)
+    ]
+    assert psnr[0] < psnr[1] < psnr[2] < psnr[3], psnr
+
+
+@pytest.mark.slow
+def test_adaptive_length_meets_the_target_with_fewer_tokens_on_plain_images(trained_oned):
+    from vtok.eval.psnr import psnr_per_image
+    from vtok.tokenizers.adaptive import encode_adaptive
+
+    from vtok.builtin import builtin_crops
+    from vtok.images import pil_to_tensor
+
+    busy = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", 32)[:6]])
+    plain = torch.zeros(6, 3, 32, 32) + torch.linspace(-0.6, 0.6, 6)[:, None, None, None]  # flat grey levels
+    x = torch.cat([plain, busy])
+    full = psnr_per_image(x, trained_oned.decode(trained_oned.encode(x)))
+    threshold = float(full[6:].median())  # half of the busy crops reach it at full length
+    result = encode_adaptive(trained_oned, x, f"psnr={threshold}")
+    reachable = full >= threshold
+    assert bool(result.met[reachable].all()) and not bool(result.met[~reachable].any())
+    assert bool((result.scores[result.met] >= threshold).all())
+    assert result.decodes <= 4  # ceil(log2 8) + 1 batched decodes
+    lengths = result.tokens.lengths
+    assert bool((lengths[~reachable] == 8).all())  # a target out of reach keeps every token
+    assert lengths[:6].float().mean() < lengths[6:].float().mean()
+    with pytest.raises(vtok.VtokError, match="target must look like"):
+        encode_adaptive(trained_oned, x, "psnr")

@@ -1,0 +1,85 @@
+"""ViT encoder with N learnable latent tokens (TiTok): patches and latents attend jointly; latents come out.
+
+Blocks are timm's ``Block``. With ``causal_latents`` a latent token attends to the
+patches and to the latents before it only, and patches never attend to latents, so
+a prefix of the sequence is computed without knowing what follows (One-D-Piece,
+FlexTok).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from vtok.errors import VtokError
+from vtok.registry import register
+
+
+def latent_attention_mask(patches: int, latents: int, causal: bool) -> torch.Tensor | None:
+    """(S, S) boolean mask (True: may attend) for [patches | latents], or None for full attention."""
+    if not causal:
+        return None
+    s = patches + latents
+    allowed = torch.zeros(s, s, dtype=torch.bool)
+    allowed[:, :patches] = True  # everyone sees the patches
+    allowed[patches:, patches:] = torch.tril(torch.ones(latents, latents, dtype=torch.bool))
+    return allowed
+
+
+@dataclass
+class ViTShape:
+    """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
+
+    image_size: int = 256
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    num_latent_tokens: int = 32
+
+
+@register("encoder", "vit1d")
+class ViTLatentEncoder(nn.Module):
+    """images (B, 3, H, W) in [-1, 1] -> (B, N, width) latent-token features."""
+
+    @dataclass
+    class Config(ViTShape):
+        causal_latents: bool = False
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        if cfg.image_size % cfg.patch_size:
+            raise VtokError("vit1d encoder: image_size must be a multiple of patch_size")
+        self.cfg = cfg
+        self.grid = cfg.image_size // cfg.patch_size
+        self.out_channels = cfg.width
+        self.num_latent_tokens = cfg.num_latent_tokens
+        self.downsample_factor = cfg.patch_size
+        self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
+        self.latent_tokens = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
+        self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
+        self.norm_pre = nn.LayerNorm(cfg.width)
+        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width)
+        mask = latent_attention_mask(self.grid * self.grid, cfg.num_latent_tokens, cfg.causal_latents)
+        self.register_buffer("attn_mask", mask, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-2:] != (self.cfg.image_size, self.cfg.image_size):
+            raise VtokError(
+                f"this 1D tokenizer takes {self.cfg.image_size}x{self.cfg.image_size} images, got "
+                f"{images.shape[-2]}x{images.shape[-1]}"
+            )
+        x = rearrange(self.patch_embed(images), "b d h w -> b (h w) d") + self.pos_embed  # (B, P, D)
+        latents = (self.latent_tokens + self.latent_pos).expand(x.shape[0], -1, -1)  # (B, N, D)
+        x = self.norm_pre(torch.cat([x, latents], dim=1))  # (B, P + N, D)
+        for block in self.blocks:
+            x = block(x, attn_mask=self.attn_mask)
+        return self.norm(x[:, -self.num_latent_tokens :])  # (B, N, D)

@@ -1,0 +1,112 @@
+"""Variable-length 1D tokenizers (TiTok, One-D-Piece, FlexTok): an ordered sequence of up to N tokens.
+
+ViT encoder with N latent tokens -> linear to the code dim -> quantizer (``vq`` with
+l2-normalised codes, or ``fsq``) -> linear back -> positions past each sample's
+length filled by the ordering part -> ViT decoder. Tokens are (B, N, 1) with
+``lengths``: samples of one batch may keep different prefixes, and
+``decode`` gives each the image of its own prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from vtok.tokenizers.grid import check_images
+
+from vtok.config import build_component, component
+from vtok.errors import VtokError
+from vtok.interfaces import Tokenizer, TokenizerOutput
+from vtok.registry import register
+from vtok.tokens import Tokens
+
+
+@register("model", "oned")
+class OneDTokenizer(Tokenizer):
+    """encoder (vit1d) -> quantizer -> ordering fill -> decoder (vit1d)."""
+
+    @dataclass
+    class Config:
+        encoder: dict = component("encoder", {"name": "vit1d"})
+        quantizer: dict = component("quantizer", {"name": "vq", "dim": 12, "codebook_size": 4096})
+        decoder: dict = component("decoder", {"name": "vit1d"})
+        ordering: dict = component("ordering", {"name": "none"})
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.encoder = build_component("encoder", cfg.encoder, "model.encoder")
+        self.quantizer = build_component("quantizer", cfg.quantizer, "model.quantizer")
+        self.decoder = build_component("decoder", cfg.decoder, "model.decoder")
+        self.ordering = build_component("ordering", cfg.ordering, "model.ordering")
+        self.num_tokens = self.encoder.num_latent_tokens
+        if self.decoder.cfg.num_latent_tokens != self.num_tokens:
+            raise VtokError("model: encoder and decoder must agree on num_latent_tokens")
+        self.to_code = nn.Linear(self.encoder.out_channels, self.quantizer.dim)
+        self.from_code = nn.Linear(self.quantizer.dim, self.decoder.in_channels)
+        self.downsample_factor = self.encoder.downsample_factor
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        return self.quantizer.codebook_sizes
+
+    def _lengths(self, batch: int, num_tokens: int | torch.Tensor | None, device) -> torch.Tensor:
+        n = self.num_tokens
+        if num_tokens is None:
+            return torch.full((batch,), n, dtype=torch.long, device=device)
+        lengths = torch.as_tensor(num_tokens, dtype=torch.long, device=device).expand(batch).clone()
+        if bool(((lengths < 1) | (lengths > n)).any()):
+            raise VtokError(f"num_tokens must lie in [1, {n}]")
+        return lengths
+
+    def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> Tokens:
+        """images (B, 3, H, W) in [-1, 1] -> Tokens (B, N, 1) keeping the first ``num_tokens`` (int or (B,))."""
+        check_images(images, self.downsample_factor)
+        z = self.to_code(self.encoder(images))  # (B, N, d)
+        ids = self.quantizer.quantize_ids(z)  # (B, N, 1)
+        lengths = self._lengths(images.shape[0], num_tokens, images.device)
+        keep = torch.arange(self.num_tokens, device=ids.device)[None, :, None] < lengths[:, None, None]
+        return Tokens(ids=ids * keep, codebook_sizes=self.codebook_sizes, grid=None, lengths=lengths)
+
+    def lookup(self, tokens: Tokens) -> torch.Tensor:
+        """(B, N, d) quantized latents of ``tokens`` (padding positions included)."""
+        if (
+            tokens.codebook_sizes != self.codebook_sizes
+            or tokens.grid is not None
+            or tokens.num_positions != self.num_tokens
+        ):
+            raise VtokError(
+                f"tokens (codebooks {tokens.codebook_sizes}, {tokens.num_positions} positions) do not fit this 1D "
+                f"tokenizer (codebooks {self.codebook_sizes}, {self.num_tokens} positions)"
+            )
+        tokens.check_range()
+        return self.quantizer.lookup(tokens.ids)
+
+    def _decode_latents(self, z_q: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.from_code(z_q)  # (B, N, width)
+        x = self.ordering.fill(x, lengths, self.decoder.mask_token)
+        return self.decoder(x)  # (B, 3, H, W)
+
+    def decode(self, tokens: Tokens) -> torch.Tensor:
+        """Tokens -> (B, 3, H, W) in [-1, 1]; each sample from its own prefix (``tokens.lengths``)."""
+        lengths = tokens.lengths
+        if lengths is None:
+            lengths = torch.full((tokens.batch_size,), tokens.num_positions, dtype=torch.long)
+        return self._decode_latents(self.lookup(tokens), lengths.to(tokens.ids.device)).clamp(-1, 1)
+
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        """Training pass: lengths from the ordering part (all N in eval), recon unclamped."""
+        check_images(images, self.downsample_factor)
+        z = self.to_code(self.encoder(images))  # (B, N, d)
+        q = self.quantizer(z)
+        if self.training:
+            lengths = self.ordering.sample_lengths(images.shape[0], self.num_tokens, images.device)
+        else:
+            lengths = self._lengths(images.shape[0], None, images.device)
+        recon = self._decode_latents(q.z_q, lengths)
+        keep = torch.arange(self.num_tokens, device=q.ids.device)[None, :, None] < lengths[:, None, None]
+        tokens = Tokens(ids=q.ids * keep, codebook_sizes=self.codebook_sizes, grid=None, lengths=lengths)
+        return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
+
+    def last_decoder_weight(self) -> torch.Tensor:
+        return self.decoder.last_layer

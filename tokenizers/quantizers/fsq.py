@@ -1,0 +1,48 @@
+"""Finite scalar quantization (FSQ) through vector-quantize-pytorch's ``FSQ``: no codebook to learn or collapse.
+
+Each of the ``len(levels)`` channels is rounded to one of ``levels[i]`` values; the
+id of a position is the mixed-radix number of its rounded channels, so the
+implicit codebook has ``prod(levels)`` entries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from vector_quantize_pytorch import FSQ as LibraryFSQ
+
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+
+
+@register("quantizer", "fsq")
+class FSQ(Quantizer):
+    """ids (B, L, 1) in [0, prod(levels)); ``dim`` is the input width (projected to len(levels) inside)."""
+
+    @dataclass
+    class Config:
+        dim: int = 6
+        levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = cfg.dim
+        size = math.prod(cfg.levels)
+        self.codebook_sizes = (size,)
+        self.fsq = LibraryFSQ(levels=list(cfg.levels), dim=cfg.dim)
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, 1)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            z_q, ids = self.fsq(latents.float())  # (B, L, dim), (B, L)
+        stats = batch_code_stats(ids.long(), self.codebook_sizes[0])
+        # FSQ has no codebook or commitment term: its loss is zero.
+        return QuantizerOutput(z_q=z_q, ids=ids.long().unsqueeze(-1), losses={"commit": z_q.new_zeros(())}, stats=stats)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> (B, L, dim) float32."""
+        return self.fsq.indices_to_codes(ids[..., 0]).float()

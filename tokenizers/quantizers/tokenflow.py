@@ -1,0 +1,184 @@
+"""TokenFlow's shared mapping over multi-scale residual quantization: one id addresses two codebooks.
+
+Latents arrive as [semantic | pixel] channels per position, each half l2-normalised
+first. At every scale s (e.g.
+1, 2, 4, ..., 16 for a 16x16 grid), the residual is area-pooled to s x s and each
+position picks one index by argmin(d_sem + w * d_pix), the squared distances of the
+l2-normalised residual halves to the l2-normalised codes. The chosen semantic and
+pixel codes are upsampled back and subtracted, so later scales refine earlier ones.
+Tokens are the ids of all scales concatenated coarse to fine: (B, sum s^2, 1).
+
+Hand-written because vector-quantize-pytorch selects each codebook on its own
+distance; a joint argmin over two codebooks has no counterpart there. Code values
+are EMA means of the residual vectors assigned to them (as VQ-VAE-2), with
+dead-code restarts; the statistics are all-reduced across ranks before each
+update, so every rank keeps the same codebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+
+from vtok.errors import VtokError
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@register("quantizer", "tokenflow")
+class SharedMultiScaleQuantizer(Quantizer):
+    """Two EMA codebooks of one size (semantic ``semantic_dim``-d, pixel ``pixel_dim``-d), one id per position."""
+
+    @dataclass
+    class Config:
+        semantic_dim: int = 32
+        pixel_dim: int = 8
+        codebook_size: int = 16384
+        scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+        pixel_weight: float = 1.0
+        decay: float = 0.99
+        dead_code_threshold: float = 1.0
+        commitment_weight: float = 0.25
+        scale_drop: float = 0.1  # training: chance of stopping after a random coarser scale
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if sorted(cfg.scales) != cfg.scales or len(set(cfg.scales)) != len(cfg.scales):
+            raise VtokError("quantizer: tokenflow scales must increase strictly, e.g. [1, 2, 4, 8, 16]")
+        self.cfg = cfg
+        self.sem_dim, self.pix_dim = cfg.semantic_dim, cfg.pixel_dim
+        self.dim = cfg.semantic_dim + cfg.pixel_dim
+        self.codebook_sizes = (cfg.codebook_size,)
+        k = cfg.codebook_size
+        self.register_buffer("codebook", torch.randn(k, self.dim) * 0.1)  # [semantic | pixel] values
+        self.register_buffer("ema_count", torch.ones(k))
+        self.register_buffer("ema_sum", self.codebook.clone())
+
+    @property
+    def token_scales(self) -> tuple[tuple[int, int], ...]:
+        return tuple((s, s) for s in self.cfg.scales)
+
+    def token_positions(self, length: int) -> int:
+        self._grid(length)
+        return sum(s * s for s in self.cfg.scales)
+
+    def _grid(self, length: int) -> int:
+        side = self.cfg.scales[-1]
+        if side * side != length:
+            raise VtokError(f"tokenflow quantizer expects a {side}x{side} latent grid, got {length} positions")
+        return side
+
+    def _select(self, r: torch.Tensor) -> torch.Tensor:
+        """r: (N, D) residual vectors -> (N,) ids by the joint normalised distance."""
+        codes = self.codebook
+        sem = F.normalize(r[:, : self.sem_dim], dim=-1) @ F.normalize(codes[:, : self.sem_dim], dim=-1).t()
+        pix = F.normalize(r[:, self.sem_dim :], dim=-1) @ F.normalize(codes[:, self.sem_dim :], dim=-1).t()
+        # |a - b|^2 = 2 - 2 a.b for unit vectors: the argmin of the weighted sum is the argmax of this.
+        return (sem + self.cfg.pixel_weight * pix).argmax(-1)
+
+    def _quantize(
+        self, z: torch.Tensor, scales: list[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """z: (B, D, h, w) -> (z_hat (B, D, h, w), ids per scale (B, s*s), residual vectors per scale)."""
+        side = z.shape[-1]
+        residual, z_hat = z, torch.zeros_like(z)
+        ids, inputs = [], []
+        for s in scales:
+            r = F.adaptive_avg_pool2d(residual, s) if s != side else residual  # (B, D, s, s)
+            flat = rearrange(r, "b d h w -> (b h w) d")
+            idx = self._select(flat)  # (B*s*s,)
+            q = rearrange(self.codebook[idx], "(b h w) d -> b d h w", b=z.shape[0], h=s)
+            q = F.interpolate(q, size=(side, side), mode="bicubic") if s != side else q
+            z_hat = z_hat + q
+            residual = residual - q
+            ids.append(rearrange(idx, "(b n) -> b n", b=z.shape[0]))
+            inputs.append(flat)
+        return z_hat, ids, inputs
+
+    @torch.no_grad()
+    def _ema_update(self, ids: list[torch.Tensor], inputs: list[torch.Tensor]) -> None:
+        idx = torch.cat([i.reshape(-1) for i in ids])
+        vec = torch.cat(inputs)
+        count = torch.bincount(idx, minlength=self.cfg.codebook_size).float()
+        total = torch.zeros_like(self.ema_sum).index_add_(0, idx, vec)
+        count, total = _all_reduce(count), _all_reduce(total)
+        d = self.cfg.decay
+        self.ema_count.mul_(d).add_(count, alpha=1 - d)
+        self.ema_sum.mul_(d).add_(total, alpha=1 - d)
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + 1e-5) / (n + self.cfg.codebook_size * 1e-5) * n
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        dead = self.ema_count < self.cfg.dead_code_threshold
+        if bool(dead.any()):
+            # Restart dead codes on residuals of this batch; rank 0 picks, everyone copies.
+            pick = torch.randint(0, vec.shape[0], (int(dead.sum()),), device=vec.device)
+            fresh = vec[pick].clone()
+            if dist.is_available() and dist.is_initialized():
+                dist.broadcast(fresh, 0)
+            self.codebook[dead] = fresh
+            self.ema_sum[dead] = fresh
+            self.ema_count[dead] = 1.0
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) [semantic | pixel] -> z_q (B, L, D), ids (B, sum s^2, 1) over all scales."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            side = self._grid(latents.shape[1])
+            # Both halves are l2-normalised per position (TokenFlow): bounded residuals keep the EMA
+            # code values and the commitment term on one scale while the encoder trains.
+            x = latents.float()
+            x = torch.cat(
+                [F.normalize(x[..., : self.sem_dim], dim=-1), F.normalize(x[..., self.sem_dim :], dim=-1)], -1
+            )
+            z = rearrange(x, "b (h w) d -> b d h w", h=side)
+            scales = list(self.cfg.scales)
+            dropped = 0
+            if self.training and self.cfg.scale_drop > 0 and torch.rand(()) < self.cfg.scale_drop:
+                keep = int(torch.randint(1, len(scales), ()))
+                dropped, scales = len(scales) - keep, scales[:keep]
+            z_hat, ids, inputs = self._quantize(z, scales)
+            if self.training:
+                self._ema_update(ids, inputs)
+            commit = self.cfg.commitment_weight * F.mse_loss(z, z_hat.detach())
+            z_q = z + (z_hat - z).detach()  # straight-through
+            ids = torch.cat(ids, dim=1)  # (B, sum s^2)
+            if dropped:
+                missing = sum(s * s for s in self.cfg.scales[-dropped:])
+                ids = F.pad(ids, (0, missing), value=-1)  # skipped scales carry no code
+        stats = batch_code_stats(ids.clamp(min=0), self.cfg.codebook_size)
+        return QuantizerOutput(rearrange(z_q, "b d h w -> b (h w) d"), ids[..., None], {"commit": commit}, stats)
+
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, N, 1) -> (B, N, D): each token's own [semantic | pixel] code, one vector per token."""
+        return self.codebook[ids[..., 0].clamp(min=0)]
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, sum s^2, 1) -> z_q: (B, h*w, D), the upsampled codes of every scale summed."""
+        side = self.cfg.scales[-1]
+        expected = sum(s * s for s in self.cfg.scales)
+        if ids.shape[1] != expected:
+            raise VtokError(
+                f"tokenflow ids need {expected} positions over scales {self.cfg.scales}, got {ids.shape[1]}"
+            )
+        z_hat = torch.zeros(ids.shape[0], self.dim, side, side, device=ids.device)
+        start = 0
+        for s in self.cfg.scales:
+            part = ids[:, start : start + s * s, 0]  # (B, s*s)
+            start += s * s
+            q = rearrange(self.codebook[part.clamp(min=0)], "b (h w) d -> b d h w", h=s)
+            q = q * (part >= 0).float().view(ids.shape[0], 1, s, s)
+            z_hat = z_hat + (F.interpolate(q, size=(side, side), mode="bicubic") if s != side else q)
+        return rearrange(z_hat, "b d h w -> b (h w) d")
+
+    def extra_repr(self) -> str:
+        return f"{self.cfg.codebook_size} codes, semantic {self.sem_dim}-d + pixel {self.pix_dim}-d, scales {self.cfg.scales}"
