@@ -226,6 +226,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"{len(images)} images -> {out} (tokens: {token_file})")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from vtok.convert import convert
+
+    model = convert(args.source, args.checkpoint, args.out)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    print(
+        f"{args.source} {args.checkpoint} -> {args.out} ({model.spec['name']}, {n:.1f}M parameters); load with vtok.load"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vtok", description="Discrete visual tokenizers: train, encode, decode.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize and center-crop to SIZE (ADM)")
     _add_batch(p)
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("convert", help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN) as a vtok model")
+    p.add_argument("--from", dest="source", required=True, choices=["llamagen-vq", "taming-vqgan", "llamagen-gpt"])
+    p.add_argument("checkpoint", help="the source file (.pt/.ckpt/.bin/.safetensors)")
+    p.add_argument("--out", required=True, help="folder for the vtok model")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("generate", help="sample tokens from an AR model and decode them into an image grid")
     p.add_argument("--model", required=True, help="folder of a trained AR model (RUN/final)")

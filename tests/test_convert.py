@@ -1,0 +1,177 @@
+"""vtok convert: synthetic checkpoints in each source's published layout convert, load strictly and run."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+import torch
+
+import vtok
+from vtok.cli import main
+from vtok.convert import convert, read_checkpoint
+
+CH, MULT, BLOCKS, Z, K, D = 32, [1, 2], 1, 32, 16, 4
+
+
+def _res(prefix: str, cin: int, cout: int) -> dict[str, torch.Tensor]:
+    out = {
+        f"{prefix}.norm1.weight": torch.ones(cin), f"{prefix}.norm1.bias": torch.zeros(cin),
+        f"{prefix}.conv1.weight": torch.randn(cout, cin, 3, 3) * 0.05, f"{prefix}.conv1.bias": torch.zeros(cout),
+        f"{prefix}.norm2.weight": torch.ones(cout), f"{prefix}.norm2.bias": torch.zeros(cout),
+        f"{prefix}.conv2.weight": torch.randn(cout, cout, 3, 3) * 0.05, f"{prefix}.conv2.bias": torch.zeros(cout),
+    }  # fmt: skip
+    if cin != cout:
+        out[f"{prefix}.nin_shortcut.weight"] = torch.randn(cout, cin, 1, 1) * 0.05
+        out[f"{prefix}.nin_shortcut.bias"] = torch.zeros(cout)
+    return out
+
+
+def _attn(prefix: str, c: int) -> dict[str, torch.Tensor]:
+    out = {f"{prefix}.norm.weight": torch.ones(c), f"{prefix}.norm.bias": torch.zeros(c)}
+    for name in ("q", "k", "v", "proj_out"):
+        out[f"{prefix}.{name}.weight"] = torch.randn(c, c, 1, 1) * 0.05
+        out[f"{prefix}.{name}.bias"] = torch.zeros(c)
+    return out
+
+
+def _conv(prefix: str, cin: int, cout: int, k: int = 3) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.weight": torch.randn(cout, cin, k, k) * 0.05, f"{prefix}.bias": torch.zeros(cout)}
+
+
+def _norm(prefix: str, c: int) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.weight": torch.ones(c), f"{prefix}.bias": torch.zeros(c)}
+
+
+def llamagen_vq_state() -> dict[str, torch.Tensor]:
+    """LlamaGen VQModel keys: encoder/decoder conv_blocks (decoder block 0 = lowest resolution), mid as a list."""
+    s, n = {}, len(MULT)
+    s |= _conv("encoder.conv_in", 3, CH)
+    cin = CH
+    for i, m in enumerate(MULT):
+        for j in range(BLOCKS):
+            s |= _res(f"encoder.conv_blocks.{i}.res.{j}", cin, CH * m)
+            cin = CH * m
+            if i == n - 1:
+                s |= _attn(f"encoder.conv_blocks.{i}.attn.{j}", cin)
+        if i != n - 1:
+            s |= _conv(f"encoder.conv_blocks.{i}.downsample.conv", cin, cin)
+    s |= _res("encoder.mid.0", cin, cin) | _attn("encoder.mid.1", cin) | _res("encoder.mid.2", cin, cin)
+    s |= _norm("encoder.norm_out", cin) | _conv("encoder.conv_out", cin, Z)
+    s |= _conv("quant_conv", Z, D, 1) | _conv("post_quant_conv", D, Z, 1)
+    s["quantize.embedding.weight"] = torch.randn(K, D)
+    s["quantize.codebook_used"] = torch.zeros(65536)
+    cin = CH * MULT[-1]
+    s |= _conv("decoder.conv_in", Z, cin)
+    s |= _res("decoder.mid.0", cin, cin) | _attn("decoder.mid.1", cin) | _res("decoder.mid.2", cin, cin)
+    for k, level in enumerate(reversed(range(n))):
+        for j in range(BLOCKS + 1):
+            s |= _res(f"decoder.conv_blocks.{k}.res.{j}", cin, CH * MULT[level])
+            cin = CH * MULT[level]
+            if level == n - 1:
+                s |= _attn(f"decoder.conv_blocks.{k}.attn.{j}", cin)
+        if level != 0:
+            s |= _conv(f"decoder.conv_blocks.{k}.upsample.conv", cin, cin)
+    return s | _norm("decoder.norm_out", cin) | _conv("decoder.conv_out", cin, 3)
+
+
+def taming_state() -> dict[str, torch.Tensor]:
+    """taming VQModel keys: encoder.down.{i}.block/attn, mid.block_1/attn_1/block_2, decoder.up.{i} by level, loss.*."""
+    renames = [("encoder.conv_blocks.", "encoder.down."), (".res.", ".block."), ("mid.0.", "mid.block_1."),
+               ("mid.1.", "mid.attn_1."), ("mid.2.", "mid.block_2.")]  # fmt: skip
+    out = {}
+    n = len(MULT)
+    for key, value in llamagen_vq_state().items():
+        if key == "quantize.codebook_used":
+            continue
+        m = re.match(r"decoder\.conv_blocks\.(\d+)\.(.*)", key)
+        if m:
+            key = f"decoder.up.{n - 1 - int(m.group(1))}.{m.group(2)}"
+        for a, b in renames:
+            key = key.replace(a, b)
+        out[key] = value
+    out["loss.discriminator.main.0.weight"] = torch.zeros(4, 3, 4, 4)
+    return out
+
+
+def llamagen_gpt_state(dim=768, depth=1, vocab=64, classes=10) -> dict[str, torch.Tensor]:
+    hidden = 2048  # find_multiple(int(2 * 4 * 768 / 3), 256)
+    s = {"tok_embeddings.weight": torch.randn(vocab, dim) * 0.02, "norm.weight": torch.ones(dim)}
+    s["cls_embedding.embedding_table.weight"] = torch.randn(classes + 1, dim) * 0.02
+    s["output.weight"] = torch.randn(vocab, dim) * 0.02
+    for i in range(depth):
+        p = f"layers.{i}"
+        s |= {
+            f"{p}.attention.wqkv.weight": torch.randn(3 * dim, dim) * 0.02,
+            f"{p}.attention.wo.weight": torch.randn(dim, dim) * 0.02,
+        }
+        s |= {
+            f"{p}.feed_forward.w1.weight": torch.randn(hidden, dim) * 0.02,
+            f"{p}.feed_forward.w3.weight": torch.randn(hidden, dim) * 0.02,
+        }
+        s |= {f"{p}.feed_forward.w2.weight": torch.randn(dim, hidden) * 0.02}
+        s |= {f"{p}.attention_norm.weight": torch.ones(dim), f"{p}.ffn_norm.weight": torch.ones(dim)}
+    return s
+
+
+SOURCES = {
+    "llamagen-vq": lambda: {"model": llamagen_vq_state(), "args": argparse.Namespace(image_size=256)},
+    "taming-vqgan": lambda: {"state_dict": taming_state(), "global_step": 10},
+    "llamagen-gpt": lambda: {"model": llamagen_gpt_state()},
+}
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_synthetic_checkpoints_convert_load_strictly_and_run(source, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "ckpt.pt"
+    torch.save(SOURCES[source](), path)
+    assert main(["convert", "--from", source, str(path), "--out", str(tmp_path / "vt")]) == 0
+    model = vtok.load(tmp_path / "vt")
+    if source == "llamagen-gpt":
+        from vtok.ar_models.sample import SamplingConfig, generate
+
+        assert model.cfg.heads == 12 and model.cfg.num_classes == 10
+        tokens = generate(model, torch.tensor([1, 2]), sampling=SamplingConfig(seed=0))
+        tokens.check_range()
+        return
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    tokens = model.encode(x)
+    assert tokens.grid == (16, 16) and model.decode(tokens).shape == x.shape
+    codes = read_checkpoint(path)["quantize.embedding.weight"]
+    z = model.quant_conv(model.encoder(x)).flatten(2).transpose(1, 2)  # (B, L, D)
+    if source == "llamagen-vq":  # nearest l2-normalised code, as LlamaGen's quantizer picks it
+        expected = (torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(codes, dim=-1).T).argmax(
+            -1
+        )
+    else:  # taming: plain Euclidean nearest code
+        expected = torch.cdist(z, codes[None].expand(2, -1, -1)).argmin(-1)
+    assert torch.equal(tokens.ids[..., 0], expected)
+
+
+def test_renamed_missing_or_extra_keys_are_named(tmp_path, capsys):
+    state = llamagen_vq_state()
+    state["encoder.extra.weight"] = torch.zeros(1)
+    torch.save({"model": state}, tmp_path / "extra.pt")
+    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "extra.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "encoder.extra.weight" in capsys.readouterr().err
+    state = llamagen_vq_state()
+    del state["decoder.conv_out.bias"]
+    torch.save({"model": state}, tmp_path / "missing.pt")
+    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "decoder.conv_out.bias" in capsys.readouterr().err
+
+
+class Payload:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('executed')",))
+
+
+def test_unsafe_pickles_are_refused_not_executed(tmp_path, capsys):
+    torch.save({"model": llamagen_vq_state(), "hook": Payload()}, tmp_path / "evil.pt")
+    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "needs unpickling" in err and "weights_only=False" in err
+    with pytest.raises(vtok.VtokError, match="unknown source"):
+        convert("titok-x", tmp_path / "evil.pt")
