@@ -82,9 +82,14 @@ class OneDTokenizer(Tokenizer):
         tokens.check_range()
         return self.quantizer.lookup(tokens.ids)
 
-    def _decode_latents(self, z_q: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _decode_latents(
+        self, z_q: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self.from_code(z_q)  # (B, N, width)
         x = self.ordering.fill(x, lengths, self.decoder.mask_token)
+        if images is not None and hasattr(self.decoder, "training_recon"):
+            # A generative (flow) decoder trains on a one-step estimate of the image it is shown.
+            return self.decoder.training_recon(x, images)
         return self.decoder(x)  # (B, 3, H, W)
 
     def decode(self, tokens: Tokens) -> torch.Tensor:
@@ -103,7 +108,7 @@ class OneDTokenizer(Tokenizer):
             lengths = self.ordering.sample_lengths(images.shape[0], self.num_tokens, images.device)
         else:
             lengths = self._lengths(images.shape[0], None, images.device)
-        recon = self._decode_latents(q.z_q, lengths)
+        recon = self._decode_latents(q.z_q, lengths, images if self.training else None)
         keep = torch.arange(self.num_tokens, device=q.ids.device)[None, :, None] < lengths[:, None, None]
         tokens = Tokens(ids=q.ids * keep, codebook_sizes=self.codebook_sizes, grid=None, lengths=lengths)
         return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
