@@ -31,6 +31,7 @@ from vtok.training import (
     latest_checkpoint,
     load_checkpoint,
     lr_factor,
+    open_run,
     save_checkpoint,
 )
 
@@ -52,22 +53,15 @@ class ARTrainer:
     """Model, optimizer, EMA and run folder of one AR training run."""
 
     def __init__(self, cfg: dict[str, Any], run: str | Path, progress: bool = True):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
-        from vtok.tokenizers.train import _check_run_config, accelerator_available
 
         self.tcfg: TrainConfig = instantiate(TrainConfig, cfg["train"])
         self.dcfg: DataConfig = instantiate(DataConfig, cfg["data"])
         self.shards = TokenShards(self.dcfg.source)
         cfg = {**cfg, "model": layout_from_shards(cfg["model"], self.shards)}
         self.cfg, self.run, t = cfg, Path(run), self.tcfg
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not accelerator_available())
+        self.accelerator = open_run(cfg, self.run, t)
         self.main = self.accelerator.is_main_process
-        if self.main:
-            self.run.mkdir(parents=True, exist_ok=True)
-            _check_run_config(self.run, cfg)
-        self.accelerator.wait_for_everyone()
-        set_seed(t.seed)
         model: GPT = build_component("model", cfg["model"], "model")
         if not isinstance(model, GPT):
             raise VtokError(f"model {cfg['model']['name']!r} is not an AR model")

@@ -11,7 +11,6 @@ weights, EMA, optimizers, schedules, RNG states and the data position are restor
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ from vtok.config import build_component, instantiate
 from vtok.data import DataConfig, iterate_batches, make_dataset
 from vtok.errors import VtokError
 from vtok.images import make_grid, save_image
-from vtok.io import atomic_path
 from vtok.stats import CodeUsage
 from vtok.training import (
     EMA,
@@ -33,29 +31,11 @@ from vtok.training import (
     latest_checkpoint,
     load_checkpoint,
     lr_factor,
+    open_run,
     save_checkpoint,
 )
 
 log = logging.getLogger("vtok.train")
-
-
-def accelerator_available() -> bool:
-    """Whether torch sees a GPU-like device; without one, ranks launched by torchrun
-    (``accelerate launch --multi_gpu``) must still form a gloo process group on the CPU."""
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
-
-
-def _check_run_config(run: Path, cfg: dict[str, Any]) -> None:
-    """A run folder belongs to one model, loss and data; only ``train`` may change on resume."""
-    path = run / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        for key in ("model", "loss", "data"):
-            if old.get(key) != cfg.get(key):
-                raise VtokError(f"{run} holds a run with a different '{key}' config; use a new --out folder")
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _lossless_state(loss_fn: torch.nn.Module) -> torch.nn.Module:
@@ -71,7 +51,6 @@ class TokenizerTrainer:
     """Holds the model, loss, optimizers and run folder of one tokenizer training run."""
 
     def __init__(self, cfg: dict[str, Any], run: str | Path, progress: bool = True):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         if cfg.get("loss") is None:
@@ -81,13 +60,8 @@ class TokenizerTrainer:
         self.tcfg: TrainConfig = instantiate(TrainConfig, cfg["train"])
         self.dcfg: DataConfig = instantiate(DataConfig, cfg["data"])
         t = self.tcfg
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not accelerator_available())
+        self.accelerator = open_run(cfg, self.run, t)
         self.main = self.accelerator.is_main_process
-        if self.main:
-            self.run.mkdir(parents=True, exist_ok=True)
-            _check_run_config(self.run, cfg)
-        self.accelerator.wait_for_everyone()
-        set_seed(t.seed)  # identical initialisation on every rank
         model = build_component("model", cfg["model"], "model")
         self.loss_fn = build_component("loss", cfg["loss"], "loss").to(self.accelerator.device)
         self.ema = EMA(model, t.ema_decay) if t.ema_decay else None

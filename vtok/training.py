@@ -57,6 +57,39 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
+def accelerator_available() -> bool:
+    """Whether torch sees a GPU-like device; without one, ranks launched by torchrun
+    (``accelerate launch --multi_gpu``) must still form a gloo process group on the CPU."""
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
+def check_run_config(run: Path, cfg: dict[str, Any]) -> None:
+    """A run folder belongs to one model, loss and data; only ``train`` may change on resume."""
+    path = run / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        for key in ("model", "loss", "data"):
+            if old.get(key) != cfg.get(key):
+                raise VtokError(f"{run} holds a run with a different '{key}' config; use a new --out folder")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def open_run(cfg: dict[str, Any], run: Path, tcfg: TrainConfig):
+    """The accelerate ``Accelerator`` of a run, its folder claimed by the main process, seeds set alike on all ranks."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(mixed_precision=tcfg.mixed_precision, cpu=not accelerator_available())
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        check_run_config(run, cfg)
+    accelerator.wait_for_everyone()
+    set_seed(tcfg.seed)  # identical initialisation on every rank
+    return accelerator
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
     if step < cfg.warmup_steps:
