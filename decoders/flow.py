@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import nn
+from vtok.decoders.vit import unpatchify
 from vtok.tokenizers.encoders.vit import ViTShape
 
 from vtok.registry import register
@@ -64,8 +65,7 @@ class FlowDecoder(nn.Module):
         for block in self.blocks:
             h = block(h, encoder_hidden_states=cond)
         out = self.to_pixels(self.norm(h[:, 1:]))  # (B, P, 3 p p)
-        p = self.cfg.patch_size
-        return rearrange(out, "b (h w) (c p q) -> b c (h p) (w q)", h=self.grid, p=p, q=p, c=3)
+        return unpatchify(out, self.grid, self.cfg.patch_size)
 
     def training_recon(self, latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """One-step image estimate at a random noise level (see the module docstring)."""

@@ -18,6 +18,11 @@ from vtok.tokenizers.encoders.vit import ViTShape
 from vtok.registry import register
 
 
+def unpatchify(patches: torch.Tensor, grid: int, patch: int) -> torch.Tensor:
+    """(B, grid*grid, 3*patch*patch) -> images (B, 3, grid*patch, grid*patch)."""
+    return rearrange(patches, "b (h w) (c p q) -> b c (h p) (w q)", h=grid, p=patch, q=patch, c=3)
+
+
 @register("decoder", "vit1d")
 class ViTLatentDecoder(nn.Module):
     """(B, N, code_dim) latents, with positions past ``lengths`` already filled -> (B, 3, H, W)."""
@@ -53,8 +58,7 @@ class ViTLatentDecoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.to_pixels(self.norm(x[:, self.cfg.num_latent_tokens :]))  # (B, P, 3 p p)
-        p = self.cfg.patch_size
-        images = rearrange(x, "b (h w) (c p q) -> b c (h p) (w q)", h=self.grid, p=p, q=p, c=3)
+        images = unpatchify(x, self.grid, self.cfg.patch_size)
         return images + self.head(images) if self.cfg.conv_head else images
 
     @property

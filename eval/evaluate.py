@@ -10,6 +10,7 @@ line.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from vtok.eval.metric import MetricUnavailable
 from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
 
 from vtok.builtin import builtin_crops
+from vtok.config import build_component
 from vtok.data import list_images
 from vtok.errors import VtokError
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
@@ -125,11 +127,9 @@ def _pairs(
 
 
 def _build_metric(name: str, device: str):
-    cls = lookup("metric", name)
-    cfg = cls.Config()
-    if hasattr(cfg, "device"):
-        cfg.device = device
-    return cls(cfg)
+    """A registered metric, on ``device`` where it has a network."""
+    fields = {f.name for f in dataclasses.fields(lookup("metric", name).Config)}
+    return build_component("metric", {"name": name, **({"device": device} if "device" in fields else {})})
 
 
 def evaluate(

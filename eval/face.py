@@ -24,7 +24,8 @@ from vtok.eval.annotations import Face
 from vtok.eval.bins import FACE_EDGES, bin_labels, binned_means
 from vtok.eval.metric import MetricUnavailable, WorstCases
 
-from vtok.registry import lookup, register
+from vtok.config import build_component
+from vtok.registry import register
 
 
 class FaceEmbedder:
@@ -113,8 +114,7 @@ class AntelopeEmbedder(FaceEmbedder):
 
 
 def build_embedder(name: str = "dlib") -> FaceEmbedder:
-    cls = lookup("face_embedder", name)
-    return cls(cls.Config())
+    return build_component("face_embedder", {"name": name})
 
 
 @dataclass

@@ -23,7 +23,8 @@ from vtok.eval.annotations import Word
 from vtok.eval.bins import TEXT_EDGES, bin_labels, binned_means
 from vtok.eval.metric import MetricUnavailable, WorstCases
 
-from vtok.registry import lookup, register
+from vtok.config import build_component
+from vtok.registry import register
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -108,8 +109,7 @@ class DoctrParseqRecognizer(Recognizer):
 
 
 def build_recognizer(name: str = "rapidocr") -> Recognizer:
-    cls = lookup("recognizer", name)
-    return cls(cls.Config())
+    return build_component("recognizer", {"name": name})
 
 
 def crop_box(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:

@@ -120,3 +120,14 @@ def test_token_file_that_is_not_one(tok_dir, tmp_path, capsys):
     bad = tmp_path / "t.safetensors"
     bad.write_text("hello")
     assert "not a token file" in _error(capsys, ["decode", str(bad), "--tokenizer", str(tok_dir), "--out", "d"])
+
+
+def test_integer_lists_and_adaptive_targets_fail_in_one_line(tok_dir, image_dir, tmp_path, capsys):
+    out = str(tmp_path / "t.safetensors")
+    assert "--labels takes comma-separated integers" in _error(
+        capsys, ["encode", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--labels", "a,b", "--out", out]
+    )
+    assert "needs a variable-length 1D tokenizer" in _error(
+        capsys,
+        ["encode", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--target", "psnr=20", "--out", out],
+    )

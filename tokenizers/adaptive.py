@@ -56,6 +56,8 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     """images (B, 3, H, W) in [-1, 1] -> the shortest prefix per image meeting ``target`` (e.g. 'psnr=30')."""
     name, threshold = parse_target(target)
     score_fn, higher = TARGETS[name]
+    if not hasattr(tokenizer, "num_tokens"):
+        raise VtokError("adaptive length (--target, --max-tokens) needs a variable-length 1D tokenizer")
     full = tokenizer.encode(images)
     n = min(max_tokens or full.num_positions, full.num_positions)
     b = images.shape[0]
@@ -63,8 +65,7 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     hi = torch.full((b,), n, dtype=torch.long)
 
     def scores_at(lengths: torch.Tensor) -> torch.Tensor:
-        tokens = Tokens(full.ids, full.codebook_sizes, None, lengths.to(full.ids.device))
-        return score_fn(images, tokenizer.decode(tokens)).cpu()
+        return score_fn(images, tokenizer.decode(full.prefix(lengths))).cpu()
 
     def meets(s: torch.Tensor) -> torch.Tensor:
         return s >= threshold if higher else s <= threshold
@@ -81,7 +82,4 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
         lo = torch.where(active & ~ok, mid + 1, lo)
     final = scores_at(hi)
     decodes += 1
-    tokens = Tokens(full.ids, full.codebook_sizes, None, hi.to(full.ids.device))
-    keep = torch.arange(full.num_positions, device=full.ids.device)[None, :, None] < tokens.lengths[:, None, None]
-    tokens.ids = full.ids * keep
-    return AdaptiveResult(tokens, meets(final), final, decodes)
+    return AdaptiveResult(full.prefix(hi), meets(final), final, decodes)

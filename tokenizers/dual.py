@@ -113,22 +113,25 @@ class DualTokenizer(Tokenizer):
         ids = self.quantizer.quantize_ids(z)
         return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, **self._layout(grid))
 
-    def _grid_latents(self, tokens: Tokens) -> torch.Tensor:
-        """(B, h*w, D_sem + D_pix) quantized latents on the grid (all scales summed)."""
+    def _check(self, tokens: Tokens) -> None:
         if tokens.codebook_sizes != self.codebook_sizes or tokens.grid is None:
             raise VtokError(
                 f"tokens (codebooks {tokens.codebook_sizes}, grid {tokens.grid}) do not fit this tokenizer "
                 f"(codebooks {self.codebook_sizes})"
             )
         tokens.check_range()
+
+    def _grid_latents(self, tokens: Tokens) -> torch.Tensor:
+        """(B, h*w, D_sem + D_pix) quantized latents on the grid (all scales summed)."""
+        self._check(tokens)
         return self.quantizer.lookup(tokens.ids)
 
     def lookup(self, tokens: Tokens) -> torch.Tensor:
         """(B, L, D_sem + D_pix): one latent per token (a multi-scale token's own code), for the AR side."""
-        z = self._grid_latents(tokens)
         if hasattr(self.quantizer, "code_vectors"):
+            self._check(tokens)
             return self.quantizer.code_vectors(tokens.ids)
-        return z
+        return self._grid_latents(tokens)
 
     def _decode(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         z = rearrange(z_q, "b (h w) d -> b d h w", h=grid[0])

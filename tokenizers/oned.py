@@ -65,8 +65,7 @@ class OneDTokenizer(Tokenizer):
         z = self.to_code(self.encoder(images))  # (B, N, d)
         ids = self.quantizer.quantize_ids(z)  # (B, N, 1)
         lengths = self._lengths(images.shape[0], num_tokens, images.device)
-        keep = torch.arange(self.num_tokens, device=ids.device)[None, :, None] < lengths[:, None, None]
-        return Tokens(ids=ids * keep, codebook_sizes=self.codebook_sizes, grid=None, lengths=lengths)
+        return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
 
     def lookup(self, tokens: Tokens) -> torch.Tensor:
         """(B, N, d) quantized latents of ``tokens`` (padding positions included)."""
@@ -109,8 +108,7 @@ class OneDTokenizer(Tokenizer):
         else:
             lengths = self._lengths(images.shape[0], None, images.device)
         recon = self._decode_latents(q.z_q, lengths, images if self.training else None)
-        keep = torch.arange(self.num_tokens, device=q.ids.device)[None, :, None] < lengths[:, None, None]
-        tokens = Tokens(ids=q.ids * keep, codebook_sizes=self.codebook_sizes, grid=None, lengths=lengths)
+        tokens = Tokens(ids=q.ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
         return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
 
     def last_decoder_weight(self) -> torch.Tensor:

@@ -23,6 +23,14 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    """'1,207,360' -> [1, 207, 360]; a one-line error naming the flag otherwise."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise VtokError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
 def _table(rows: dict[str, object]) -> str:
     width = max(len(k) for k in rows)
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -88,7 +96,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         tokens = encode_batched(tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens)
     labels = None
     if args.labels is not None:
-        labels = torch.tensor([int(x) for x in args.labels.split(",")])
+        labels = torch.tensor(_int_list(args.labels, "--labels"))
         if len(labels) != len(names):
             raise VtokError(f"--labels gives {len(labels)} labels for {len(names)} images")
     save_tokens(args.out, tokens, tokenizer.fingerprint(), labels=labels, names=names)
@@ -182,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         if tokenizer is None:
             raise VtokError("--tokens needs --tokenizer (reconstructions have a fixed rate)")
-        budgets = [int(k) for k in args.tokens.split(",")]
+        budgets = _int_list(args.tokens, "--tokens")
         rows = rate_distortion(tokenizer, budgets, args.metrics.split(","), args.data, args.resolution, args.batch_size)
         write_rate_distortion(rows, out, name)
         print(f"rate-distortion over {budgets} tokens: {out / 'rate_distortion.png'}")
@@ -210,7 +218,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
             )
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.cfg, args.cfg_schedule, args.seed)
     if args.classes:
-        labels = torch.tensor([int(c) for c in args.classes.split(",") for _ in range(args.per_class)])
+        labels = torch.tensor(_int_list(args.classes, "--classes")).repeat_interleave(args.per_class)
     else:
         labels = None
     tokens = generate(model, labels, args.num if labels is None else None, sampling, progress=True)

@@ -29,7 +29,7 @@ from vtok.data import list_images
 from vtok.errors import VtokError
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.io import atomic_path
-from vtok.tokens import TOKEN_FILE_FORMAT, Tokens
+from vtok.tokens import TOKEN_FILE_FORMAT
 
 SHARD_INDEX = "index.json"
 INDEX_FORMAT = "vtok.token-shards/1"
@@ -87,9 +87,7 @@ def write_shards(
             with safe_open(str(path), "pt") as f:
                 count += f.get_slice("labels").get_shape()[0]
             continue
-        tensors, skipped = _encode_chunk(tokenizer, chunk, size, flip, batch_size)
-        tokens: Tokens = tensors.pop("tokens")
-        layout = tokens.layout()
+        tensors, layout, skipped = _encode_chunk(tokenizer, chunk, size, flip, batch_size)
         meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -114,7 +112,10 @@ def write_shards(
 
 
 @torch.inference_mode()
-def _encode_chunk(tokenizer, chunk, size: int, flip: bool, batch_size: int) -> tuple[dict[str, Any], list[str]]:
+def _encode_chunk(
+    tokenizer, chunk, size: int, flip: bool, batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
+    """A shard's tensors, the token layout and the names of unreadable images."""
     ids, ids_flip, lengths, labels, skipped = [], [], [], [], []
     for start in range(0, len(chunk), batch_size):
         images, batch_labels = [], []
@@ -139,15 +140,12 @@ def _encode_chunk(tokenizer, chunk, size: int, flip: bool, batch_size: int) -> t
     if not ids:
         raise VtokError("no readable images in this shard")
     dtype = _int_type(tokens.codebook_sizes)
-    all_ids = torch.cat(ids)
-    tensors: dict[str, Any] = {"ids": all_ids.to(dtype), "labels": torch.tensor(labels, dtype=torch.int32)}
+    tensors = {"ids": torch.cat(ids).to(dtype), "labels": torch.tensor(labels, dtype=torch.int32)}
     if lengths:
         tensors["lengths"] = torch.cat(lengths).to(torch.int32)
     if ids_flip:
         tensors["ids_flip"] = torch.cat(ids_flip).to(dtype)
-    layout_tokens = Tokens(all_ids[:1].long(), tokens.codebook_sizes, tokens.grid, None, tokens.scales)
-    tensors["tokens"] = layout_tokens
-    return tensors, skipped
+    return tensors, tokens.layout(), skipped
 
 
 def _shard_meta(path: Path) -> dict[str, str]:

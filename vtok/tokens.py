@@ -93,6 +93,12 @@ class Tokens:
         lengths = None if self.lengths is None else self.lengths[index]
         return dataclasses.replace(self, ids=self.ids[index], lengths=lengths)
 
+    def prefix(self, lengths: torch.Tensor) -> Tokens:
+        """1D tokens kept up to ``lengths`` (B,) per sample; ids past each length become 0 (padding)."""
+        lengths = lengths.to(self.ids.device)
+        keep = torch.arange(self.num_positions, device=self.ids.device)[None, :, None] < lengths[:, None, None]
+        return dataclasses.replace(self, ids=self.ids * keep, lengths=lengths)
+
     def levels(self, depth: int) -> Tokens:
         """The first ``depth`` codes of every position (residual levels): a coarser token set."""
         if not 1 <= depth <= len(self.codebook_sizes):
