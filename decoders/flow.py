@@ -76,8 +76,11 @@ class FlowDecoder(nn.Module):
         return x_t - s * self.velocity(x_t, sigma, latents)
 
     @torch.no_grad()
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """Sample images for ``latents`` (B, N, width): ``steps`` Euler steps from seeded noise."""
+    def forward(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample images for ``latents`` (B, N, width): ``steps`` Euler steps from seeded noise.
+
+        Positions past ``lengths`` already hold the ordering's fill, which the decoder reads as such.
+        """
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         scheduler = FlowMatchEulerDiscreteScheduler()

@@ -13,6 +13,7 @@ PRESETS = [
     "configs/tokenizer/oned_tiny.yaml",
     "configs/tokenizer/oned_flex_tiny.yaml",
     "configs/tokenizer/oned_piece_tiny.yaml",
+    "configs/tokenizer/oned_titok_tiny.yaml",
 ]
 
 
@@ -127,3 +128,15 @@ def test_flow_decoder_is_reproducible_and_trains(tmp_path, images):
     train_tokenizer(cfg, tmp_path, progress=False)
     rec = [r["rec"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     assert sum(rec[-10:]) < sum(rec[:10])
+
+
+@pytest.mark.parametrize("name", names("pixel_head"))
+def test_pixel_heads_map_patch_features_to_images_of_their_upsampling(name):
+    head = build_component("pixel_head", {"name": name, "width": 32}, "head")
+    grid = 2
+    x = torch.randn(2, grid * grid, 32, requires_grad=True)
+    out = head(x, grid)
+    size = grid * head.upsample_factor
+    assert out.shape == (2, 3, size, size) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert x.grad.abs().sum() > 0 and head.last_layer.shape[0] == 3

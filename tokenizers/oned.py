@@ -89,7 +89,7 @@ class OneDTokenizer(Tokenizer):
         if images is not None and hasattr(self.decoder, "training_recon"):
             # A generative (flow) decoder trains on a one-step estimate of the image it is shown.
             return self.decoder.training_recon(x, images)
-        return self.decoder(x)  # (B, 3, H, W)
+        return self.decoder(x, lengths)  # (B, 3, H, W)
 
     def decode(self, tokens: Tokens) -> torch.Tensor:
         """Tokens -> (B, 3, H, W) in [-1, 1]; each sample from its own prefix (``tokens.lengths``)."""

@@ -237,7 +237,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     from vtok.convert import convert
 
-    model = convert(args.source, args.checkpoint, args.out)
+    model = convert(args.source, args.checkpoint, args.out, config=args.config)
     n = sum(p.numel() for p in model.parameters()) / 1e6
     print(
         f"{args.source} {args.checkpoint} -> {args.out} ({model.spec['name']}, {n:.1f}M parameters); load with vtok.load"
@@ -291,9 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch(p)
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("convert", help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN) as a vtok model")
-    p.add_argument("--from", dest="source", required=True, choices=["llamagen-vq", "taming-vqgan", "llamagen-gpt"])
+    p = sub.add_parser(
+        "convert", help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece) as a vtok model"
+    )
+    from vtok.convert import SOURCES
+
+    p.add_argument("--from", dest="source", required=True, choices=list(SOURCES))
     p.add_argument("checkpoint", help="the source file (.pt/.ckpt/.bin/.safetensors)")
+    p.add_argument("--config", default=None, help="TiTok / One-D-Piece: the source's YAML or config.json (optional)")
     p.add_argument("--out", required=True, help="folder for the vtok model")
     p.set_defaults(func=cmd_convert)
 

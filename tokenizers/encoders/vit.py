@@ -3,7 +3,8 @@
 Blocks are timm's ``Block``. With ``causal_latents`` a latent token attends to the
 patches and to the latents before it only, and patches never attend to latents, so
 a prefix of the sequence is computed without knowing what follows (One-D-Piece,
-FlexTok).
+FlexTok). ``class_token`` and ``legacy_reshape`` exist to run TiTok's released
+weights exactly (see :mod:`vtok.convert`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class ViTLatentEncoder(nn.Module):
     @dataclass
     class Config(ViTShape):
         causal_latents: bool = False
+        class_token: bool = False  # a learned token in front of the patches (TiTok's CLIP-style layout)
+        # TiTok's released checkpoints (its ``is_legacy``) read the latent features through a reshape of
+        # (B, N, D) as (B, D, N), not a transpose, so each code mixes features of several tokens. Only for
+        # loading those weights; new models leave it off.
+        legacy_reshape: bool = False
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -65,10 +71,12 @@ class ViTLatentEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
         self.latent_tokens = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
         self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.width) * 0.02) if cfg.class_token else None
         self.norm_pre = nn.LayerNorm(cfg.width)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
-        mask = latent_attention_mask(self.grid * self.grid, cfg.num_latent_tokens, cfg.causal_latents)
+        prefix = self.grid * self.grid + int(cfg.class_token)
+        mask = latent_attention_mask(prefix, cfg.num_latent_tokens, cfg.causal_latents)
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,8 +86,13 @@ class ViTLatentEncoder(nn.Module):
                 f"{images.shape[-2]}x{images.shape[-1]}"
             )
         x = rearrange(self.patch_embed(images), "b d h w -> b (h w) d") + self.pos_embed  # (B, P, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + P, D)
         latents = (self.latent_tokens + self.latent_pos).expand(x.shape[0], -1, -1)  # (B, N, D)
         x = self.norm_pre(torch.cat([x, latents], dim=1))  # (B, P + N, D)
         for block in self.blocks:
             x = block(x, attn_mask=self.attn_mask)
-        return self.norm(x[:, -self.num_latent_tokens :])  # (B, N, D)
+        z = self.norm(x[:, -self.num_latent_tokens :])  # (B, N, D)
+        if self.cfg.legacy_reshape:
+            z = rearrange(z.reshape(z.shape[0], z.shape[2], z.shape[1]), "b d n -> b n d")
+        return z

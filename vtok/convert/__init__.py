@@ -1,0 +1,77 @@
+"""``vtok convert``: public checkpoints as ordinary vtok models, without the original repositories.
+
+One module a source family, each mapping the source's published key layout onto
+vtok's parts (see their docstrings): :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
+``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``) and
+:mod:`~vtok.convert.gpt` (``llamagen-gpt``).
+
+The config is derived from the tensors' shapes (and from the source's config file
+where the weights cannot say, e.g. TiTok's head counts); every source tensor must
+be used (apart from each source's documented drops) and every target tensor
+filled, else the error names the key. Files are read with
+``torch.load(weights_only=True)``; a pickle that needs other objects is refused with
+how to strip it, never executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vtok.convert.common import read_checkpoint
+from vtok.convert.gpt import llamagen_gpt
+from vtok.convert.titok import one_d_piece, titok
+from vtok.convert.vqgan import llamagen_vq, taming_vqgan
+from vtok.errors import VtokError
+
+__all__ = ["SOURCES", "convert", "read_checkpoint"]
+
+Mapping = Callable[..., tuple[dict[str, Any], dict[str, torch.Tensor]]]
+
+SOURCES: dict[str, Mapping] = {
+    "llamagen-vq": llamagen_vq,
+    "taming-vqgan": taming_vqgan,
+    "titok": titok,
+    "one-d-piece": one_d_piece,
+    "llamagen-gpt": llamagen_gpt,
+}
+# Sources whose mapping reads the source's own config file (optional: their shapes say the rest).
+TAKES_CONFIG = {"titok", "one-d-piece"}
+
+
+def convert(
+    source: str,
+    path: str | Path,
+    out: str | Path | None = None,
+    grid: int | None = None,
+    config: str | Path | None = None,
+):
+    """Read ``path`` as ``source``, build the vtok model, load every tensor strictly; save to ``out`` if given.
+
+    ``config`` is the source's own config file (TiTok / One-D-Piece: its YAML or
+    ``config.json``), needed only where the weights do not fix the architecture.
+    """
+    from vtok.config import build_component, read_yaml
+    from vtok.pretrained import load_state_strict
+
+    if source not in SOURCES:
+        raise VtokError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
+    if config is not None and source not in TAKES_CONFIG:
+        raise VtokError(f"{source} is converted from its weights alone; drop the config file")
+    state = read_checkpoint(path)
+    args = (read_yaml(config),) if config is not None else ()  # JSON is YAML: config.json reads too
+    try:
+        cfg, mapped = SOURCES[source](state, *args)
+    except KeyError as err:
+        raise VtokError(f"{path} is not a {source} checkpoint: key {err} is missing") from None
+    if grid is not None and "grid" in cfg and cfg["name"] == "gpt":
+        cfg["grid"] = [grid, grid]
+    model = build_component("model", cfg, "model")
+    load_state_strict(model, mapped, str(path))
+    model.eval()
+    if out is not None:
+        model.save_pretrained(out)
+    return model
