@@ -37,7 +37,7 @@ def score(tokenizer: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[st
         ssim.update(images, recon)
         row["heldout_ssim"] = round(ssim.compute()["SSIM"], 4)
         if hasattr(tokenizer, "semantic_features"):
-            teacher = rearrange(tokenizer._teacher_features(images, tokens.grid), "b c h w -> b (h w) c")
+            teacher = rearrange(tokenizer.teacher_features(images, tokens.grid), "b c h w -> b (h w) c")
             cosine = F.cosine_similarity(tokenizer.semantic_features(tokens), teacher, dim=-1).mean()
             row["semantic_cosine"] = round(float(cosine), 4)
     return row

@@ -89,7 +89,8 @@ class DualTokenizer(Tokenizer):
         scales = getattr(self.quantizer, "token_scales", None)
         return {"grid": grid, "scales": scales}
 
-    def _teacher_features(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def teacher_features(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> (B, C_t, h, w): the frozen teacher's features on the token grid."""
         self.teacher.to(images.device)
         feats = self.teacher(images)  # (B, C_t, h', w')
         if feats.shape[-2:] != grid:
@@ -100,7 +101,7 @@ class DualTokenizer(Tokenizer):
         check_images(images, self.downsample_factor)
         pix = self.quant_conv(self.pixel_encoder(images))  # (B, D_pix, h, w)
         grid = (pix.shape[2], pix.shape[3])
-        teacher = self._teacher_features(images, grid)  # (B, C_t, h, w)
+        teacher = self.teacher_features(images, grid)  # (B, C_t, h, w)
         sem = self.semantic_in(teacher)  # (B, D_sem, h, w)
         z = rearrange(torch.cat([sem, pix], 1), "b d h w -> b (h w) d")  # (B, L, D_sem + D_pix)
         return z, teacher, grid

@@ -42,7 +42,7 @@ TITOK_SIZES = {"small": 512, "base": 768, "large": 1024}
 
 def _heads(width: int, size: str | None, where: str) -> int:
     if size is not None:
-        if size not in TITOK_SIZES:
+        if not isinstance(size, str) or size not in TITOK_SIZES:
             raise VtokError(f"{where}: model size {size!r} is not one of {', '.join(TITOK_SIZES)}")
         width = TITOK_SIZES[size]
     if width not in TITOK_HEADS:
@@ -89,7 +89,9 @@ def titok(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(vtok config, vtok state dict) of a TiTok checkpoint; ``ordering`` is the training rule to carry on with."""
     state = dict(state)
-    vq_cfg = ((source_config or {}).get("model") or {}).get("vq_model") or {}
+    model_cfg = (source_config or {}).get("model")
+    vq_cfg = model_cfg.get("vq_model") if isinstance(model_cfg, dict) else None
+    vq_cfg = vq_cfg if isinstance(vq_cfg, dict) else {}  # TiTok's config: model.vq_model.vit_{enc,dec}_model_size
     mapped: dict[str, torch.Tensor] = {}
 
     # Encoder: [0, 1] input folded into the patch embedding.
