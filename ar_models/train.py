@@ -120,7 +120,7 @@ class ARTrainer:
                 with acc.autocast():
                     loss, _ = self.model(ids, labels, lengths)
                 acc.backward(loss / t.grad_accum)
-                total += float(loss) / t.grad_accum
+                total += loss.item() / t.grad_accum
                 seen += ids.shape[0] * ids.shape[1] * acc.num_processes
             logs = {"loss": total}
             if t.grad_clip > 0:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from vtok.builtin import builtin_crops, photo_names
-from vtok.data import DataConfig, iterate_batches
+from vtok.data import DataConfig, iterate_batches, make_dataset
 from vtok.errors import VtokError
 from vtok.images import center_crop_arr, load_image, make_grid, pil_to_tensor, to_uint8
 
@@ -64,6 +66,39 @@ def test_batches_resume_at_any_step():
     resumed = iterate_batches(cfg, 8, seed=3, start_step=23)
     for i in range(23, 30):
         assert torch.equal(next(resumed), reference[i])
+
+
+def test_random_windows_never_repeat_and_resume_exactly():
+    cfg = DataConfig(image_size=16, crop_scale=[0.2, 1.0], random_flip=False)
+    batches = list(itertools.islice(iterate_batches(cfg, 8, seed=0), 50))  # two epochs of the 182-slot set
+    crops = torch.cat(batches).flatten(1)
+    assert crops.shape == (400, 3 * 16 * 16) and torch.unique(crops, dim=0).shape[0] == 400
+    resumed = iterate_batches(cfg, 8, seed=0, start_step=40)
+    assert torch.equal(next(resumed), batches[40])
+    fixed = {tuple(pil_to_tensor(im).flatten().tolist()) for _, im in builtin_crops("train", 16)}
+    assert sum(tuple(c.tolist()) in fixed for c in crops) < 5  # not the fixed windows again
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"crop_scale": [0.5]},
+        {"crop_scale": [0.0, 1.0]},
+        {"crop_scale": [0.8, 0.5]},
+        {"crop_scale": [0.5, 1.0], "random_crop": True},
+    ],
+)
+def test_bad_crop_scale_is_a_clear_error(kwargs):
+    with pytest.raises(VtokError, match="crop_scale"):
+        DataConfig(**kwargs)
+
+
+def test_held_out_images_are_never_augmented():
+    cfg = DataConfig(image_size=16, crop_scale=[0.2, 0.5], random_flip=True)
+    held_out = make_dataset(cfg, seed=0, split="heldout")
+    expected = [pil_to_tensor(im) for _, im in builtin_crops("heldout", 16)]
+    assert len(held_out) == len(expected)
+    assert all(torch.equal(held_out[(e, i)], expected[i]) for e in (0, 1) for i in range(len(expected)))
 
 
 def test_ranks_see_different_samples():

@@ -48,6 +48,20 @@ def test_dualtoken_has_separate_semantic_and_pixel_ids(images):
     assert not torch.equal(tok.decode(same_semantics), tok.decode(tokens))
 
 
+def test_semantic_dropout_hides_the_semantic_half_from_the_pixel_decoder_in_training_only():
+    tok = vtok.build(DUALTOKEN, ["model.semantic_dropout=0.5"])
+    z = torch.randn(64, 16, tok.quantizer.dim)
+    assert torch.equal(tok.eval()._drop_semantic(z), z)
+    out = tok.train()._drop_semantic(z)
+    sem, pix = out[..., : tok.sem_dim], out[..., tok.sem_dim :]
+    assert torch.equal(pix, z[..., tok.sem_dim :])
+    dropped = (sem == 0).flatten(1).all(1)
+    kept = (sem == z[..., : tok.sem_dim]).flatten(1).all(1)
+    assert bool((dropped ^ kept).all()) and 0 < int(dropped.sum()) < 64  # whole samples, some of each
+    with pytest.raises(vtok.VtokError, match="semantic_dropout must be in"):
+        vtok.build(DUALTOKEN, ["model.semantic_dropout=1.0"])
+
+
 def test_teacher_is_not_saved_but_its_hash_is_checked(tmp_path):
     tok = vtok.build(TOKENFLOW)
     assert not any(k.startswith("teacher") for k in tok.state_dict())

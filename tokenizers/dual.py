@@ -52,6 +52,10 @@ class DualTokenizer(Tokenizer):
         adapter_width: int = 256
         adapter_blocks: int = 2
         semantic_weight: float = 1.0
+        # Per training sample, the chance that the pixel decoder sees the semantic half zeroed. The decoder
+        # then cannot lean on semantic codes alone for detail the pixel codes should carry: with few training
+        # images, that reliance fits those images and costs held-out reconstruction.
+        semantic_dropout: float = 0.0
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -69,6 +73,9 @@ class DualTokenizer(Tokenizer):
         self.quant_conv = nn.Conv2d(self.pixel_encoder.out_channels, self.pix_dim, 1)
         self.post_quant_conv = nn.Conv2d(self.quantizer.dim, self.decoder.in_channels, 1)
         self.semantic_weight = cfg.semantic_weight
+        if not 0.0 <= cfg.semantic_dropout < 1.0:
+            raise VtokError(f"model.semantic_dropout must be in [0, 1), got {cfg.semantic_dropout}")
+        self.semantic_dropout = cfg.semantic_dropout
 
     # The saved config records the teacher's weights hash, so a reload checks it.
     @property
@@ -142,6 +149,14 @@ class DualTokenizer(Tokenizer):
         sem = rearrange(z_q[..., : self.sem_dim], "b (h w) d -> b d h w", h=grid[0])
         return self.semantic_out(sem)  # (B, C_t, h, w)
 
+    def _drop_semantic(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(B, L, D_sem + D_pix) -> the same with the semantic half zeroed for a random subset of samples."""
+        if not self.training or self.semantic_dropout == 0.0:
+            return z_q
+        keep = torch.rand(z_q.shape[0], 1, 1, device=z_q.device) >= self.semantic_dropout  # (B, 1, 1)
+        sem, pix = z_q[..., : self.sem_dim], z_q[..., self.sem_dim :]
+        return torch.cat([sem * keep.to(sem.dtype), pix], dim=-1)
+
     def decode(self, tokens: Tokens) -> torch.Tensor:
         """Tokens -> (B, 3, H, W) images in [-1, 1] (clamped)."""
         return self._decode(self._grid_latents(tokens), tokens.grid).clamp(-1, 1)
@@ -155,7 +170,7 @@ class DualTokenizer(Tokenizer):
         """Training pass: recon (unclamped), tokens, losses (quantizer + weighted semantic), stats."""
         z, teacher, grid = self._latents(images)
         q = self.quantizer(z)
-        recon = self._decode(q.z_q, grid)
+        recon = self._decode(self._drop_semantic(q.z_q), grid)
         predicted = self._semantic(q.z_q, grid)
         cosine = F.cosine_similarity(predicted.float(), teacher.float(), dim=1).mean()
         losses = {**q.losses, "semantic": self.semantic_weight * (1 - cosine)}

@@ -36,6 +36,8 @@ _WINDOWS = (
     *((0.35, x, y) for x in (0.15, 0.5, 0.85) for y in (0.2, 0.8)),
 )
 
+WINDOWS_PER_PHOTO = len(_WINDOWS)
+
 
 def _package_dir(package: str) -> Path:
     import importlib.util

@@ -8,6 +8,7 @@ seen, on any number of ranks and workers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vtok.builtin import builtin_crops
+from vtok.builtin import WINDOWS_PER_PHOTO, builtin_crops, photo, photo_names
 from vtok.errors import VtokError
 from vtok.images import IMAGE_EXTENSIONS, center_crop_arr, load_image, pil_to_tensor
 
@@ -33,6 +34,13 @@ class DataConfig:
     (``shards/{000..099}.tar``). ``random_crop`` resizes the short side to a random
     size in [1, 1.25] x ``image_size`` and cuts a random square; otherwise ADM's
     center crop. Images smaller than ``image_size`` are upscaled to cover it.
+
+    ``crop_scale: [lo, hi]`` cuts instead a random square whose side is a uniform
+    fraction in [lo, hi] of the short side, anywhere in the image, resized to
+    ``image_size`` (RandomResizedCrop without the aspect change). On the built-in
+    set these are cut from the whole photographs, as many per epoch as it has fixed
+    crops, so no two epochs repeat a crop: a model cannot memorise a few hundred
+    crops. Held-out images are never augmented.
     """
 
     source: str = "builtin"
@@ -41,6 +49,15 @@ class DataConfig:
     random_flip: bool = True
     num_workers: int = 0
     held_out: str = "builtin"
+    crop_scale: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop_scale is None:
+            return
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise VtokError(f"data.crop_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if self.random_crop:
+            raise VtokError("data.random_crop and data.crop_scale exclude each other: pick one way to crop")
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -60,9 +77,14 @@ def list_images(source: str | Path) -> list[Path]:
     return files
 
 
-def augment(image: Image.Image, size: int, rng: np.random.Generator, random_crop: bool, flip: bool) -> torch.Tensor:
-    """Crop (random or ADM center) and maybe flip; returns (3, size, size) in [-1, 1]."""
-    if random_crop:
+def augment(image: Image.Image, size: int, rng: np.random.Generator, cfg: DataConfig) -> torch.Tensor:
+    """Crop (as ``cfg`` says: random window, random jitter or ADM center) and maybe flip -> (3, size, size) in [-1, 1]."""
+    if cfg.crop_scale is not None:
+        w, h = image.size
+        side = max(1, round(min(w, h) * rng.uniform(*cfg.crop_scale)))
+        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        image = center_crop_arr(image.crop((left, top, left + side, top + side)), size)
+    elif cfg.random_crop:
         short = round(size * rng.uniform(1.0, 1.25))
         image = center_crop_arr(image, short) if min(image.size) != short else image
         top, left = (int(rng.integers(0, short - size + 1)) for _ in range(2))
@@ -70,7 +92,7 @@ def augment(image: Image.Image, size: int, rng: np.random.Generator, random_crop
     else:
         image = center_crop_arr(image, size)
     tensor = pil_to_tensor(image)
-    if flip and rng.random() < 0.5:
+    if cfg.random_flip and rng.random() < 0.5:
         tensor = tensor.flip(-1)
     return tensor
 
@@ -105,13 +127,18 @@ class ImageDataset(torch.utils.data.Dataset):
                     log.warning("skipping %s (%d skipped so far)", err, len(self.skipped))
                 continue
             rng = np.random.default_rng([self.seed, epoch, i])
-            return augment(image, self.cfg.image_size, rng, self.cfg.random_crop, self.cfg.random_flip)
+            return augment(image, self.cfg.image_size, rng, self.cfg)
         raise VtokError("no readable image in the dataset")
 
 
 def make_dataset(cfg: DataConfig, seed: int, split: str = "train") -> ImageDataset:
     """The map-style dataset of ``cfg.source`` (``split`` picks the built-in set's half)."""
     source = cfg.source if split == "train" else cfg.held_out
+    if split != "train":
+        cfg = dataclasses.replace(cfg, random_crop=False, random_flip=False, crop_scale=None)
+    if source == "builtin" and cfg.crop_scale is not None:
+        photos = [(name, photo(name)) for name in photo_names("train") for _ in range(WINDOWS_PER_PHOTO)]
+        return ImageDataset([im for _, im in photos], cfg, seed, [n for n, _ in photos])
     if source == "builtin":
         crops = builtin_crops("train" if split == "train" else "heldout", cfg.image_size)
         return ImageDataset([im for _, im in crops], cfg, seed, [n for n, _ in crops])
@@ -183,7 +210,7 @@ def _iterate_shards(
             rng = np.random.default_rng([seed, epoch, rank, index])
             from vtok.images import to_rgb
 
-            batch.append(augment(to_rgb(image), cfg.image_size, rng, cfg.random_crop, cfg.random_flip))
+            batch.append(augment(to_rgb(image), cfg.image_size, rng, cfg))
             if len(batch) == batch_size:
                 yield torch.stack(batch)
                 batch = []
