@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import nn
-from vtok.decoders.vit import unpatchify
+from vtok.decoders.vit import LatentDecoder, unpatchify
 from vtok.tokenizers.encoders.vit import ViTShape
 
 from vtok.registry import register
 
 
 @register("decoder", "flow1d")
-class FlowDecoder(nn.Module):
+class FlowDecoder(LatentDecoder):
     """(B, N, width) token latents -> (B, 3, H, W) images, sampled by a rectified flow."""
 
     @dataclass
@@ -35,15 +35,10 @@ class FlowDecoder(nn.Module):
         seed: int = 0
 
     def __init__(self, cfg: Config):
-        super().__init__()
+        super().__init__(cfg)
         from diffusers.models.attention import BasicTransformerBlock
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
-        self.cfg = cfg
-        self.grid = cfg.image_size // cfg.patch_size
-        self.in_channels = cfg.width
-        self.mask_token = nn.Parameter(torch.zeros(cfg.width))
-        self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
         self.patch_in = nn.Conv2d(3, cfg.width, cfg.patch_size, stride=cfg.patch_size)
         self.patch_pos = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
         self.time_proj = Timesteps(cfg.width, flip_sin_to_cos=True, downscale_freq_shift=0)

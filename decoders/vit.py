@@ -30,8 +30,22 @@ def unpatchify(patches: torch.Tensor, grid: int, patch: int) -> torch.Tensor:
     return rearrange(patches, "b (h w) (c p q) -> b c (h p) (w q)", h=grid, p=patch, q=patch, c=3)
 
 
+class LatentDecoder(nn.Module):
+    """What every decoder of 1D token latents has: the token width it reads (``in_channels``),
+    a learned ``mask_token`` the ordering part fills positions past a sample's length with,
+    a position embedding per latent, and the patch ``grid`` it draws."""
+
+    def __init__(self, cfg: ViTShape):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = cfg.image_size // cfg.patch_size
+        self.in_channels = cfg.width
+        self.mask_token = nn.Parameter(torch.zeros(cfg.width))
+        self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
+
+
 @register("decoder", "vit1d")
-class ViTLatentDecoder(nn.Module):
+class ViTLatentDecoder(LatentDecoder):
     """(B, N, code_dim) latents, with positions past ``lengths`` already filled -> (B, 3, H, W)."""
 
     @dataclass
@@ -42,14 +56,9 @@ class ViTLatentDecoder(nn.Module):
         pixel_head: dict | None = component("pixel_head", optional=True)  # replaces the linear unpatchify
 
     def __init__(self, cfg: Config):
-        super().__init__()
+        super().__init__(cfg)
         from timm.models.vision_transformer import Block
 
-        self.cfg = cfg
-        self.grid = cfg.image_size // cfg.patch_size
-        self.in_channels = cfg.width
-        self.mask_token = nn.Parameter(torch.zeros(cfg.width))
-        self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
         self.patch_queries = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.width) * 0.02) if cfg.class_token else None
         self.norm_pre = nn.LayerNorm(cfg.width)

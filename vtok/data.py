@@ -77,8 +77,9 @@ def list_images(source: str | Path) -> list[Path]:
     return files
 
 
-def augment(image: Image.Image, size: int, rng: np.random.Generator, cfg: DataConfig) -> torch.Tensor:
-    """Crop (as ``cfg`` says: random window, random jitter or ADM center) and maybe flip -> (3, size, size) in [-1, 1]."""
+def augment(image: Image.Image, rng: np.random.Generator, cfg: DataConfig) -> torch.Tensor:
+    """Crop (as ``cfg`` says: random window, random jitter or ADM center) and maybe flip -> (3, S, S) in [-1, 1]."""
+    size = cfg.image_size
     if cfg.crop_scale is not None:
         w, h = image.size
         side = max(1, round(min(w, h) * rng.uniform(*cfg.crop_scale)))
@@ -127,7 +128,7 @@ class ImageDataset(torch.utils.data.Dataset):
                     log.warning("skipping %s (%d skipped so far)", err, len(self.skipped))
                 continue
             rng = np.random.default_rng([self.seed, epoch, i])
-            return augment(image, self.cfg.image_size, rng, self.cfg)
+            return augment(image, rng, self.cfg)
         raise VtokError("no readable image in the dataset")
 
 
@@ -210,7 +211,7 @@ def _iterate_shards(
             rng = np.random.default_rng([seed, epoch, rank, index])
             from vtok.images import to_rgb
 
-            batch.append(augment(to_rgb(image), cfg.image_size, rng, cfg))
+            batch.append(augment(to_rgb(image), rng, cfg))
             if len(batch) == batch_size:
                 yield torch.stack(batch)
                 batch = []
