@@ -8,6 +8,7 @@ random backbone weights.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,21 @@ class LPIPS(Metric):
             "weights": str(self.weights),
             "images": self.count,
         }
+
+
+@functools.cache
+def load_lpips(net: str = "alex", device: str = "cpu") -> LPIPS:
+    """The LPIPS metric, loaded once per (net, device); :class:`MetricUnavailable` without its weights."""
+    return LPIPS(LPIPS.Config(net=net, device=device))
+
+
+def lpips_per_image(real: torch.Tensor, fake: torch.Tensor, net: str = "alex") -> torch.Tensor:
+    """(B,) LPIPS distance of each pair; real, fake: [B, 3, H, W] in [-1, 1].
+
+    The network is loaded once per (net, device). Raises :class:`MetricUnavailable`
+    (one line) where the backbone weights are missing.
+    """
+    check_pair(real, fake)
+    metric = load_lpips(net, real.device.type)
+    with torch.inference_mode():
+        return metric.net(real.float(), fake.float()).flatten().cpu()

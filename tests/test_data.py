@@ -86,15 +86,33 @@ def test_random_windows_never_repeat_and_resume_exactly():
         {"crop_scale": [0.0, 1.0]},
         {"crop_scale": [0.8, 0.5]},
         {"crop_scale": [0.5, 1.0], "random_crop": True},
+        {"color_jitter": [0.4, 0.4, 0.4]},
+        {"color_jitter": [1.0, 0.4, 0.4, 0.1]},
+        {"color_jitter": [0.4, -0.1, 0.4, 0.1]},
+        {"color_jitter": [0.4, 0.4, 0.4, 0.6]},
     ],
 )
-def test_bad_crop_scale_is_a_clear_error(kwargs):
-    with pytest.raises(VtokError, match="crop_scale"):
+def test_bad_augmentation_is_a_clear_error(kwargs):
+    with pytest.raises(VtokError, match=next(iter(kwargs))):
         DataConfig(**kwargs)
 
 
+def test_color_jitter_recolours_reproducibly():
+    plain = make_dataset(DataConfig(image_size=16, random_flip=False), seed=0)
+    cfg = DataConfig(image_size=16, random_flip=False, color_jitter=[0.4, 0.4, 0.4, 0.1])
+    jittered = make_dataset(cfg, seed=0)
+    a = torch.stack([jittered[(0, i)] for i in range(20)])
+    b = torch.stack([plain[(0, i)] for i in range(20)])
+    assert a.shape == b.shape and a.min() >= -1 and a.max() <= 1
+    # Every sample is recoloured, each differently: its mean colour moves by a different amount.
+    shift = (a.mean((2, 3)) - b.mean((2, 3))).abs().sum(1)
+    assert (shift > 1e-3).all() and shift.std() > 1e-2
+    assert torch.equal(a, torch.stack([jittered[(0, i)] for i in range(20)]))  # a pure function of (seed, epoch, i)
+    assert not torch.equal(a[0], jittered[(1, 0)])  # and new each epoch
+
+
 def test_held_out_images_are_never_augmented():
-    cfg = DataConfig(image_size=16, crop_scale=[0.2, 0.5], random_flip=True)
+    cfg = DataConfig(image_size=16, crop_scale=[0.2, 0.5], random_flip=True, color_jitter=[0.4, 0.4, 0.4, 0.1])
     held_out = make_dataset(cfg, seed=0, split="heldout")
     expected = [pil_to_tensor(im) for _, im in builtin_crops("heldout", 16)]
     assert len(held_out) == len(expected)

@@ -111,6 +111,28 @@ def test_adaptive_length_meets_the_target_with_fewer_tokens_on_plain_images(trai
         encode_adaptive(trained_oned, x, "psnr")
 
 
+def test_lpips_target_is_lower_is_better_and_needs_its_weights(tmp_path, monkeypatch):
+    from vtok.eval.lpips import load_lpips
+    from vtok.tokenizers import adaptive
+
+    tok = vtok.build("configs/tokenizer/oned_tiny.yaml").eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    load_lpips.cache_clear()
+    with pytest.raises(vtok.VtokError, match="lpips target needs the LPIPS backbone"):
+        adaptive.encode_adaptive(tok, x, "lpips=0.3")
+    load_lpips.cache_clear()
+    # The search itself with a distance in LPIPS's place: an image meets the target at or below it.
+    mse = lambda real, fake: (real - fake).square().mean((1, 2, 3)).cpu()  # noqa: E731
+    monkeypatch.setitem(adaptive.TARGETS, "lpips", (mse, False))
+    monkeypatch.setattr(adaptive, "check_available", lambda name, device: None)
+    with torch.no_grad():
+        full = mse(x, tok.decode(tok.encode(x)))
+    result = adaptive.encode_adaptive(tok, x, f"lpips={float(full.max()) + 1e-6}")
+    assert bool(result.met.all()) and bool((result.scores <= float(full.max()) + 1e-6).all())
+    assert bool((adaptive.encode_adaptive(tok, x, "lpips=0").tokens.lengths == tok.num_tokens).all())
+
+
 def test_flow_decoder_is_reproducible_and_trains(tmp_path, images):
     from vtok.tokenizers.train import train_tokenizer
 

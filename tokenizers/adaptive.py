@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+from vtok.eval.lpips import load_lpips, lpips_per_image
+from vtok.eval.metric import MetricUnavailable
 from vtok.eval.psnr import psnr_per_image
 from vtok.eval.ssim import ssim_per_image
 
@@ -24,6 +26,7 @@ from vtok.tokens import Tokens
 TARGETS = {
     "psnr": (psnr_per_image, True),
     "ssim": (ssim_per_image, True),
+    "lpips": (lpips_per_image, False),  # LPIPS-AlexNet, as the metric reports it
 }
 
 
@@ -31,16 +34,22 @@ def parse_target(spec: str) -> tuple[str, float]:
     """'psnr=30' -> ('psnr', 30.0); one-line errors otherwise."""
     name, _, value = spec.partition("=")
     name = name.strip().lower()
-    if name == "lpips":
-        raise VtokError(
-            "an lpips target needs the LPIPS backbone weights, which are not available here; use psnr or ssim"
-        )
     if name not in TARGETS or not value:
-        raise VtokError(f"target must look like psnr=30 or ssim=0.8, got {spec!r}")
+        raise VtokError(f"target must look like psnr=30, ssim=0.8 or lpips=0.1, got {spec!r}")
     try:
         return name, float(value)
     except ValueError:
         raise VtokError(f"target value {value!r} is not a number") from None
+
+
+def check_available(name: str, device: torch.device) -> None:
+    """Fail early, in one line, where the target's metric cannot run (LPIPS without its backbone weights)."""
+    if name != "lpips":
+        return
+    try:
+        load_lpips("alex", device.type)
+    except MetricUnavailable as err:
+        raise VtokError(f"an lpips target needs the LPIPS backbone: {err}") from None
 
 
 @dataclass
@@ -55,6 +64,7 @@ class AdaptiveResult:
 def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: int | None = None) -> AdaptiveResult:
     """images (B, 3, H, W) in [-1, 1] -> the shortest prefix per image meeting ``target`` (e.g. 'psnr=30')."""
     name, threshold = parse_target(target)
+    check_available(name, images.device)
     score_fn, higher = TARGETS[name]
     if not hasattr(tokenizer, "num_tokens"):
         raise VtokError("adaptive length (--target, --max-tokens) needs a variable-length 1D tokenizer")

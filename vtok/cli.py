@@ -270,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="with --shards: skip the horizontally flipped copies")
     p.add_argument("--num-tokens", type=int, default=None, help="1D tokenizers: keep the first K tokens of every image")
     p.add_argument(
-        "--target", default=None, help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30 or ssim=0.8"
+        "--target",
+        default=None,
+        help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8 or lpips=0.1",
     )
     p.add_argument("--max-tokens", type=int, default=None, help="1D tokenizers: token budget per image")
     _add_batch(p)

@@ -41,6 +41,12 @@ class DataConfig:
     set these are cut from the whole photographs, as many per epoch as it has fixed
     crops, so no two epochs repeat a crop: a model cannot memorise a few hundred
     crops. Held-out images are never augmented.
+
+    ``color_jitter: [brightness, contrast, saturation, hue]`` (torchvision's
+    ColorJitter ranges: factors drawn from [1 - x, 1 + x], the hue shift from
+    [-hue, hue] with hue <= 0.5) recolours each training sample. On a few
+    photographs it keeps a global (1D) tokenizer from tying its first tokens to
+    which photograph it sees rather than to the colours in front of it.
     """
 
     source: str = "builtin"
@@ -50,8 +56,19 @@ class DataConfig:
     num_workers: int = 0
     held_out: str = "builtin"
     crop_scale: list[float] | None = None
+    color_jitter: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.color_jitter is not None and (
+            len(self.color_jitter) != 4
+            or min(self.color_jitter) < 0
+            or max(self.color_jitter[:3]) >= 1
+            or self.color_jitter[3] > 0.5
+        ):
+            raise VtokError(
+                "data.color_jitter must be [brightness, contrast, saturation, hue] with the first three in [0, 1) "
+                f"and hue in [0, 0.5], got {self.color_jitter}"
+            )
         if self.crop_scale is None:
             return
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
@@ -92,10 +109,24 @@ def augment(image: Image.Image, rng: np.random.Generator, cfg: DataConfig) -> to
         image = image.crop((left, top, left + size, top + size))
     else:
         image = center_crop_arr(image, size)
+    if cfg.color_jitter is not None:
+        image = _color_jitter(image, rng, cfg.color_jitter)
     tensor = pil_to_tensor(image)
     if cfg.random_flip and rng.random() < 0.5:
         tensor = tensor.flip(-1)
     return tensor
+
+
+def _color_jitter(image: Image.Image, rng: np.random.Generator, ranges: list[float]) -> Image.Image:
+    """torchvision's colour adjustments in a fixed order, with factors from ``rng`` (not the
+    global RNG that ColorJitter draws from, which would break exact resume)."""
+    import torchvision.transforms.functional as TF
+
+    brightness, contrast, saturation, hue = ranges
+    image = TF.adjust_brightness(image, rng.uniform(1 - brightness, 1 + brightness))
+    image = TF.adjust_contrast(image, rng.uniform(1 - contrast, 1 + contrast))
+    image = TF.adjust_saturation(image, rng.uniform(1 - saturation, 1 + saturation))
+    return TF.adjust_hue(image, rng.uniform(-hue, hue)) if hue > 0 else image
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -136,7 +167,7 @@ def make_dataset(cfg: DataConfig, seed: int, split: str = "train") -> ImageDatas
     """The map-style dataset of ``cfg.source`` (``split`` picks the built-in set's half)."""
     source = cfg.source if split == "train" else cfg.held_out
     if split != "train":
-        cfg = dataclasses.replace(cfg, random_crop=False, random_flip=False, crop_scale=None)
+        cfg = dataclasses.replace(cfg, random_crop=False, random_flip=False, crop_scale=None, color_jitter=None)
     if source == "builtin" and cfg.crop_scale is not None:
         photos = [(name, photo(name)) for name in photo_names("train") for _ in range(WINDOWS_PER_PHOTO)]
         return ImageDataset([im for _, im in photos], cfg, seed, [n for n, _ in photos])
