@@ -9,6 +9,8 @@
    held-out crops split into thirds by detail (JPEG size at quality 75, a codec's measure of how
    much there is to encode: plain, middle, busy) and for flat grey images, which no built-in
    photograph is. Also the wall time against one fixed-length encode.
+   ``--plot`` also gets ``prefix_grid.png``: held-out crops from the plainest to the busiest
+   (rows), the original then the decode of the first 1, 2, 4, ..., N tokens (columns).
 3. Compression (One-D-Piece's comparison): per image, the tokens' bytes (k x log2(codebook) / 8) at full
    length against the smallest JPEG and WebP files (PIL, quality searched) with at least the same PSNR.
 """
@@ -31,7 +33,7 @@ from vtok.tokenizers.adaptive import TARGETS, encode_adaptive, parse_target
 
 import vtok
 from vtok.builtin import builtin_crops
-from vtok.images import pil_to_tensor, tensor_to_pil
+from vtok.images import make_grid, pil_to_tensor, save_image, tensor_to_pil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +62,13 @@ def jpeg_bytes(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
         tensor_to_pil(x).save(buf, format="JPEG", quality=quality)
         sizes.append(len(buf.getvalue()))
     return torch.tensor(sizes, dtype=torch.float)
+
+
+def prefix_grid(tok, images: torch.Tensor, budgets: list[int], path: Path) -> None:
+    """Rows: ``images``; columns: the original, then the decode of each prefix length in ``budgets``."""
+    columns = [images] + [tok.decode(tok.encode(images, num_tokens=k)) for k in budgets]
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (rows * (1 + len(budgets)), 3, H, W)
+    save_image(make_grid(tiles, ncol=len(columns)), path)
 
 
 def full_length(tok, images: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +127,9 @@ def main() -> None:
     # Thirds of the held-out crops by detail: the plainest, the middle and the busiest.
     busyness = jpeg_bytes(held_out)
     third = (busyness.argsort().argsort() * 3) // len(held_out)
+    with torch.inference_mode():  # 8 crops evenly spaced from the plainest to the busiest
+        picks = busyness.argsort()[torch.linspace(0, len(held_out) - 1, 8).long()]
+        prefix_grid(tok, held_out[picks], budgets, Path(args.plot) / "prefix_grid.png")
     adaptive_row = {
         "target": args.target,
         "held_out_all": summarise(res_held, reachable, torch.ones_like(reachable)),
