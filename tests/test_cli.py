@@ -58,7 +58,9 @@ def test_encode_decode_round_trip(tok_dir, image_dir, tmp_path, capsys):
     assert f.tokens.ids.shape == (2, 64, 1) and f.labels.tolist() == [4, 5]
     assert main(["decode", str(out), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "dec")]) == 0
     pngs = sorted((tmp_path / "dec").glob("*.png"))
-    assert len(pngs) == 2 and Image.open(pngs[0]).size == (32, 32)
+    assert len(pngs) == 2
+    with Image.open(pngs[0]) as image:
+        assert image.size == (32, 32)
     assert (
         main(
             ["reconstruct", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--out", str(tmp_path / "rec")]

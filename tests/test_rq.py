@@ -46,5 +46,6 @@ def test_reconstruction_error_falls_with_depth_after_brief_training(tmp_path):
     tok = vtok.load(train_tokenizer(cfg, tmp_path, progress=False)).eval()
     x = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", 32)])
     tokens = tok.encode(x)
-    errors = [float((tok.decode(tokens.levels(d)) - x).pow(2).mean()) for d in (1, 2, 3)]
+    with torch.no_grad():
+        errors = [float((tok.decode(tokens.levels(d)) - x).pow(2).mean()) for d in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2], errors
