@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from vtok.eval.psnr import psnr_per_image
 from vtok.eval.rate import rate_distortion, write_rate_distortion
-from vtok.tokenizers.adaptive import TARGETS, encode_adaptive, parse_target
+from vtok.tokenizers.adaptive import TARGETS, encode_adaptive, meets, parse_target
 
 import vtok
 from vtok.builtin import builtin_crops
@@ -38,17 +38,23 @@ from vtok.images import make_grid, pil_to_tensor, save_image, tensor_to_pil
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def encoded(image: Image.Image, fmt: str, quality: int) -> bytes:
+    """The file PIL writes for ``image`` in ``fmt`` at ``quality``."""
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, quality=quality)
+    return buf.getvalue()
+
+
 def smallest_file(image: Image.Image, min_psnr: float, fmt: str) -> int | None:
     """Bytes of the smallest ``fmt`` file (quality 1..100) whose decode has PSNR >= min_psnr."""
     x = pil_to_tensor(image)[None]
     lo, hi, best = 1, 100, None
     while lo <= hi:  # PSNR grows with quality: binary search for the lowest quality that suffices
         q = (lo + hi) // 2
-        buf = io.BytesIO()
-        image.save(buf, format=fmt, quality=q)
-        decoded = pil_to_tensor(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))[None]
+        data = encoded(image, fmt, q)
+        decoded = pil_to_tensor(Image.open(io.BytesIO(data)).convert("RGB"))[None]
         if float(psnr_per_image(x, decoded)[0]) >= min_psnr:
-            best, hi = len(buf.getvalue()), q - 1
+            best, hi = len(data), q - 1
         else:
             lo = q + 1
     return best
@@ -56,12 +62,7 @@ def smallest_file(image: Image.Image, min_psnr: float, fmt: str) -> int | None:
 
 def jpeg_bytes(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """(B,) JPEG file size of each image at ``quality``: few bytes for plain images, many for busy ones."""
-    sizes = []
-    for x in images:
-        buf = io.BytesIO()
-        tensor_to_pil(x).save(buf, format="JPEG", quality=quality)
-        sizes.append(len(buf.getvalue()))
-    return torch.tensor(sizes, dtype=torch.float)
+    return torch.tensor([len(encoded(tensor_to_pil(x), "JPEG", quality)) for x in images], dtype=torch.float)
 
 
 def prefix_grid(tok, images: torch.Tensor, budgets: list[int], path: Path) -> None:
@@ -74,10 +75,8 @@ def prefix_grid(tok, images: torch.Tensor, budgets: list[int], path: Path) -> No
 def full_length(tok, images: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Decodes from all N tokens (B, 3, H, W) and whether each meets ``target`` (B,) bool."""
     name, threshold = parse_target(target)
-    score, higher = TARGETS[name]
     recon = tok.decode(tok.encode(images))
-    scores = score(images, recon).cpu()
-    return recon, scores >= threshold if higher else scores <= threshold
+    return recon, meets(name, threshold, TARGETS[name][0](images, recon).cpu())
 
 
 def summarise(res, reachable: torch.Tensor, select: torch.Tensor) -> dict[str, float | int | None]:
@@ -126,9 +125,10 @@ def main() -> None:
         _, flat_reachable = full_length(tok, flat, args.target)
     # Thirds of the held-out crops by detail: the plainest, the middle and the busiest.
     busyness = jpeg_bytes(held_out)
-    third = (busyness.argsort().argsort() * 3) // len(held_out)
+    order = busyness.argsort()  # plainest first
+    third = (order.argsort() * 3) // len(held_out)
     with torch.inference_mode():  # 8 crops evenly spaced from the plainest to the busiest
-        picks = busyness.argsort()[torch.linspace(0, len(held_out) - 1, 8).long()]
+        picks = order[torch.linspace(0, len(held_out) - 1, 8).long()]
         prefix_grid(tok, held_out[picks], budgets, Path(args.plot) / "prefix_grid.png")
     adaptive_row = {
         "target": args.target,

@@ -52,9 +52,13 @@ class LPIPS(Metric):
         self.total, self.count = 0.0, 0
 
     @torch.inference_mode()
-    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+    def distances(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """(B,) LPIPS distance of each pair; real, fake: [B, 3, H, W] in [-1, 1]."""
         check_pair(real, fake)
-        d = self.net(real.float().to(self.cfg.device), fake.float().to(self.cfg.device)).flatten()
+        return self.net(real.float().to(self.cfg.device), fake.float().to(self.cfg.device)).flatten()
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        d = self.distances(real, fake)
         self.total += float(d.double().sum())
         self.count += d.numel()
 
@@ -81,7 +85,4 @@ def lpips_per_image(real: torch.Tensor, fake: torch.Tensor, net: str = "alex") -
     The network is loaded once per (net, device). Raises :class:`MetricUnavailable`
     (one line) where the backbone weights are missing.
     """
-    check_pair(real, fake)
-    metric = load_lpips(net, real.device.type)
-    with torch.inference_mode():
-        return metric.net(real.float(), fake.float()).flatten().cpu()
+    return load_lpips(net, real.device.type).distances(real, fake).cpu()

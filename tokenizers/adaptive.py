@@ -42,6 +42,11 @@ def parse_target(spec: str) -> tuple[str, float]:
         raise VtokError(f"target value {value!r} is not a number") from None
 
 
+def meets(name: str, threshold: float, scores: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: each score reaches ``threshold`` in the metric's direction (lower is better for lpips)."""
+    return scores >= threshold if TARGETS[name][1] else scores <= threshold
+
+
 def check_available(name: str, device: torch.device) -> None:
     """Fail early, in one line, where the target's metric cannot run (LPIPS without its backbone weights)."""
     if name != "lpips":
@@ -65,7 +70,7 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     """images (B, 3, H, W) in [-1, 1] -> the shortest prefix per image meeting ``target`` (e.g. 'psnr=30')."""
     name, threshold = parse_target(target)
     check_available(name, images.device)
-    score_fn, higher = TARGETS[name]
+    score_fn = TARGETS[name][0]
     if not hasattr(tokenizer, "num_tokens"):
         raise VtokError("adaptive length (--target, --max-tokens) needs a variable-length 1D tokenizer")
     full = tokenizer.encode(images)
@@ -77,19 +82,16 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     def scores_at(lengths: torch.Tensor) -> torch.Tensor:
         return score_fn(images, tokenizer.decode(full.prefix(lengths))).cpu()
 
-    def meets(s: torch.Tensor) -> torch.Tensor:
-        return s >= threshold if higher else s <= threshold
-
     decodes = 0
     for _ in range(max(1, math.ceil(math.log2(n)))):
         if bool((lo >= hi).all()):
             break
         mid = (lo + hi) // 2
-        ok = meets(scores_at(mid))
+        ok = meets(name, threshold, scores_at(mid))
         decodes += 1
         active = lo < hi
         hi = torch.where(active & ok, mid, hi)
         lo = torch.where(active & ~ok, mid + 1, lo)
     final = scores_at(hi)
     decodes += 1
-    return AdaptiveResult(full.prefix(hi), meets(final), final, decodes)
+    return AdaptiveResult(full.prefix(hi), meets(name, threshold, final), final, decodes)
