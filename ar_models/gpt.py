@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from vtok.ar_models.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
 
+from vtok.ar_models.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
 from vtok.errors import VtokError
 from vtok.pretrained import Pretrained
 from vtok.registry import register

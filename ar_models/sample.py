@@ -12,9 +12,9 @@ from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
+
 from vtok.ar_models.gpt import GPT
 from vtok.ar_models.layers import KVCache
-
 from vtok.errors import VtokError
 from vtok.tokens import Tokens
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-from vtok.ar_models.sample import SamplingConfig, generate
 
 import vtok
+from vtok.ar_models.sample import SamplingConfig, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from vtok.eval.psnr import psnr_per_image
 
 from vtok.builtin import builtin_crops
+from vtok.eval.psnr import psnr_per_image
 from vtok.images import pil_to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent

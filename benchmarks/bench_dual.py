@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from vtok.eval import PSNR, SSIM
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.eval import PSNR, SSIM
 from vtok.images import pil_to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent

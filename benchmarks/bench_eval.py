@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from vtok.eval.baselines import BASELINES
-from vtok.eval.evaluate import evaluate
 
 import vtok  # noqa: F401  (torchvision compatibility before pytorch-fid imports it)
+from vtok.eval.baselines import BASELINES
+from vtok.eval.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 

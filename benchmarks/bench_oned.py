@@ -27,22 +27,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from vtok.eval.psnr import psnr_per_image
-from vtok.eval.rate import rate_distortion, write_rate_distortion
-from vtok.tokenizers.adaptive import TARGETS, encode_adaptive, meets, parse_target
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.eval.adaptive import TARGETS, encode_adaptive, meets, parse_target
+from vtok.eval.baselines import encoded
+from vtok.eval.psnr import psnr_per_image
+from vtok.eval.rate import rate_distortion, write_rate_distortion
 from vtok.images import make_grid, pil_to_tensor, save_image, tensor_to_pil
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def encoded(image: Image.Image, fmt: str, quality: int) -> bytes:
-    """The file PIL writes for ``image`` in ``fmt`` at ``quality``."""
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, quality=quality)
-    return buf.getvalue()
 
 
 def smallest_file(image: Image.Image, min_psnr: float, fmt: str) -> int | None:

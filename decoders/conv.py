@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.interfaces import Decoder
 from vtok.layers import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
 from vtok.registry import register
 
 
 @register("decoder", "conv")
-class ConvDecoder(nn.Module):
+class ConvDecoder(Decoder):
     """conv_in -> mid -> per level from the lowest resolution: res blocks (+ attention),
     nearest x2 upsample -> norm -> conv_out. ``up[i]`` is level i of ``ch_mult`` (taming's order).
     """

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import nn
-from vtok.decoders.vit import LatentDecoder, unpatchify
-from vtok.tokenizers.encoders.vit import ViTShape
 
+from vtok.decoders.vit import LatentDecoder, unpatchify
+from vtok.layers import ViTShape
 from vtok.registry import register
 
 
@@ -62,7 +62,7 @@ class FlowDecoder(LatentDecoder):
         out = self.to_pixels(self.norm(h[:, 1:]))  # (B, P, 3 p p)
         return unpatchify(out, self.grid, self.cfg.patch_size)
 
-    def training_recon(self, latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def training_recon(self, latents: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """One-step image estimate at a random noise level (see the module docstring)."""
         sigma = torch.rand(images.shape[0], device=images.device)  # (B,)
         noise = torch.randn_like(images)

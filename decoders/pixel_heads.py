@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from einops import einsum, rearrange
 from torch import nn
-from vtok.decoders.maskgit_vqgan import MaskGitDecoder
 
+from vtok.decoders.maskgit_vqgan import MaskGitDecoder
 from vtok.registry import register
 
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import nn
-from vtok.tokenizers.encoders.vit import ViTShape
 
 from vtok.config import build_component, component
 from vtok.errors import VtokError
+from vtok.interfaces import Decoder
+from vtok.layers import ViTShape
 from vtok.registry import register
 
 
@@ -30,7 +31,7 @@ def unpatchify(patches: torch.Tensor, grid: int, patch: int) -> torch.Tensor:
     return rearrange(patches, "b (h w) (c p q) -> b c (h p) (w q)", h=grid, p=patch, q=patch, c=3)
 
 
-class LatentDecoder(nn.Module):
+class LatentDecoder(Decoder):
     """What every decoder of 1D token latents has: the token width it reads (``in_channels``),
     a learned ``mask_token`` the ordering part fills positions past a sample's length with,
     a position embedding per latent, and the patch ``grid`` it draws."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from vtok.stats import CodeUsage
+from vtok.stats import COLLAPSE_USAGE, CodeUsage, usage_verdict
 from vtok.tokens import Tokens
 
 
@@ -35,15 +35,17 @@ class CodebookStats:
         self.tokens_total += int(lengths.sum())
         self.images += tokens.batch_size
 
-    def compute(self) -> dict[str, float]:
-        """Flat columns: ``usage``, ``perplexity``, ``entropy_bits`` for one codebook, else suffixed ``_c{i}``."""
+    def compute(self) -> dict[str, float | str]:
+        """Flat columns: ``usage``, ``perplexity``, ``entropy_bits`` and ``status`` ("collapsed" under 10% usage,
+        else "healthy") for one codebook, else suffixed ``_c{i}``."""
         per = self.usage.compute()
-        out: dict[str, float] = {}
+        out: dict[str, float | str] = {}
         for i, stats in enumerate(per):
             suffix = "" if len(per) == 1 else f"_c{i}"
             out[f"usage{suffix}"] = stats["usage"]
             out[f"perplexity{suffix}"] = stats["perplexity"]
             out[f"entropy_bits{suffix}"] = stats["entropy_bits"]
+            out[f"status{suffix}"] = usage_verdict(stats["usage"])
         out["tokens_per_image"] = self.tokens_total / max(self.images, 1)
         return out
 
@@ -52,6 +54,7 @@ class CodebookStats:
             "implementation": "vtok",
             "usage": "distinct ids over the whole set / codebook size, per codebook (residual level)",
             "perplexity": "2 ** entropy (bits) of the dataset-level id histogram",
+            "status": f"collapsed where usage < {COLLAPSE_USAGE:.0%}",
             "codebook_sizes": list(self.usage.codebook_sizes),
             "images": self.images,
         }

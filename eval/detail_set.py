@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from vtok.eval.annotations import Face, FaceImage, TextImage, Word, write_annotations
-from vtok.eval.bins import FACE_EDGES, TEXT_EDGES
 
 from vtok.builtin import builtin_crops, photo
 from vtok.errors import VtokError
+from vtok.eval.annotations import Face, FaceImage, TextImage, Word, write_annotations
+from vtok.eval.bins import FACE_EDGES, TEXT_EDGES
 from vtok.io import atomic_dir
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")

@@ -19,16 +19,17 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from vtok.eval.codebook import CodebookStats
-from vtok.eval.metric import MetricUnavailable
-from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
 
 from vtok.builtin import builtin_crops
 from vtok.config import build_component
 from vtok.data import list_images
 from vtok.errors import VtokError
+from vtok.eval.codebook import CodebookStats
+from vtok.eval.metric import MetricUnavailable
+from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.interfaces import Tokenizer
+from vtok.pipeline import reconstruct_with
 from vtok.registry import lookup
 
 IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
@@ -116,7 +117,7 @@ def _pairs(
         with torch.inference_mode():
             if tokenizer is not None:
                 tokens = tokenizer.encode(x)
-                y = tokenizer.decode(tokens).float().clamp(-1, 1)
+                y = tokenizer.decode(tokens).float().clamp(-1, 1)  # the tokens are kept for codebook statistics
             elif reconstruct is not None:
                 y = reconstruct(x)
             else:
@@ -130,6 +131,24 @@ def _build_metric(name: str, device: str):
     """A registered metric, on ``device`` where it has a network."""
     fields = {f.name for f in dataclasses.fields(lookup("metric", name).Config)}
     return build_component("metric", {"name": name, **({"device": device} if "device" in fields else {})})
+
+
+@dataclass
+class _Run:
+    """One evaluation's settings, shared by the three kinds of metric."""
+
+    data: str
+    resolution: int
+    batch_size: int
+    tokenizer: Tokenizer | None
+    reconstruct: Reconstruct | None
+    recon_dir: Path | None
+    recognizer: str
+    embedder: str
+    detail_dir: str | Path | None
+    reference: str | Path | None
+    device: str
+    progress: bool
 
 
 def evaluate(
@@ -165,105 +184,96 @@ def evaluate(
     recon_dir = Path(recon_dir) if recon_dir is not None else None
     if recon_dir is not None and not recon_dir.is_dir():
         raise VtokError(f"reconstruction folder {recon_dir} does not exist")
+    run = _Run(
+        data, resolution, batch_size, tokenizer, reconstruct, recon_dir, recognizer, embedder, detail_dir,
+        reference, device, progress,
+    )  # fmt: skip
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
-    for name in [m for m in metrics if m in GENERATION_METRICS]:
-        if recon_dir is None or reference is None:
+    _generation_scores(result, [m for m in metrics if m in GENERATION_METRICS], run)
+    _image_scores(result, [m for m in metrics if m in (*IMAGE_METRICS, "codebook")], run)
+    _detail_scores(result, [m for m in metrics if m in DETAIL_METRICS], run)
+    result.info["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _generation_scores(result: EvalResult, names: list[str], run: _Run) -> None:
+    """gFID-style distances of the generated images in ``recon_dir`` against the reference."""
+    for name in names:
+        if run.recon_dir is None or run.reference is None:
             raise VtokError(
                 f"{name} needs the generated images (--recon DIR) and a reference (--reference .npz or folder)"
             )
         from vtok.eval.generation import generation_fid
 
         result.scores[name], result.protocols[name] = generation_fid(
-            recon_dir, reference, resolution, batch_size, device, progress, GENERATION_METRICS[name]
-        )
-    metrics = [m for m in metrics if m not in GENERATION_METRICS]
+            run.recon_dir, run.reference, run.resolution, run.batch_size, run.device, run.progress,
+            GENERATION_METRICS[name],
+        )  # fmt: skip
 
-    image_metrics = {}
-    for name in [m for m in metrics if m in IMAGE_METRICS]:
+
+def _image_scores(result: EvalResult, names: list[str], run: _Run) -> None:
+    """Streaming image metrics over (original, reconstruction) pairs, and codebook statistics of the tokens."""
+    metrics = {}
+    for name in [m for m in names if m in IMAGE_METRICS]:
         try:
-            image_metrics[name] = _build_metric(name, device)
+            metrics[name] = _build_metric(name, run.device)
         except MetricUnavailable as err:
             result.skipped[name] = str(err)
-    codebook = None
-    if "codebook" in metrics:
-        if tokenizer is None:
+    if "codebook" in names:
+        if run.tokenizer is None:
             result.skipped["codebook"] = "codebook statistics need a tokenizer, not reconstructions"
         else:
-            codebook = CodebookStats(tokenizer.codebook_sizes)
-    if image_metrics or codebook is not None:
-        items = _image_items(data, resolution)
-        count = 0
-        for x, y, tokens in _pairs(items, resolution, batch_size, tokenizer, reconstruct, recon_dir, progress):
-            if result.grid is None:
-                result.grid = (x[:8].clone(), y[:8].clone())
-            for metric in image_metrics.values():
+            metrics["codebook"] = CodebookStats(run.tokenizer.codebook_sizes)
+    if not metrics:
+        return
+    count = 0
+    items = _image_items(run.data, run.resolution)
+    pairs = _pairs(items, run.resolution, run.batch_size, run.tokenizer, run.reconstruct, run.recon_dir, run.progress)
+    for x, y, tokens in pairs:
+        if result.grid is None:
+            result.grid = (x[:8].clone(), y[:8].clone())
+        for name, metric in metrics.items():
+            if name == "codebook":
+                metric.update(tokens)
+            else:
                 metric.update(x, y)
-            if codebook is not None:
-                codebook.update(tokens)
-            count += len(x)
-        if count == 0:
-            raise VtokError(f"no readable images in {data}")
-        result.info["images"] = count
-        for name, metric in image_metrics.items():
-            result.scores[name] = metric.compute()
-            result.protocols[name] = metric.protocol()
-        if codebook is not None:
-            result.scores["codebook"] = codebook.compute()
-            result.protocols["codebook"] = codebook.protocol()
-
-    detail = [m for m in metrics if m in DETAIL_METRICS]
-    if detail:
-        _run_detail(
-            result,
-            detail,
-            data,
-            tokenizer,
-            reconstruct,
-            recon_dir,
-            resolution,
-            recognizer,
-            embedder,
-            detail_dir,
-            progress,
-        )
-    result.info["seconds"] = round(time.perf_counter() - started, 1)
-    return result
+        count += len(x)
+    if count == 0:
+        raise VtokError(f"no readable images in {run.data}")
+    result.info["images"] = count
+    for name, metric in metrics.items():
+        result.scores[name], result.protocols[name] = metric.compute(), metric.protocol()
 
 
-def _run_detail(
-    result, detail, data, tokenizer, reconstruct, recon_dir, resolution, recognizer, embedder, detail_dir, progress
-):
+def _detail_scores(result: EvalResult, names: list[str], run: _Run) -> None:
+    """TokBench text and face fidelity on a TokBench folder or the built-in detail set."""
+    if not names:
+        return
     from vtok.eval.face import build_embedder
     from vtok.eval.text import build_recognizer
 
-    if data == "builtin":
+    if run.data == "builtin":
         from vtok.eval.detail_set import make_detail_set
 
-        if detail_dir is None:
+        if run.detail_dir is None:
             raise VtokError("the built-in detail set needs a folder to be written to")
-        root = make_detail_set(detail_dir, resolution)
-        result.info["detail_set"] = f"vtok built-in detail set (seed 0, resolution {resolution}), written to {root}"
+        root = make_detail_set(run.detail_dir, run.resolution)
+        result.info["detail_set"] = f"vtok built-in detail set (seed 0, resolution {run.resolution}), written to {root}"
     else:
-        root = check_layout(data)
+        root = check_layout(run.data)
         result.info["detail_set"] = str(root)
-    rec = emb = None
-    if "text" in detail:
-        try:
-            rec = build_recognizer(recognizer)
-        except MetricUnavailable as err:
-            result.skipped["text"] = str(err)
-    if "face" in detail:
-        try:
-            emb = build_embedder(embedder)
-        except MetricUnavailable as err:
-            result.skipped["face"] = str(err)
-    if tokenizer is not None:
-
-        def reconstruct(x):
-            return tokenizer.decode(tokenizer.encode(x)).float().clamp(-1, 1)
-
-    text, faces = run_tokbench(root, resolution, reconstruct, rec, emb, recon_dir, progress)
+    backends = {}
+    for name, build, choice in (("text", build_recognizer, run.recognizer), ("face", build_embedder, run.embedder)):
+        if name in names:
+            try:
+                backends[name] = build(choice)
+            except MetricUnavailable as err:
+                result.skipped[name] = str(err)
+    reconstruct = run.reconstruct if run.tokenizer is None else reconstruct_with(run.tokenizer)
+    text, faces = run_tokbench(
+        root, run.resolution, reconstruct, backends.get("text"), backends.get("face"), run.recon_dir, run.progress
+    )
     if text is not None:
         result.scores["text"], result.protocols["text"] = text.compute(), text.protocol()
         result.worst_text = text.worst_pairs()

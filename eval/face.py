@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from vtok.config import build_component
 from vtok.eval.annotations import Face
 from vtok.eval.bins import FACE_EDGES, bin_labels, binned_means
 from vtok.eval.metric import MetricUnavailable, WorstCases
-
-from vtok.config import build_component
 from vtok.registry import register
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from vtok.errors import VtokError
 from vtok.eval.frechet import (
     FeatureReservoir,
     GaussianStats,
@@ -21,8 +23,6 @@ from vtok.eval.frechet import (
     load_reference_stats,
 )
 from vtok.eval.metric import Metric, check_pair
-
-from vtok.errors import VtokError
 from vtok.registry import register
 
 
@@ -62,7 +62,7 @@ class EffNetFeatures:
     dim = 1280
 
     def __init__(self, device: str | torch.device = "cpu"):
-        from vtok.tokenizers.losses.perceptual import load_effnet_lite0
+        from vtok.backbones import load_effnet_lite0
 
         self.device = torch.device(device)
         self.net = load_effnet_lite0().eval().requires_grad_(False).to(self.device)

@@ -39,11 +39,6 @@ class GaussianStats:
         self.sum += x.sum(0)
         self.outer += x.T @ x
 
-    def merge(self, other: GaussianStats) -> None:
-        self.count += other.count
-        self.sum += other.sum
-        self.outer += other.outer
-
     @property
     def mean(self) -> np.ndarray:
         return self.sum / self.count

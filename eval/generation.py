@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from vtok.eval.features import InceptionFeatures
-from vtok.eval.frechet import GaussianStats, frechet_distance, load_reference_stats
 
 from vtok.data import list_images
 from vtok.errors import VtokError
+from vtok.eval.features import InceptionFeatures
+from vtok.eval.frechet import GaussianStats, frechet_distance, load_reference_stats
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from vtok.eval.metric import Metric, MetricUnavailable, check_pair
 
+from vtok.backbones import torch_hub_file
+from vtok.eval.metric import Metric, MetricUnavailable, check_pair
 from vtok.registry import register
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -34,7 +34,7 @@ class LPIPS(Metric):
         self.cfg = cfg or self.Config()
         if self.cfg.net not in BACKBONE_FILES:
             raise MetricUnavailable(f"LPIPS net must be one of {sorted(BACKBONE_FILES)}, got {self.cfg.net!r}")
-        self.weights = Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[self.cfg.net]
+        self.weights = torch_hub_file(BACKBONE_FILES[self.cfg.net])
         if not self.weights.is_file():
             raise MetricUnavailable(
                 f"torchvision {self.cfg.net} weights are not at {self.weights} (they download from "

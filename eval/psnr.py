@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from vtok.eval.metric import PerImageMean, to_unit
 
+from vtok.eval.metric import PerImageMean, to_unit
 from vtok.registry import register
 
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vtok.eval.evaluate import IMAGE_METRICS, evaluate
-
 from vtok.errors import VtokError
+from vtok.eval.evaluate import IMAGE_METRICS, evaluate
 from vtok.interfaces import Tokenizer
 from vtok.io import atomic_path
+from vtok.pipeline import reconstruct_with
 
 
 def rate_distortion(
@@ -30,12 +30,13 @@ def rate_distortion(
         raise VtokError(f"a rate-distortion sweep needs image metrics ({', '.join(IMAGE_METRICS)})")
     rows = []
     for k in sorted(set(token_counts)):
-
-        def reconstruct(x, k=k):
-            return tokenizer.decode(tokenizer.encode(x, num_tokens=k)).float().clamp(-1, 1)
-
         result = evaluate(
-            metrics, data, reconstruct=reconstruct, resolution=resolution, batch_size=batch_size, progress=progress
+            metrics,
+            data,
+            reconstruct=reconstruct_with(tokenizer, k),
+            resolution=resolution,
+            batch_size=batch_size,
+            progress=progress,
         )
         rows.append({"tokens": k, **{c: v for s in result.scores.values() for c, v in s.items()}})
     return rows

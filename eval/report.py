@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from vtok.eval.evaluate import EvalResult
 
+from vtok.eval.evaluate import EvalResult
 from vtok.images import make_grid, save_image
 from vtok.io import atomic_path
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from vtok.eval.metric import PerImageMean, to_unit
 
+from vtok.eval.metric import PerImageMean, to_unit
 from vtok.registry import register
 
 K1, K2 = 0.01, 0.03

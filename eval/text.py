@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from vtok.config import build_component
 from vtok.eval.annotations import Word
 from vtok.eval.bins import TEXT_EDGES, bin_labels, binned_means
 from vtok.eval.metric import MetricUnavailable, WorstCases
-
-from vtok.config import build_component
 from vtok.registry import register
 
 

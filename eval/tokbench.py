@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
+
+from vtok.errors import VtokError
 from vtok.eval.annotations import read_face_annotations, read_text_annotations
 from vtok.eval.face import FaceEmbedder, FaceFidelity
 from vtok.eval.text import Recognizer, TextFidelity
-
-from vtok.errors import VtokError
 from vtok.images import load_image, pil_to_tensor, tensor_to_pil
 
 # (B, 3, R, R) in [-1, 1] -> (B, 3, R, R) in [-1, 1]

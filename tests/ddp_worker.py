@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import torch
-from vtok.tokenizers.train import TokenizerTrainer
 
 import vtok
+from vtok.tokenizers.train import TokenizerTrainer
 
 config, run = sys.argv[1], Path(sys.argv[2])
 cfg = vtok.load_config(config, ["train.steps=3", "train.save_every=100", "loss.disc_start=1"])

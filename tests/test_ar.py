@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vtok.ar_models.gpt import GPT
-from vtok.ar_models.sample import SamplingConfig, _guided, generate
 
 import vtok
+from vtok.ar_models.gpt import GPT
+from vtok.ar_models.sample import SamplingConfig, _guided, generate
 from vtok.cli import main
 
 TINY = dict(num_classes=4, dim=32, depth=2, heads=4, depth_layers=1, class_dropout=0.1)
@@ -153,6 +153,9 @@ def test_shards_train_resume_exactly_and_generate(tmp_path, tiny_tokenizer, clas
     a, b = vtok.load(tmp_path / "a" / "final"), vtok.load(tmp_path / "b" / "final")
     assert a.cfg.num_classes == 2 and a.cfg.grid == list(shards.grid)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    # A sample grid at the last step: one decoded sample per class, side by side.
+    with Image.open(tmp_path / "a" / "samples" / "step_00000004.png") as grid:
+        assert grid.size[0] > grid.size[1] >= 32
 
     out = tmp_path / "gen" / "grid.png"
     argv = [

@@ -51,8 +51,8 @@ def test_dualtoken_has_separate_semantic_and_pixel_ids(images):
 def test_semantic_dropout_hides_the_semantic_half_from_the_pixel_decoder_in_training_only():
     tok = vtok.build(DUALTOKEN, ["model.semantic_dropout=0.5"])
     z = torch.randn(64, 16, tok.quantizer.dim)
-    assert torch.equal(tok.eval()._drop_semantic(z), z)
-    out = tok.train()._drop_semantic(z)
+    assert torch.equal(tok.eval()._training_latents(z), z)
+    out = tok.train()._training_latents(z)
     sem, pix = out[..., : tok.sem_dim], out[..., tok.sem_dim :]
     assert torch.equal(pix, z[..., tok.sem_dim :])
     dropped = (sem == 0).flatten(1).all(1)
@@ -79,7 +79,6 @@ def test_teacher_is_not_saved_but_its_hash_is_checked(tmp_path):
 @pytest.mark.parametrize("preset", [TOKENFLOW, DUALTOKEN])
 def test_brief_training_brings_semantic_features_toward_the_teacher(preset, tmp_path):
     from vtok.tokenizers.train import train_tokenizer
-
     from vtok.training import read_metrics
 
     cfg = vtok.load_config(preset, ["train.steps=30", "train.log_every=1", "train.save_every=1000"])

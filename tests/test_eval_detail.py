@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 from PIL import Image, ImageFilter
-from vtok.eval.baselines import downscale, identity
-from vtok.eval.text import edit_distance, normalized_edit_similarity
 
 from vtok.cli import main
+from vtok.eval.baselines import downscale, identity
+from vtok.eval.text import edit_distance, normalized_edit_similarity
 
 pytest.importorskip("rapidocr", reason="the eval extra is not installed")
 pytest.importorskip("dlib", reason="the eval extra is not installed")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from vtok.eval.bins import FACE_EDGES, TEXT_EDGES, bin_index, binned_means
 from vtok.eval.frechet import FeatureReservoir, GaussianStats, kernel_inception_distance
 from vtok.eval.metric import MetricUnavailable
 from vtok.eval.psnr import PSNR
 from vtok.eval.ssim import ssim_per_image
-
 from vtok.images import pil_to_tensor
 
 pytest.importorskip("pytorch_fid", reason="the eval extra is not installed")
@@ -49,6 +49,7 @@ def test_converted_weights_reproduce_the_tf_graph(fid_network):
 
 def test_rfid_equals_pytorch_fid_on_the_same_pngs(tmp_path, fid_network):
     from pytorch_fid.fid_score import calculate_activation_statistics, calculate_frechet_distance
+
     from vtok.eval.features import ReconstructionFID
 
     real, fake = _photos(6, 64, 0), _photos(6, 64, 1)
@@ -158,9 +159,8 @@ def test_lpips_without_backbone_weights_is_skipped_not_faked(tmp_path, monkeypat
 
 
 def test_gfid_against_reference_statistics(tmp_path):
-    from vtok.eval.features import GenerationFID, InceptionFeatures
-
     from vtok.errors import VtokError
+    from vtok.eval.features import GenerationFID, InceptionFeatures
 
     images = torch.stack([pil_to_tensor(i) for i in _photos(5, 64, 4)])
     stats = GaussianStats(2048)

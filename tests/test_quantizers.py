@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vtok.config import build_component
-from vtok.registry import lookup, names
+from vtok.registry import names
 
 # Small settings that exercise each quantizer's options; a new quantizer is tested as soon as it registers.
 VARIANTS = {
@@ -34,6 +34,10 @@ VARIANTS = {
         },
     ],
     "fsq": [{"dim": 3, "levels": [5, 4, 4]}, {"dim": 8, "levels": [8, 5, 5, 5]}],
+    "vq_learned": [  # LlamaGen's: l2-normalised codes learned by gradient; and a Euclidean one
+        {"dim": 8, "codebook_size": 32},
+        {"dim": 8, "codebook_size": 32, "l2_norm": False, "entropy_weight": 0.1},
+    ],
     "dual_rvq": [
         {
             "semantic": {"name": "rvq", "dim": 4, "depth": 2, "codebook_size": 16},
@@ -92,6 +96,25 @@ def test_lean_search_matches_library_on_a_large_codebook():
     assert torch.equal(q.quantize_ids(x, chunk=128), q(x).ids)
 
 
-def test_every_registered_quantizer_has_a_config_dataclass():
-    for name in names("quantizer"):
-        assert hasattr(lookup("quantizer", name), "Config")
+@pytest.mark.parametrize("name", names("quantizer"))
+def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
+    """A quantizer built with its defaults must not collapse on its first steps (issue: silent codebook collapse)."""
+    torch.manual_seed(0)
+    q = build_component("quantizer", {"name": name})
+    side = 16  # a 16x16 grid fits every default, multi-scale ones included
+    proj = torch.nn.Linear(4, q.dim)  # a small trainable "encoder" over varied inputs
+    params = [*proj.parameters(), *(p for p in q.parameters() if p.requires_grad)]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    q.train()
+    for _ in range(5):
+        latents = proj(torch.randn(4, side * side, 4) * torch.rand(4, 1, 1) * 3)
+        out = q(latents)
+        loss = (out.z_q - latents.detach()).pow(2).mean() + sum(out.losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q.eval()
+    with torch.no_grad():
+        ids = q.quantize_ids(proj(torch.randn(4, side * side, 4) * 2))
+    for level in range(ids.shape[-1]):
+        assert len(torch.unique(ids[..., level])) > 1, f"{name}: level {level} uses one code"

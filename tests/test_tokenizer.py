@@ -89,3 +89,21 @@ def test_vq_f16_has_llamagen_shape():
     params = sum(p.numel() for p in tok.parameters())
     assert 70e6 < params < 74e6  # LlamaGen VQ-16: ~72M
     assert tok.codebook_sizes == (16384,) and tok.downsample_factor == 16
+
+
+def test_token_files_are_checked_in_the_library(tmp_path, tiny_tokenizer):
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    save_tokens(tmp_path / "t.safetensors", tiny_tokenizer.encode(images), tiny_tokenizer.fingerprint())
+    assert load_tokens(tmp_path / "t.safetensors", expect=tiny_tokenizer).tokens.batch_size == 2
+    other = vtok.build("configs/tokenizer/vq_tiny.yaml")
+    with pytest.raises(vtok.VtokError, match="written by another tokenizer"):
+        load_tokens(tmp_path / "t.safetensors", expect=other)
+
+
+def test_fingerprint_is_cached_and_follows_the_weights():
+    tok = vtok.build("configs/tokenizer/vq_tiny.yaml")
+    before = tok.fingerprint()
+    assert tok.fingerprint() == before
+    with torch.no_grad():
+        next(tok.parameters()).add_(1.0)  # an in-place update, as an optimiser step makes
+    assert tok.fingerprint() != before

@@ -1,12 +1,15 @@
 """Tokenizers over a 2D latent grid: CNN (or any) encoder -> quantizer -> decoder.
 
 The VQ family (VQGAN, LlamaGen) is this composition with the ``vq`` quantizer;
-swapping the quantizer part gives the other grid families without a new class.
+swapping the quantizer part gives the other grid families without a new class. The
+dual-codebook family (:mod:`vtok.tokenizers.dual`) subclasses it and overrides only
+how latents are made and what the training pass adds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -14,7 +17,7 @@ from torch import nn
 
 from vtok.config import build_component, component
 from vtok.errors import VtokError
-from vtok.interfaces import Tokenizer, TokenizerOutput
+from vtok.interfaces import QuantizerOutput, Tokenizer, TokenizerOutput
 from vtok.registry import register
 from vtok.tokens import Tokens
 
@@ -35,7 +38,8 @@ def check_images(images: torch.Tensor, multiple: int) -> None:
 class GridTokenizer(Tokenizer):
     """encoder -> quant_conv (to the code dim) -> quantizer -> post_quant_conv -> decoder.
 
-    Tokens are (B, h*w, C) in raster order with ``grid = (h, w)``.
+    Tokens are (B, h*w, C) in raster order with ``grid = (h, w)`` (multi-scale
+    quantizers: every scale's positions, coarse to fine, with ``scales``).
     """
 
     @dataclass
@@ -49,33 +53,39 @@ class GridTokenizer(Tokenizer):
         self.encoder = build_component("encoder", cfg.encoder, "model.encoder")
         self.quantizer = build_component("quantizer", cfg.quantizer, "model.quantizer")
         self.decoder = build_component("decoder", cfg.decoder, "model.decoder")
-        self.quant_conv = nn.Conv2d(self.encoder.out_channels, self.quantizer.dim, 1)
+        self.quant_conv = nn.Conv2d(self.encoder.out_channels, self.pixel_code_dim, 1)
         self.post_quant_conv = nn.Conv2d(self.quantizer.dim, self.decoder.in_channels, 1)
         self.downsample_factor = self.encoder.downsample_factor
+
+    @property
+    def pixel_code_dim(self) -> int:
+        """Channels of the encoder's quantized latents."""
+        return self.quantizer.dim
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
         return self.quantizer.codebook_sizes
 
-    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    # --- latents ---------------------------------------------------------------------
+
+    def _pixel_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> (B, D_pix, h, w)."""
         check_images(images, self.downsample_factor)
-        z = self.quant_conv(self.encoder(images))  # (B, D, h, w)
-        return rearrange(z, "b d h w -> b (h w) d"), (z.shape[2], z.shape[3])
+        return self.quant_conv(self.encoder(images))
 
-    def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
-        """images: (B, 3, H, W) in [-1, 1] -> Tokens with ids (B, h*w, C), grid (h, w)."""
-        if num_tokens is not None:
-            raise VtokError("a grid tokenizer always emits h*w tokens; num_tokens is for 1D tokenizers")
-        z, grid = self._latents(images)  # (B, L, D)
-        ids = self.quantizer.quantize_ids(z)  # (B, L, C)
-        return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=grid)
+    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], Any]:
+        """images -> (B, L, D) latents to quantize, the grid (h, w), and what the training pass needs besides."""
+        z = self._pixel_latents(images)  # (B, D, h, w)
+        return rearrange(z, "b d h w -> b (h w) d"), (z.shape[2], z.shape[3]), None
 
-    def lookup(self, tokens: Tokens) -> torch.Tensor:
-        """(B, L, D) quantized latents of ``tokens``."""
+    def _tokens(self, ids: torch.Tensor, grid: tuple[int, int]) -> Tokens:
+        return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=grid, scales=self.quantizer.token_scales)
+
+    def _check(self, tokens: Tokens) -> None:
         sizes = self.codebook_sizes
         # Residual quantizers decode from any first d levels (Tokens.levels(d)).
         fits = tokens.codebook_sizes == sizes or (
-            getattr(self.quantizer, "prefix_decodable", False)
+            self.quantizer.prefix_decodable
             and 0 < len(tokens.codebook_sizes) < len(sizes)
             and tokens.codebook_sizes == sizes[: len(tokens.codebook_sizes)]
         )
@@ -85,23 +95,48 @@ class GridTokenizer(Tokenizer):
                 f"(codebooks {sizes}, 2D grid)"
             )
         tokens.check_range()
-        return self.quantizer.lookup(tokens.ids)
 
-    def _decode_latents(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _render(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w, D) quantized latents -> (B, 3, H, W), unclamped."""
         z = rearrange(z_q, "b (h w) d -> b d h w", h=grid[0], w=grid[1])
         return self.decoder(self.post_quant_conv(z.to(self.post_quant_conv.weight.dtype)))  # (B, 3, H, W)
 
+    # --- the interface ---------------------------------------------------------------
+
+    def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
+        """images: (B, 3, H, W) in [-1, 1] -> Tokens with ids (B, L, C), grid (h, w)."""
+        if num_tokens is not None:
+            raise VtokError("a grid tokenizer always emits h*w tokens; num_tokens is for 1D tokenizers")
+        z, grid, _ = self._latents(images)  # (B, L, D)
+        return self._tokens(self.quantizer.quantize_ids(z), grid)  # ids (B, L', C)
+
+    def lookup(self, tokens: Tokens) -> torch.Tensor:
+        """(B, L', D): one quantized latent per token (a multi-scale token's own code), for the AR side."""
+        self._check(tokens)
+        return self.quantizer.code_vectors(tokens.ids)
+
     def decode(self, tokens: Tokens) -> torch.Tensor:
         """Tokens -> (B, 3, H, W) images in [-1, 1] (clamped)."""
-        return self._decode_latents(self.lookup(tokens), tokens.grid).clamp(-1, 1)
+        self._check(tokens)
+        return self._render(self.quantizer.lookup(tokens.ids), tokens.grid).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
-        """Training pass: recon (B, 3, H, W) (unclamped), tokens, quantizer losses and stats."""
-        z, grid = self._latents(images)  # (B, L, D)
+        """Training pass: recon (B, 3, H, W) (unclamped), tokens, losses and stats."""
+        z, grid, extra = self._latents(images)  # (B, L, D)
         q = self.quantizer(z)
-        recon = self._decode_latents(q.z_q, grid)
-        tokens = Tokens(ids=q.ids, codebook_sizes=self.codebook_sizes, grid=grid)
-        return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
+        recon = self._render(self._training_latents(q.z_q), grid)
+        losses, stats = self._training_terms(q, grid, extra)
+        return TokenizerOutput(recon=recon, tokens=self._tokens(q.ids, grid), losses=losses, stats=stats)
+
+    def _training_latents(self, z_q: torch.Tensor) -> torch.Tensor:
+        """What the decoder sees in the training pass (the quantized latents as they are)."""
+        return z_q
+
+    def _training_terms(
+        self, q: QuantizerOutput, grid: tuple[int, int], extra: Any
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The training pass's losses and stats beyond the reconstruction (the quantizer's own)."""
+        return q.losses, q.stats
 
     def last_decoder_weight(self) -> torch.Tensor:
         return self.decoder.last_layer

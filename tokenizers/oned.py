@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from vtok.tokenizers.grid import check_images
 
 from vtok.config import build_component, component
 from vtok.errors import VtokError
 from vtok.interfaces import Tokenizer, TokenizerOutput
 from vtok.registry import register
+from vtok.tokenizers.grid import check_images
 from vtok.tokens import Tokens
 
 
@@ -86,9 +86,9 @@ class OneDTokenizer(Tokenizer):
     ) -> torch.Tensor:
         x = self.from_code(z_q)  # (B, N, width)
         x = self.ordering.fill(x, lengths, self.decoder.mask_token)
-        if images is not None and hasattr(self.decoder, "training_recon"):
+        if images is not None:
             # A generative (flow) decoder trains on a one-step estimate of the image it is shown.
-            return self.decoder.training_recon(x, images)
+            return self.decoder.training_recon(x, lengths, images)
         return self.decoder(x, lengths)  # (B, 3, H, W)
 
     def decode(self, tokens: Tokens) -> torch.Tensor:

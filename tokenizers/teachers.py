@@ -61,7 +61,7 @@ class EffNetTeacher(Teacher):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from vtok.tokenizers.losses.perceptual import load_effnet_lite0
+        from vtok.backbones import load_effnet_lite0
 
         if cfg.stage not in (0, 1, 2, 3, 4):
             raise VtokError("effnet_lite0 teacher: stage must be 0..4")

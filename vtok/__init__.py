@@ -41,7 +41,7 @@ __all__ = [
 def load_config(config: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A preset (YAML path or mapping) with dotted overrides, resolved and type-checked."""
     from vtok.config import apply_overrides, read_yaml
-    from vtok.training import RunConfig
+    from vtok.presets import RunConfig
 
     raw = read_yaml(config) if isinstance(config, str | Path) else dict(config)
     return apply_overrides(RunConfig, raw, list(overrides))

@@ -38,15 +38,53 @@ class TokenizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class Encoder(nn.Module):
+    """images (B, 3, H, W) in [-1, 1] -> latents.
+
+    A grid encoder returns (B, out_channels, H/f, W/f); a 1D encoder returns
+    (B, num_latent_tokens, out_channels) and sets ``num_latent_tokens``.
+    """
+
+    out_channels: int
+    downsample_factor: int
+    num_latent_tokens: int | None = None
+
+
+class Decoder(nn.Module):
+    """Quantized latents -> images (B, 3, H, W), unbounded (about [-1, 1]).
+
+    A grid decoder reads (B, in_channels, h, w); a 1D decoder reads (B, N, in_channels)
+    with positions past each sample's length already filled with ``mask_token``.
+    """
+
+    in_channels: int
+    mask_token: nn.Parameter  # 1D decoders only
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The output layer's weight, for the GAN loss's adaptive weight."""
+        raise NotImplementedError
+
+    def training_recon(self, latents: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The reconstruction the loss sees in training; a generative decoder returns its estimate of ``images``."""
+        return self(latents, lengths)
+
+
 class Quantizer(nn.Module):
     """Maps (B, L, D) latents to codes; ``lookup`` is the exact inverse of the ids it returns.
 
     Subclasses set ``codebook_sizes`` (one entry per code of a position) and ``dim``.
     Quantization always runs in float32, also under autocast.
+
+    Optional abilities, declared here so no family probes for them: ``prefix_decodable``
+    (``lookup`` takes the first d of C codes), ``token_scales`` (multi-scale layouts)
+    and ``code_vectors`` (one latent per token for the AR side).
     """
 
     codebook_sizes: tuple[int, ...]
     dim: int
+    prefix_decodable: bool = False
+    token_scales: tuple[tuple[int, int], ...] | None = None
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         raise NotImplementedError
@@ -63,9 +101,19 @@ class Quantizer(nn.Module):
         """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``."""
         return self.forward(latents).ids
 
+    def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L', C) -> (B, L', D): one latent per token position (``lookup`` unless positions are scales)."""
+        return self.lookup(ids)
+
 
 class Tokenizer(Pretrained, nn.Module):
-    """Images <-> discrete tokens. Images are (B, 3, H, W) float in [-1, 1]."""
+    """Images <-> discrete tokens. Images are (B, 3, H, W) float in [-1, 1].
+
+    ``num_tokens`` is the longest prefix of a variable-length 1D tokenizer (whose
+    ``encode`` takes ``num_tokens``); None for layouts of a fixed size.
+    """
+
+    num_tokens: int | None = None
 
     def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
         raise NotImplementedError

@@ -8,6 +8,8 @@ stride-2 3x3 downsampling after (0, 1, 0, 1) padding, nearest x2 upsampling then
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -34,6 +36,13 @@ class ResnetBlock(nn.Module):
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.nin_shortcut(x) + h
+
+
+def zero_init_block(block: ResnetBlock) -> ResnetBlock:
+    """A residual block that starts as the identity: its last conv is zeroed."""
+    nn.init.zeros_(block.conv2.weight)
+    nn.init.zeros_(block.conv2.bias)
+    return block
 
 
 class AttnBlock(nn.Module):
@@ -100,3 +109,27 @@ def attention_levels(levels: list[int], num_levels: int) -> set[int]:
             raise ValueError(f"attention level {level} is outside the {num_levels} levels")
         out.add(level % num_levels)
     return out
+
+
+@dataclass
+class ViTShape:
+    """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
+
+    image_size: int = 256
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    num_latent_tokens: int = 32
+
+
+@dataclass
+class PatchShape:
+    """What the patch encoder and decoder share: patch size, width and residual blocks of the latent grid,
+    latent channels."""
+
+    patch_size: int = 8
+    width: int = 128
+    num_blocks: int = 2
+    z_channels: int = 64

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm.auto import tqdm
 
 from vtok.interfaces import Tokenizer
 from vtok.tokens import Tokens
+
+
+def reconstruct_with(tokenizer: Tokenizer, num_tokens: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images (B, 3, H, W) in [-1, 1] -> decode(encode(images)) in float32, clamped to [-1, 1]."""
+    kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return tokenizer.decode(tokenizer.encode(images, **kwargs)).float().clamp(-1, 1)
+
+    return run
 
 
 @torch.inference_mode()

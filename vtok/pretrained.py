@@ -19,7 +19,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def _unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State dict with contiguous CPU copies (safetensors refuses shared or strided storage)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
@@ -38,16 +38,28 @@ class Pretrained:
         config = {"format_version": FORMAT_VERSION, "kind": "model", "model": self.spec}
         with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            save_file(_unique_state(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            save_file(unique_state(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         return Path(directory)
 
     def fingerprint(self) -> str:
-        """sha256 over the config and every weight: token files record it, decode checks it."""
+        """sha256 over the config and every weight: token files record it, decode checks it.
+
+        Cached: hashing every weight takes seconds for a large model, and the cache is
+        keyed by each tensor's in-place version counter, so training steps or a
+        ``load_state_dict`` recompute it.
+        """
+        state = self.state_dict()
+        key = tuple((name, t.data_ptr(), t._version) for name, t in state.items())
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         h = hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
+        for name, tensor in sorted(state.items()):
             h.update(name.encode())
             h.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:16]
+        value = h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = (key, value)
+        return value
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:

@@ -70,8 +70,12 @@ def write_shards(
     flip: bool = True,
     batch_size: int = 16,
     progress: bool = True,
+    tokenizer_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Encode ``source`` at ``size`` x ``size`` (ADM center crop) into shards in ``out``; returns the index."""
+    """Encode ``source`` at ``size`` x ``size`` (ADM center crop) into shards in ``out``; returns the index.
+
+    ``tokenizer_dir``, the tokenizer's folder, is recorded so AR training can decode its samples.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items, classes = labelled_items(source)
@@ -101,6 +105,7 @@ def write_shards(
         "count": count,
         "layout": layout,
         "tokenizer_hash": fingerprint,
+        "tokenizer": None if tokenizer_dir is None else str(Path(tokenizer_dir).resolve()),
         "classes": classes,
         "image_size": size,
         "flip": flip,
@@ -226,3 +231,15 @@ def shard_batches(
         flips = np.random.default_rng([seed, epoch, pos, rank]).random(batch_size) < 0.5
         yield shards.batch(idx, [bool(f) and flip for f in flips])
         k += 1
+
+
+def check_trained_on(model_dir: str | Path, tokenizer) -> None:
+    """A one-line error where the AR model in ``model_dir`` was trained on another tokenizer's tokens."""
+    trained_on = Path(model_dir) / "shards.json"
+    if not trained_on.is_file():
+        return
+    expected = json.loads(trained_on.read_text()).get("tokenizer_hash")
+    if expected and expected != tokenizer.fingerprint():
+        raise VtokError(
+            f"{model_dir} was trained on tokens of tokenizer {expected}; this tokenizer is {tokenizer.fingerprint()}"
+        )

@@ -33,10 +33,6 @@ class CodeUsage:
             column = column[column >= 0]  # -1: a residual level skipped by quantize dropout
             self.counts[c] += torch.bincount(column.reshape(-1), minlength=size).double()
 
-    def merge(self, other: CodeUsage) -> None:
-        for mine, theirs in zip(self.counts, other.counts, strict=True):
-            mine += theirs
-
     def compute(self) -> list[dict[str, float]]:
         out = []
         for counts in self.counts:
@@ -47,6 +43,7 @@ class CodeUsage:
             out.append(
                 {
                     "usage": float((counts > 0).double().mean()),
+                    "distinct": int((counts > 0).sum()),
                     "entropy_bits": entropy,
                     "perplexity": 2.0**entropy,
                     "max_entropy_bits": math.log2(len(counts)),
@@ -54,6 +51,14 @@ class CodeUsage:
                 }
             )
         return out
+
+
+COLLAPSE_USAGE = 0.1
+
+
+def usage_verdict(usage: float, threshold: float = COLLAPSE_USAGE) -> str:
+    """Codebook usage in words: a user reads "collapsed" where a share might be overlooked."""
+    return f"collapsed ({usage:.1%} of the codes in use)" if usage < threshold else f"healthy ({usage:.1%} in use)"
 
 
 def batch_code_stats(ids: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:

@@ -170,8 +170,12 @@ def save_tokens(
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_tokens(path: str | Path) -> TokenFile:
-    """Read a token file written by :func:`save_tokens`; one-line errors for anything else."""
+def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
+    """Read a token file written by :func:`save_tokens`; one-line errors for anything else.
+
+    With ``expect`` (a tokenizer), a file written by any other tokenizer is refused:
+    its ids would decode to noise.
+    """
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"token file not found: {path}")
@@ -194,4 +198,10 @@ def load_tokens(path: str | Path) -> TokenFile:
         scales=None if layout["scales"] is None else tuple(tuple(s) for s in layout["scales"]),
     )
     names = json.loads(metadata.get("names", "[]")) or None
-    return TokenFile(tokens, metadata.get("tokenizer_hash", ""), tensors.get("labels"), names)
+    file = TokenFile(tokens, metadata.get("tokenizer_hash", ""), tensors.get("labels"), names)
+    if expect is not None and file.tokenizer_hash != expect.fingerprint():
+        raise VtokError(
+            f"{path} was written by another tokenizer ({file.tokenizer_hash}, this one is "
+            f"{expect.fingerprint()}); decode with the tokenizer that encoded it"
+        )
+    return file

@@ -1,5 +1,9 @@
-"""What every vtok training run shares: its config, EMA weights, the lr schedule,
-atomic checkpoints that resume exactly, and JSONL metrics."""
+"""What every vtok training run shares: the :class:`Trainer` loop (accelerator, resume,
+EMA, the lr / log / sample / save cadence, the final save), EMA weights, the lr
+schedule, atomic checkpoints that resume exactly, and JSONL metrics.
+
+A family's trainer subclasses :class:`Trainer` and supplies only what differs: the
+model and optimisers, the batches, one optimisation step, and its sample grid."""
 
 from __future__ import annotations
 
@@ -8,53 +12,22 @@ import json
 import math
 import random
 import shutil
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
-from vtok.config import component
+from vtok.config import instantiate
 from vtok.data import DataConfig
 from vtok.errors import VtokError
 from vtok.io import atomic_dir, atomic_path
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping. ``batch_size`` is per device and per micro-step;
-    the effective batch is batch_size x grad_accum x number of processes."""
-
-    steps: int = 100_000
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.05
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float | None = 0.999
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 0
-    log_every: int = 50
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    sample_every: int = 1000
-
-
-@dataclass
-class RunConfig:
-    """A whole YAML preset: the model, its loss, training and data."""
-
-    model: dict = component("model")
-    loss: dict | None = component("loss", optional=True)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+from vtok.presets import TrainConfig
 
 
 def accelerator_available() -> bool:
@@ -136,8 +109,9 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    save_file(state, str(path))
+    from vtok.pretrained import unique_state
+
+    save_file(unique_state(module), str(path))
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
@@ -247,3 +221,152 @@ class MetricsLog:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+# --- the loop ------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run: accelerator, resume, EMA, metrics, the lr/log/sample/save cadence, the final save.
+
+    Subclasses build the model and optimisers (:meth:`build`), give the batches
+    (:meth:`batches`), run one optimisation step (:meth:`train_step`) and may add
+    window statistics to the log (:meth:`window_stats`), a sample grid
+    (:meth:`save_samples`) and files beside the released model (:meth:`finalize`).
+    Every optimiser follows the same schedule: its ``base_lr`` times :func:`lr_factor`.
+    """
+
+    progress_name = "train"
+
+    def __init__(self, cfg: dict[str, Any], run: str | Path, progress: bool = True):
+        from accelerate.utils import set_seed
+
+        self.cfg = cfg
+        self.run = Path(run)
+        self.tcfg: TrainConfig = instantiate(TrainConfig, cfg["train"])
+        self.dcfg: DataConfig = instantiate(DataConfig, cfg["data"])
+        self.accelerator = open_run(cfg, self.run, self.tcfg)
+        self.main = self.accelerator.is_main_process
+        model = self.build()
+        self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay else None
+        self.step = 0
+        self.resumed_from = latest_checkpoint(self.run)
+        if self.resumed_from is not None:
+            self.step = load_checkpoint(self.accelerator, self.resumed_from, self._weights(model), self._optimizers())
+        else:
+            set_seed(self.tcfg.seed + self.accelerator.process_index)
+        self.model = self.accelerator.prepare(model)
+        self.prepare_others()
+        if self.ema is not None:
+            self.ema.model.to(self.accelerator.device)
+        resume_step = self.step if self.resumed_from else None
+        self.metrics = MetricsLog(self.run / "metrics.jsonl", resume_step) if self.main else None
+        self.progress = progress and self.main
+
+    # --- what a family supplies ------------------------------------------------------
+
+    def build(self) -> nn.Module:
+        """Build the model (unprepared), and the optimisers and other modules in ``self.optimizers`` etc."""
+        raise NotImplementedError
+
+    def prepare_others(self) -> None:
+        """Hand the optimisers (and any other module) to ``self.accelerator.prepare``."""
+        raise NotImplementedError
+
+    def checkpoint_modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Modules saved in a checkpoint besides EMA (``model`` is unwrapped)."""
+        return {"model": model}
+
+    def raw_optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, float]]:
+        """Each optimiser (unwrapped) with its base learning rate."""
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[Any]:
+        """This rank's endless batches from the current step on."""
+        raise NotImplementedError
+
+    def train_step(self, micro: list[Any]) -> tuple[dict[str, float], int]:
+        """One optimisation step over ``grad_accum`` micro-batches -> (logs, samples seen on this rank)."""
+        raise NotImplementedError
+
+    def window_stats(self) -> dict[str, float]:
+        """Statistics over the logging window (the window then restarts)."""
+        return {}
+
+    def save_samples(self) -> None:
+        """Write ``samples/step_N.png`` (main process)."""
+
+    def finalize(self, final: Path) -> None:
+        """Files written beside the released model (main process)."""
+
+    def on_logged(self, record: dict[str, Any]) -> None:
+        """Called on every rank after each log record is made (e.g. to raise an alarm)."""
+
+    # --- the shared machinery --------------------------------------------------------
+
+    def _weights(self, model: nn.Module) -> dict[str, nn.Module]:
+        weights = self.checkpoint_modules(model)
+        if self.ema is not None:
+            weights["ema"] = self.ema.model
+        return weights
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {name: getattr(opt, "optimizer", opt) for name, (opt, _) in self.raw_optimizers().items()}
+
+    def released_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.accelerator.unwrap_model(self.model)
+
+    def save_checkpoint(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        save_checkpoint(
+            self.accelerator, self.run, self.step, self._weights(model), self._optimizers(), self.tcfg.keep_checkpoints
+        )
+
+    def _set_lr(self) -> None:
+        # The schedule is a function of the step alone, so nothing about it needs saving.
+        factor = lr_factor(self.step, self.tcfg)
+        for opt, base in self.raw_optimizers().values():
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def train(self) -> Path:
+        """Run to ``train.steps``; returns the folder of the released model (``RUN/final``)."""
+        t, acc = self.tcfg, self.accelerator
+        batches = self.batches()
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=self.progress_name)
+        tick, seen, shown = time.perf_counter(), 0, {}
+        while self.step < t.steps:
+            self._set_lr()
+            self.model.train()
+            logs, count = self.train_step([next(batches) for _ in range(t.grad_accum)])
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(self.model), self.step)
+            self.step += 1
+            seen += count * acc.num_processes
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                window = self.window_stats()
+                record = {"step": self.step, **logs, "lr": t.lr * lr_factor(self.step - 1, t), **window}
+                record[f"{self.throughput_unit}_per_s"] = seen / max(time.perf_counter() - tick, 1e-9)
+                if self.metrics is not None:
+                    self.metrics.write(record)
+                tick, seen = time.perf_counter(), 0
+                shown = {k: f"{v:.3g}" for k, v in window.items() if isinstance(v, float)}
+                self.on_logged(record)
+            bar.set_postfix(loss=f"{logs['loss' if 'loss' in logs else 'total']:.4f}", **shown)
+            if (self.step % t.sample_every == 0 or self.step == t.steps) and self.main:
+                # Samples never touch the training RNG (building a model for them draws from it), so a
+                # resumed run continues exactly as an uninterrupted one.
+                with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
+                    self.save_samples()
+            if self.step % t.save_every == 0 or self.step == t.steps:
+                self.save_checkpoint()
+        bar.close()
+        final = self.run / "final"
+        if self.main:
+            self.released_model().save_pretrained(final)
+            self.finalize(final)
+        acc.wait_for_everyone()
+        return final
+
+    throughput_unit = "images"

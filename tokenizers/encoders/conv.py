@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.interfaces import Encoder
 from vtok.layers import AttnBlock, Downsample, MidBlock, ResnetBlock, attention_levels, group_norm
 from vtok.registry import register
 
 
 @register("encoder", "conv")
-class ConvEncoder(nn.Module):
+class ConvEncoder(Encoder):
     """conv_in -> per level: res blocks (+ attention) and a stride-2 downsample -> mid -> conv_out.
 
     The downsampling factor is 2 ** (len(ch_mult) - 1).

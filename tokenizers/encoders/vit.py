@@ -16,6 +16,8 @@ from einops import rearrange
 from torch import nn
 
 from vtok.errors import VtokError
+from vtok.interfaces import Encoder
+from vtok.layers import ViTShape
 from vtok.registry import register
 
 
@@ -30,21 +32,8 @@ def latent_attention_mask(patches: int, latents: int, causal: bool) -> torch.Ten
     return allowed
 
 
-@dataclass
-class ViTShape:
-    """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
-
-    image_size: int = 256
-    patch_size: int = 16
-    width: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    num_latent_tokens: int = 32
-
-
 @register("encoder", "vit1d")
-class ViTLatentEncoder(nn.Module):
+class ViTLatentEncoder(Encoder):
     """images (B, 3, H, W) in [-1, 1] -> (B, N, width) latent-token features."""
 
     @dataclass

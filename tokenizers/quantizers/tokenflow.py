@@ -97,14 +97,19 @@ class SharedMultiScaleQuantizer(Quantizer):
         for s in scales:
             r = F.adaptive_avg_pool2d(residual, s) if s != side else residual  # (B, D, s, s)
             flat = rearrange(r, "b d h w -> (b h w) d")
-            idx = self._select(flat)  # (B*s*s,)
-            q = rearrange(self.codebook[idx], "(b h w) d -> b d h w", b=z.shape[0], h=s)
-            q = F.interpolate(q, size=(side, side), mode="bicubic") if s != side else q
+            idx = rearrange(self._select(flat), "(b n) -> b n", b=z.shape[0])  # (B, s*s)
+            q = self._scale_codes(idx, s, side)  # (B, D, side, side)
             z_hat = z_hat + q
             residual = residual - q
-            ids.append(rearrange(idx, "(b n) -> b n", b=z.shape[0]))
+            ids.append(idx)
             inputs.append(flat)
         return z_hat, ids, inputs
+
+    def _scale_codes(self, idx: torch.Tensor, s: int, side: int) -> torch.Tensor:
+        """(B, s*s) ids of one scale -> (B, D, side, side): their codes upsampled to the last scale (-1: zeros)."""
+        q = rearrange(self.codebook[idx.clamp(min=0)], "b (h w) d -> b d h w", h=s)
+        q = q * (idx >= 0).to(q.dtype).view(idx.shape[0], 1, s, s)
+        return F.interpolate(q, size=(side, side), mode="bicubic") if s != side else q
 
     @torch.no_grad()
     def _ema_update(self, ids: list[torch.Tensor], inputs: list[torch.Tensor]) -> None:
@@ -170,14 +175,8 @@ class SharedMultiScaleQuantizer(Quantizer):
             raise VtokError(
                 f"tokenflow ids need {expected} positions over scales {self.cfg.scales}, got {ids.shape[1]}"
             )
-        z_hat = torch.zeros(ids.shape[0], self.dim, side, side, device=ids.device)
-        start = 0
-        for s in self.cfg.scales:
-            part = ids[:, start : start + s * s, 0]  # (B, s*s)
-            start += s * s
-            q = rearrange(self.codebook[part.clamp(min=0)], "b (h w) d -> b d h w", h=s)
-            q = q * (part >= 0).float().view(ids.shape[0], 1, s, s)
-            z_hat = z_hat + (F.interpolate(q, size=(side, side), mode="bicubic") if s != side else q)
+        parts = ids[..., 0].split([s * s for s in self.cfg.scales], dim=1)  # (B, s*s) per scale
+        z_hat = sum(self._scale_codes(part, s, side) for part, s in zip(parts, self.cfg.scales))
         return rearrange(z_hat, "b d h w -> b (h w) d")
 
     def extra_repr(self) -> str:

@@ -15,6 +15,22 @@ from vtok.registry import register
 from vtok.stats import batch_code_stats
 
 
+def code_entropy_loss(x: torch.Tensor, codes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """LlamaGen's entropy loss: (B, L, D) inputs, (K, D) codes -> mean per-sample entropy - entropy of the mean.
+
+    vector-quantize-pytorch has only the batch-entropy (diversity) term; LlamaGen's
+    also sharpens each sample's code distribution, so both are here.
+    """
+    x = rearrange(x, "b l d -> (b l) d")
+    distance = (x * x).sum(-1, keepdim=True) - 2 * x @ codes.t() + (codes * codes).sum(-1)  # (N, K)
+    log_probs = F.log_softmax(-distance / temperature, dim=-1)
+    probs = log_probs.exp()
+    sample_entropy = -(probs * log_probs).sum(-1).mean()
+    avg = probs.mean(0)
+    avg_entropy = -(avg * torch.log(avg + 1e-5)).sum()
+    return sample_entropy - avg_entropy
+
+
 @register("quantizer", "vq")
 class VQ(Quantizer):
     """One codebook, one code per position: ids are (B, L, 1).
@@ -46,7 +62,10 @@ class VQ(Quantizer):
     def __init__(self, cfg: Config):
         super().__init__()
         if cfg.cosine and not cfg.ema:
-            raise VtokError("quantizer: cosine codebooks are updated by EMA only; set ema: true or cosine: false")
+            raise VtokError(
+                "quantizer: vq's cosine codebooks are updated by EMA only; for a cosine codebook learned by "
+                "gradient (LlamaGen) use the vq_learned quantizer"
+            )
         self.cfg = cfg
         self.dim = cfg.dim
         self.codebook_sizes = (cfg.codebook_size,)
@@ -85,17 +104,8 @@ class VQ(Quantizer):
         return x, codes
 
     def _entropy_loss(self, x: torch.Tensor) -> torch.Tensor:
-        # vector-quantize-pytorch has only the batch-entropy (diversity) term; LlamaGen's
-        # entropy loss also sharpens each sample's code distribution, so both are here.
         x, codes = self._codes_and_inputs(x)
-        x = rearrange(x, "b l d -> (b l) d")
-        distance = (x * x).sum(-1, keepdim=True) - 2 * x @ codes.t() + (codes * codes).sum(-1)  # (N, K)
-        probs = F.softmax(-distance / self.cfg.entropy_temperature, dim=-1)
-        log_probs = F.log_softmax(-distance / self.cfg.entropy_temperature, dim=-1)
-        sample_entropy = -(probs * log_probs).sum(-1).mean()
-        avg = probs.mean(0)
-        avg_entropy = -(avg * torch.log(avg + 1e-5)).sum()
-        return sample_entropy - avg_entropy
+        return code_entropy_loss(x, codes, self.cfg.entropy_temperature)
 
     @torch.no_grad()
     def quantize_ids(self, latents: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from vtok.errors import VtokError
 from vtok.eval.lpips import load_lpips, lpips_per_image
 from vtok.eval.metric import MetricUnavailable
 from vtok.eval.psnr import psnr_per_image
 from vtok.eval.ssim import ssim_per_image
-
-from vtok.errors import VtokError
 from vtok.tokens import Tokens
 
 # name -> (per-image score, True when higher is better)
@@ -71,7 +71,7 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     name, threshold = parse_target(target)
     check_available(name, images.device)
     score_fn = TARGETS[name][0]
-    if not hasattr(tokenizer, "num_tokens"):
+    if tokenizer.num_tokens is None:
         raise VtokError("adaptive length (--target, --max-tokens) needs a variable-length 1D tokenizer")
     full = tokenizer.encode(images)
     n = min(max_tokens or full.num_positions, full.num_positions)

@@ -71,7 +71,14 @@ def cmd_encode(args: argparse.Namespace) -> None:
         if len(args.inputs) != 1 or args.size is None:
             raise VtokError("--shards encodes one data source (builtin or a folder) and needs --size")
         index = write_shards(
-            tokenizer, args.inputs[0], args.size, args.out, args.shards, not args.no_flip, args.batch_size
+            tokenizer,
+            args.inputs[0],
+            args.size,
+            args.out,
+            args.shards,
+            not args.no_flip,
+            args.batch_size,
+            tokenizer_dir=args.tokenizer,
         )
         print(
             f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}"
@@ -79,7 +86,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         return
     names, images = load_inputs(args.inputs, args.size)
     if args.target is not None:
-        from vtok.tokenizers.adaptive import encode_adaptive
+        from vtok.eval.adaptive import encode_adaptive
 
         if args.num_tokens is not None:
             raise VtokError("give --target or --num-tokens, not both")
@@ -109,13 +116,8 @@ def cmd_decode(args: argparse.Namespace) -> None:
     from vtok.pipeline import decode_batched
     from vtok.tokens import load_tokens
 
-    file = load_tokens(args.tokens)
     tokenizer = vtok.load(args.tokenizer)
-    if file.tokenizer_hash != tokenizer.fingerprint():
-        raise VtokError(
-            f"{args.tokens} was written by another tokenizer ({file.tokenizer_hash}, this one is "
-            f"{tokenizer.fingerprint()}); decode with the tokenizer that encoded it"
-        )
+    file = load_tokens(args.tokens, expect=tokenizer)
     images = decode_batched(tokenizer, file.tokens, args.batch_size)
     out = Path(args.out)
     names = file.names or [f"{i:06d}" for i in range(len(images))]
@@ -151,11 +153,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from vtok.demo import run_demo
+    from vtok.cli.demo import run_demo
 
     result = run_demo(args.out, args.overrides)
-    rows = {k: v for k, v in result.items() if not isinstance(v, dict)}
-    print(f"held-out reconstructions: {Path(args.out) / 'heldout.png'}  (top: originals, bottom: reconstructions)")
+    rows = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
+    rows["classic_vq psnr (same bits)"] = result["classic_vq"]["psnr"]
+    rows["colour_error (R, G, B)"] = ", ".join(f"{e:+.3f}" for e in result["colour_error"])
+    print(f"held-out reconstructions: {Path(args.out) / 'heldout.png'}  (originals above reconstructions)")
     print(_table(rows))
 
 
@@ -203,19 +207,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.sample import SamplingConfig, generate
     from vtok.images import make_grid, save_image
+    from vtok.shards import check_trained_on
     from vtok.tokens import save_tokens
 
     model = vtok.load(args.model)
     if not isinstance(model, GPT):
         raise VtokError(f"{args.model} is not an AR model")
     tokenizer = vtok.load(args.tokenizer)
-    trained_on = Path(args.model) / "shards.json"
-    if trained_on.is_file():
-        expected = json.loads(trained_on.read_text()).get("tokenizer_hash")
-        if expected and expected != tokenizer.fingerprint():
-            raise VtokError(
-                f"{args.model} was trained on tokens of tokenizer {expected}; {args.tokenizer} is {tokenizer.fingerprint()}"
-            )
+    check_trained_on(args.model, tokenizer)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.cfg, args.cfg_schedule, args.seed)
     if args.classes:
         labels = torch.tensor(_int_list(args.classes, "--classes")).repeat_interleave(args.per_class)

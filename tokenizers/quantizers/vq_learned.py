@@ -1,0 +1,85 @@
+"""The VQGAN / LlamaGen quantizer: a codebook learned by gradient, optionally l2-normalised.
+
+Written by hand because vector-quantize-pytorch refuses a cosine codebook learned by
+gradient (``VectorQuantize(use_cosine_sim=True, learnable_codebook=True)`` asserts),
+and that is LlamaGen's published setting: codes and inputs l2-normalised, the
+codebook pulled to the inputs by ``|sg(z) - e|^2`` and the encoder by ``beta |z -
+sg(e)|^2``, uniform init in [-1/K, 1/K], no k-means init and no restarts. It is here
+so a recipe study can compare the published dynamics with the library's (EMA,
+k-means init, dead-code restarts) on the same network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+from vtok.tokenizers.quantizers.vq import code_entropy_loss
+
+
+@register("quantizer", "vq_learned")
+class LearnedVQ(Quantizer):
+    """One codebook learned by gradient: ids (B, L, 1), ``z_q`` straight-through."""
+
+    @dataclass
+    class Config:
+        dim: int = 8
+        codebook_size: int = 16384
+        l2_norm: bool = True
+        beta: float = 0.25  # commitment weight; the codebook term has weight 1
+        entropy_weight: float = 0.0
+        entropy_temperature: float = 0.01
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.codebook_sizes = (cfg.codebook_size,)
+        self.embedding = nn.Embedding(cfg.codebook_size, cfg.dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / cfg.codebook_size, 1.0 / cfg.codebook_size)
+
+    def _codes(self) -> torch.Tensor:
+        codes = self.embedding.weight.float()
+        return F.normalize(codes, dim=-1) if self.cfg.l2_norm else codes
+
+    def _prepare(self, latents: torch.Tensor) -> torch.Tensor:
+        x = latents.float()
+        return F.normalize(x, dim=-1) if self.cfg.l2_norm else x
+
+    def _nearest(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        flat = rearrange(x, "b l d -> (b l) d")
+        distance = (flat * flat).sum(-1, keepdim=True) - 2 * flat @ codes.t() + (codes * codes).sum(-1)  # (N, K)
+        return rearrange(distance.argmin(-1), "(b l) -> b l", b=x.shape[0])
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, 1)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            x = self._prepare(latents)  # (B, L, D)
+            codes = self._codes()  # (K, D)
+            ids = self._nearest(x, codes)  # (B, L)
+            q = codes[ids]  # (B, L, D)
+            losses = {
+                "codebook": F.mse_loss(q, x.detach()),
+                "commit": self.cfg.beta * F.mse_loss(x, q.detach()),
+            }
+            if self.training and self.cfg.entropy_weight > 0:
+                losses["entropy"] = self.cfg.entropy_weight * code_entropy_loss(x, codes, self.cfg.entropy_temperature)
+            z_q = x + (q - x).detach()  # straight-through
+        stats = batch_code_stats(ids, self.cfg.codebook_size)
+        return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
+
+    @torch.no_grad()
+    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            return self._nearest(self._prepare(latents), self._codes()).unsqueeze(-1)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> z_q: (B, L, D) float32."""
+        return self._codes()[ids[..., 0]]
