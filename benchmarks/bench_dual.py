@@ -1,5 +1,6 @@
-"""Trained tokenizers on the built-in crops: PSNR on the training and held-out crops, held-out SSIM, and for
-dual-codebook tokenizers the cosine of ``semantic_features(tokens)`` to the teacher's features.
+"""Trained tokenizers on the built-in crops: PSNR on the training and held-out crops, held-out SSIM, for
+dual-codebook tokenizers the cosine of ``semantic_features(tokens)`` to the teacher's features, and for
+residual tokenizers the PSNR decoded from every first d levels.
 
     python benchmarks/bench_dual.py RUN/final [RUN/final ...] [--size 64] [--out benchmarks/dual_seeds.json]
 """
@@ -18,6 +19,7 @@ import vtok
 from vtok.builtin import builtin_crops
 from vtok.eval import PSNR, SSIM
 from vtok.images import pil_to_tensor
+from vtok.tokenizers.dual import DualTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +33,17 @@ def score(tokenizer: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[st
         psnr = PSNR()
         psnr.update(images, recon)
         row[f"{split}_psnr"] = round(psnr.compute()["PSNR"], 3)
+        if tokenizer.quantizer.prefix_decodable:  # residual levels: decode from every first d
+            for d in range(1, len(tokens.codebook_sizes)):
+                partial = PSNR()
+                partial.update(images, tokenizer.decode(tokens.levels(d)))
+                row[f"{split}_psnr_depth{d}"] = round(partial.compute()["PSNR"], 3)
         if split != "heldout":
             continue
         ssim = SSIM()
         ssim.update(images, recon)
         row["heldout_ssim"] = round(ssim.compute()["SSIM"], 4)
-        if hasattr(tokenizer, "semantic_features"):
+        if isinstance(tokenizer, DualTokenizer):
             teacher = rearrange(tokenizer.teacher_features(images, tokens.grid), "b c h w -> b (h w) c")
             cosine = F.cosine_similarity(tokenizer.semantic_features(tokens), teacher, dim=-1).mean()
             row["semantic_cosine"] = round(float(cosine), 4)

@@ -4,7 +4,8 @@
                                       [--out benchmarks/recipe.json]
 
 Every row trains the same steps x batch x image size on the built-in photographs
-(``vq_demo.yaml`` with the row's overrides, through ``vtok train``'s own trainer) and is
+(``vq_demo.yaml``, or the study's base, with the row's overrides, through ``vtok train``'s
+own trainer) and is
 scored on the 182 training crops and the 52 held-out crops: PSNR, held-out codebook
 usage and the largest per-channel mean colour error on held-out crops. The classic
 codecs at the same bits (k-means VQ of raw 8x8 patches fitted on the training stream,
@@ -57,9 +58,18 @@ class Continuous(Quantizer):
         return QuantizerOutput(latents.float(), torch.zeros(*latents.shape[:2], 1, dtype=torch.long))
 
 
+# Every row but "default" changes one thing of the study's base: vq_demo.yaml with the codebook EMA decay
+# and commitment weight the study started from (the default is the base with the winners of those two).
+BASE = ["model.quantizer.decay=0.99", "model.quantizer.commitment_weight=0.25"]
+
 # name -> (what it changes, overrides, seeds)
 ROWS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
-    "default": ("vtok's demo recipe (vq_demo.yaml)", [], (0, 1)),
+    "default": (
+        "vtok's demo recipe (vq_demo.yaml): the base with codebook EMA decay 0.8 and commitment 1.0",
+        [],
+        (0, 1),
+    ),
+    "base": ("the study's base: vq_demo with codebook EMA decay 0.99 and commitment 0.25", [], (0, 1)),
     "jitter_weak": (
         "colour jitter [0.4, 0.4, 0.4, 0.1] (the 1D demo's; default [0.4, 0.6, 0.6, 0.5])",
         ["data.color_jitter=[0.4,0.4,0.4,0.1]"],
@@ -77,6 +87,8 @@ ROWS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     "blocks_1": ("1 residual block per side (default 2)", [o.format(n=1) for o in BLOCKS], (0,)),
     "blocks_4": ("4 residual blocks per side", [o.format(n=4) for o in BLOCKS], (0,)),
     "refine_2": ("2 full-resolution refinement blocks", ["model.decoder.refine_blocks=2"], (0,)),
+    "decay_0.8": ("codebook EMA decay 0.8 (vector-quantize-pytorch's default)", [f"{VQ}.decay=0.8"], (0, 1)),
+    "commit_1.0": ("commitment weight 1.0 (vector-quantize-pytorch's default)", [f"{VQ}.commitment_weight=1.0"], (0,)),
     "no_kmeans": ("no k-means codebook init", [f"{VQ}.kmeans_init=false"], (0,)),
     "no_restart": ("no dead-code restart", [f"{VQ}.dead_code_threshold=0.0"], (0,)),
     "no_rotation": ("straight-through instead of the rotation trick", [f"{VQ}.rotation_trick=false"], (0,)),
@@ -139,6 +151,7 @@ class NoSampleTrainer(TokenizerTrainer):
 
 def run_row(name: str, seed: int, steps: int, work: Path) -> dict[str, float]:
     _, overrides, _ = ROWS[name]
+    overrides = overrides if name == "default" else [*BASE, *overrides]
     cfg = vtok.load_config(
         PRESET, [*overrides, f"train.steps={steps}", f"train.seed={seed}", "train.sample_every=100000"]
     )

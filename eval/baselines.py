@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -75,10 +76,13 @@ def from_patches(patches: torch.Tensor, batch: int, height: int, patch: int) -> 
 def _kmeans(points: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     # scikit-learn's Lloyd k-means (k-means++ init); a fit is seconds at these sizes.
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     if len(points) < k:
         raise ValueError(f"k-means with {k} centroids needs at least {k} points, got {len(points)}")
-    fit = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed).fit(points.double().numpy())
+    with warnings.catch_warnings():  # flat images repeat points: fewer distinct clusters than k is expected
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=seed).fit(points.double().numpy())
     return torch.from_numpy(fit.cluster_centers_).float()
 
 

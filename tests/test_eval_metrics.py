@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 from PIL import Image
 
 from vtok.eval.bins import FACE_EDGES, TEXT_EDGES, bin_index, binned_means
@@ -172,3 +173,22 @@ def test_gfid_against_reference_statistics(tmp_path):
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros((2, 8, 8, 3)))
     with pytest.raises(VtokError, match="no 'mu'/'sigma'"):
         GenerationFID(str(tmp_path / "bad.npz"))
+
+
+def test_classic_vq_codes_k_flat_patches_exactly_at_the_tokenizers_bits():
+    from vtok.eval.baselines import BlockMeans, ClassicVQ, classic_scores
+
+    k, p = 16, 8
+    colours = torch.linspace(-0.9, 0.9, k)[:, None] * torch.tensor([1.0, -0.5, 0.25])  # K distinct flat patches
+    grid = torch.arange(2 * 8 * 8) % k  # 2 images of 8x8 patches, every colour used
+    images = rearrange(colours[grid], "(b h w) c -> b c h w", b=2, h=8)
+    images = images.repeat_interleave(p, 2).repeat_interleave(p, 3)  # (2, 3, 64, 64)
+    classic = ClassicVQ(p, k).fit(images)
+    assert torch.allclose(classic.reconstruct(images), images, atol=1e-5)
+    tokenizer_bits = 8 * 8 * math.log2(k)  # an f8 tokenizer with K codes: 64 tokens of log2(K) bits
+    assert classic.bits_per_image(64, 64) == tokenizer_bits
+    assert BlockMeans(p, k).fit(images).palette.shape == (k, 3)
+    # Residual k-means at depth 2 is exact from the first level on and spends twice the bits.
+    rows = classic_scores(p, k, 2, images, {"x": images})
+    assert rows["classic_vq"]["bits"] == 2 * tokenizer_bits and rows["classic_vq_d1"]["x"] > 60
+    assert set(rows) >= {"classic_vq", "classic_vq_d1", "block_means", "jpeg", "webp"}

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vtok.errors import VtokError
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
@@ -133,3 +135,8 @@ class PatchShape:
     width: int = 128
     num_blocks: int = 2
     z_channels: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("width", *(["refine_width"] if hasattr(self, "refine_width") else [])):
+            if getattr(self, name) % 32:
+                raise VtokError(f"{name} must be a multiple of 32 (the blocks' GroupNorm has 32 groups)")

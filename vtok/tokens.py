@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,12 +120,6 @@ class Tokens:
                 raise VtokError("cannot concatenate tokens of different layouts")
         lengths = None if first.lengths is None else torch.cat([p.lengths for p in parts])
         return dataclasses.replace(first, ids=torch.cat([p.ids for p in parts]), lengths=lengths)
-
-    def bits_per_image(self) -> torch.Tensor:
-        """(B,) float: bits to store each sample's valid tokens at log2(codebook) bits each."""
-        per_position = sum(math.log2(s) for s in self.codebook_sizes)
-        count = self.lengths if self.lengths is not None else torch.full((self.batch_size,), self.num_positions)
-        return count.float() * per_position
 
     def layout(self) -> dict[str, Any]:
         """The JSON-able description of everything but the ids."""
