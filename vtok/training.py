@@ -237,6 +237,7 @@ class Trainer:
     """
 
     progress_name = "train"
+    throughput_unit = "images"  # what the logged *_per_s counts
 
     def __init__(self, cfg: dict[str, Any], run: str | Path, progress: bool = True):
         from accelerate.utils import set_seed
@@ -333,7 +334,9 @@ class Trainer:
         """Run to ``train.steps``; returns the folder of the released model (``RUN/final``)."""
         t, acc = self.tcfg, self.accelerator
         batches = self.batches()
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc=self.progress_name)
+        bar = tqdm(
+            total=t.steps, initial=self.step, disable=not self.progress, desc=self.progress_name, dynamic_ncols=True
+        )
         tick, seen, shown = time.perf_counter(), 0, {}
         while self.step < t.steps:
             self._set_lr()
@@ -368,5 +371,3 @@ class Trainer:
             self.finalize(final)
         acc.wait_for_everyone()
         return final
-
-    throughput_unit = "images"
