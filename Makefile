@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,eval]"
 	touch $@
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench fuzz
 demo: $(VENV)/.installed
 	$(VENV)/bin/vtok demo --out vtok-demo
 
@@ -21,3 +21,6 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_vq.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py
+
+fuzz: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/fuzz.py --seconds 300

@@ -15,19 +15,25 @@ from tqdm.auto import tqdm
 
 from vtok.ar_models.gpt import GPT
 from vtok.ar_models.layers import KVCache
+from vtok.config import NON_NEGATIVE, POSITIVE, Range, check_ranges, ranged
 from vtok.errors import VtokError
 from vtok.tokens import Tokens
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
-    cfg_scale: float = 1.0  # 1.0: the conditional model alone
+    """How tokens are drawn; the ranges also type ``vtok generate``'s flags."""
+
+    temperature: float = ranged(1.0, POSITIVE)  # greedy decoding is top_k = 1
+    top_k: int = ranged(0, NON_NEGATIVE)  # 0: off
+    top_p: float = ranged(1.0, Range(0, 1, low_open=True))  # 1.0: off
+    cfg_scale: float = ranged(1.0, NON_NEGATIVE)  # 1.0: the conditional model alone; 0: the unconditional one
     cfg_schedule: Literal["constant", "linear"] = "constant"  # linear: 1 -> cfg_scale over the sequence
     seed: int = 0
     use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "sampling")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -66,7 +66,7 @@ def _load_json(path: Path) -> list:
     if not path.is_file():
         raise VtokError(f"annotation file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(errors="replace"))
     except json.JSONDecodeError as e:
         raise VtokError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
     if not isinstance(data, list):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from vtok.errors import VtokError
 from vtok.eval.evaluate import IMAGE_METRICS, evaluate
 from vtok.interfaces import Tokenizer
-from vtok.io import atomic_path
+from vtok.io import atomic_path, dumps_json
 from vtok.pipeline import reconstruct_with
 
 
@@ -52,7 +51,7 @@ def write_rate_distortion(rows: list[dict[str, Any]], out: str | Path, name: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "rate_distortion.json") as tmp:
-        Path(tmp).write_text(json.dumps({"name": name, "rows": rows}, indent=2, default=float) + "\n")
+        Path(tmp).write_text(dumps_json({"name": name, "rows": rows}, indent=2, default=float) + "\n")
     columns = [c for c in rows[0] if c != "tokens" and not c.endswith("_std")]
     fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
     for ax, col in zip(axes[0], columns, strict=True):

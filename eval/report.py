@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 from pathlib import Path
@@ -13,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vtok.eval.evaluate import EvalResult
 from vtok.images import make_grid, save_image
-from vtok.io import atomic_path
+from vtok.io import atomic_path, dumps_json
 
 # Leaderboard column order; columns of metrics that did not run are left out.
 _ORDER = ("gfid", "gfd_effnet_lite0", "rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0", "codebook", "text", "face")
@@ -105,7 +104,7 @@ def write_report(result: EvalResult, out: str | Path, name: str, extra: dict[str
         **(extra or {}),
     }
     with atomic_path(out / "results.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2, default=float) + "\n")
+        Path(tmp).write_text(dumps_json(report, indent=2, default=float) + "\n")
     with atomic_path(out / "results.md") as tmp:
         Path(tmp).write_text(markdown(result, name))
     if result.grid is not None:

@@ -54,3 +54,43 @@ def test_malformed_yaml(tmp_path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(VtokError, match="not valid YAML"):
         vtok.build(path)
+
+
+def _ranged_fields():
+    """(dataclass, where, field) for every ranged field of the presets and of every registered part."""
+    import dataclasses
+
+    from vtok import registry
+    from vtok.ar_models.sample import SamplingConfig
+    from vtok.data import DataConfig
+    from vtok.presets import TrainConfig
+
+    registry.load_parts()
+    owners = [(TrainConfig, "train"), (DataConfig, "data"), (SamplingConfig, "sampling")]
+    owners += [
+        (cls.Config, f"{kind}:{name}") for kind, table in registry._REGISTRY.items() for name, cls in table.items()
+    ]
+    for cls, where in owners:
+        for f in dataclasses.fields(cls):
+            if "range" in f.metadata:
+                yield pytest.param(cls, f, id=f"{where}.{f.name}")
+
+
+@pytest.mark.parametrize("cls,field", list(_ranged_fields()))
+def test_every_ranged_field_refuses_a_value_just_outside_naming_the_key(cls, field):
+    """Ranges are declared on the field; resolve() must enforce each one (and NaN) with the key in the message."""
+    import typing
+
+    from vtok.config import resolve
+
+    valid = field.metadata["range"]
+    bad = (
+        valid.low - (0 if valid.low_open else 1)
+        if valid.low is not None
+        else valid.high + (0 if valid.high_open else 1)
+    )
+    kind = typing.get_type_hints(cls)[field.name]
+    listed = typing.get_origin(kind) is list
+    for value in [bad, float("nan")] if "float" in str(kind) else [bad]:
+        with pytest.raises(VtokError, match=rf"'x\.{field.name}(\[0\])?'.*(must be|finite)"):
+            resolve(cls, {field.name: [value] if listed else value}, "x")

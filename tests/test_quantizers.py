@@ -118,3 +118,26 @@ def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
         ids = q.quantize_ids(proj(torch.randn(4, side * side, 4) * 2))
     for level in range(ids.shape[-1]):
         assert len(torch.unique(ids[..., level])) > 1, f"{name}: level {level} uses one code"
+
+
+@pytest.mark.parametrize("name,options", list(cases()))
+def test_evaluation_changes_no_state(name, options):
+    """A fresh quantizer used in eval mode keeps its weights: k-means init and EMA updates are training steps."""
+    torch.manual_seed(0)
+    q = build_component("quantizer", {"name": name, **options}).eval()
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    with torch.no_grad():
+        q(torch.randn(2, 16, q.dim))
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["vq", "rvq"])
+@pytest.mark.parametrize("batch", [4, 256])
+def test_dead_code_threshold_is_a_share_of_the_mean_use_at_any_batch(name, batch):
+    """The restart threshold follows vectors per step / K, so batch 4 does not restart every code every step."""
+    q = build_component("quantizer", {"name": name, "dim": 8, "codebook_size": 1024, "dead_code_share": 0.5}).train()
+    q(torch.randn(batch, 16, 8))
+    codebooks = [q.vq._codebook] if name == "vq" else [layer._codebook for layer in q.rvq.layers]
+    for codebook in codebooks:
+        assert codebook.threshold_ema_dead_code == pytest.approx(0.5 * batch * 16 / 1024)
+        assert codebook.reset_cluster_size == pytest.approx(batch * 16 / 1024)

@@ -5,14 +5,18 @@ fields are those of the registered class's ``Config`` dataclass. A dataclass fie
 that holds a nested component is declared with :func:`component`, naming the
 registry kind it draws from. :func:`resolve` turns raw YAML into a complete,
 type-checked tree (every default filled in), so what is saved in ``config.json``
-rebuilds exactly the same object. Unknown keys and wrong types raise
-:class:`~vtok.errors.VtokError` naming the dotted key.
+rebuilds exactly the same object. Unknown keys, wrong types, non-finite numbers
+and values outside a field's declared :class:`Range` raise
+:class:`~vtok.errors.VtokError` naming the dotted key. The same ranges type the
+CLI's flags (:func:`number_arg`), so a value is checked alike wherever it enters.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -35,6 +39,84 @@ def component(kind: str, default: Mapping[str, Any] | None = None, optional: boo
     return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The interval a numeric value must lie in; an open end (``low_open``) excludes the bound."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range, or None when it is in."""
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self}, got {value}" if below or above else None
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
+        if self.low is None:
+            return f"{'less than' if self.high_open else 'at most'} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+UNIT = Range(0, 1)  # shares, ratios
+DECAY = Range(0, 1, high_open=True)  # EMA decays, Adam betas
+
+
+def ranged(default: Any, valid: Range) -> Any:
+    """Declare a numeric dataclass field (or a list of numbers) whose values must lie in ``valid``."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"range": valid})
+    return dataclasses.field(default=default, metadata={"range": valid})
+
+
+def number_arg(kind: type, valid: Range) -> typing.Callable[[str], Any]:
+    """An argparse ``type`` reading an int or float that must lie in ``valid``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        problem = valid.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
+
+def field_arg(cls: type, name: str) -> typing.Callable[[str], Any]:
+    """The argparse ``type`` of a CLI flag that sets field ``name`` of dataclass ``cls``: its type and range."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    kind = typing.get_type_hints(cls)[name]
+    return number_arg(kind, f.metadata.get("range", Range()))
+
+
+def check_ranges(obj: Any, where: str) -> None:
+    """Check every ranged field of dataclass instance ``obj`` (for objects built in code, not from YAML)."""
+    for f in dataclasses.fields(obj):
+        if "range" in f.metadata:
+            _check_range(f.metadata["range"], getattr(obj, f.name), f"{where}.{f.name}")
+
+
+def _check_range(valid: Range, value: Any, where: str) -> None:
+    for v in value if isinstance(value, list) else [value]:
+        problem = None if v is None else valid.problem(v)
+        if problem:
+            _fail(where, problem)
+
+
 def _fail(where: str, message: str) -> typing.NoReturn:
     raise VtokError(f"config key '{where}': {message}")
 
@@ -48,6 +130,9 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None: X's own message says more than "expected X | None"
+            return _check_value(options[0], value, where)
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
@@ -80,11 +165,13 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
         # PyYAML reads "1e-4" (no dot) as a string: accept numeric strings here.
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 _fail(where, f"expected a number, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             _fail(where, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            _fail(where, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -143,6 +230,8 @@ def resolve(cls: type, raw: Mapping[str, Any] | None, where: str = "") -> dict[s
             out[name] = resolve(hints[name], dataclasses.asdict(value), key)
         else:
             out[name] = _check_value(hints[name], value, key)
+            if "range" in f.metadata:
+                _check_range(f.metadata["range"], out[name], key)
     return out
 
 
@@ -178,7 +267,21 @@ def build_component(kind: str, spec: Mapping[str, Any], where: str = "") -> Any:
     """Instantiate the registered ``kind`` named in ``spec`` with its validated config."""
     resolved = resolve_component(kind, spec, where or kind)
     cls = registry.lookup(kind, resolved["name"])
-    obj = cls(instantiate(cls.Config, {k: v for k, v in resolved.items() if k != "name"}))
+    try:
+        obj = cls(instantiate(cls.Config, {k: v for k, v in resolved.items() if k != "name"}))
+    except VtokError:
+        raise
+    except (ValueError, RuntimeError, ZeroDivisionError, IndexError, AssertionError) as err:
+        # Values every field accepts alone can still be impossible together (a width no head count divides).
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise VtokError(f"config key '{where or kind}': cannot build {kind} {resolved['name']!r}: {reason}") from None
+    if hasattr(obj, "named_parameters"):  # a torch module (config itself does not import torch)
+        empty = next(((n, tuple(p.shape)) for n, p in obj.named_parameters() if p.numel() == 0), None)
+        if empty is not None:
+            raise VtokError(
+                f"config key '{where or kind}': builds an empty layer ({empty[0]} has shape {empty[1]}); "
+                "a width, channel count or size is 0"
+            )
     obj.spec = resolved
     return obj
 
@@ -190,17 +293,49 @@ def _join(prefix: str, key: str) -> str:
 # --- files and overrides ------------------------------------------------------
 
 
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_VALUES = 100_000  # values after expanding aliases: a preset has a few hundred
+
+
+def _count_values(node: Any, budget: int) -> int:
+    """Values in ``node`` with aliases expanded, stopping as soon as ``budget`` is spent (so it stays cheap)."""
+    stack, count = [node], 0
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` refusing alias bombs: shared nodes that expand past ``MAX_YAML_VALUES`` values."""
+    data = yaml.safe_load(text)
+    if _count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise VtokError(f"expands to more than {MAX_YAML_VALUES} values (nested YAML aliases?)")
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; one-line errors for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise VtokError(f"config file {path} is over {MAX_YAML_BYTES // 1000} kB; a preset is a few kB")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         raise VtokError(f"config file {path} is not valid YAML{at}") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise VtokError(f"config file {path} is not a YAML text file") from None
+    except VtokError as err:
+        raise VtokError(f"config file {path}: {err}") from None
     if not isinstance(data, dict):
         raise VtokError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -212,9 +347,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise VtokError(f"override {text!r} must look like key.subkey=value")
     try:
-        parsed = yaml.safe_load(value) if value else ""
+        parsed = safe_yaml(value) if value else ""
     except yaml.YAMLError:
         parsed = value
+    except VtokError as err:
+        raise VtokError(f"override {key}: {err}") from None
     return key.split("."), parsed
 
 

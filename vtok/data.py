@@ -19,10 +19,16 @@ import torch
 from PIL import Image
 
 from vtok.builtin import WINDOWS_PER_PHOTO, builtin_crops, photo, photo_names
+from vtok.config import NON_NEGATIVE, Range, ranged
 from vtok.errors import VtokError
 from vtok.images import IMAGE_EXTENSIONS, center_crop_arr, load_image, pil_to_tensor
 
 log = logging.getLogger("vtok.data")
+
+IMAGE_SIZE = Range(8)  # any image side vtok resizes to: training crops, --size, --resolution
+# Without --size an input is encoded at its own size; past this many pixels the activations of a tokenizer
+# outgrow a workstation's memory (a 10000 x 10000 photograph needs tens of GB), so vtok asks for --size.
+MAX_INPUT_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -50,10 +56,10 @@ class DataConfig:
     """
 
     source: str = "builtin"
-    image_size: int = 256
+    image_size: int = ranged(256, IMAGE_SIZE)
     random_crop: bool = False
     random_flip: bool = True
-    num_workers: int = 0
+    num_workers: int = ranged(0, NON_NEGATIVE)
     held_out: str = "builtin"
     crop_scale: list[float] | None = None
     color_jitter: list[float] | None = None
@@ -261,7 +267,7 @@ def load_inputs(inputs: Sequence[str], size: int | None) -> tuple[list[str], tor
         explicit = path.is_file()
         for file in list_images(path):
             try:
-                image = load_image(file)
+                image = load_image(file, max_pixels=None if size is not None else MAX_INPUT_PIXELS)
             except VtokError as err:
                 if explicit:
                     raise

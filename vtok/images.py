@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +36,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as 8-bit RGB; a :class:`VtokError` for missing or unreadable files."""
+def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """Open an image file as 8-bit RGB; a :class:`VtokError` for missing, unreadable or too large files.
+
+    ``max_pixels`` is checked from the header, before any pixel is decoded. PIL's
+    decompression-bomb guard (over twice its ``MAX_IMAGE_PIXELS``) reads as an
+    unreadable file, like any other.
+    """
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # Between PIL's limit and twice it PIL only warns; the budget below is the check that matters here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise VtokError(
+                    f"{path} is {w}x{h} ({w * h / 1e6:.0f} MP), more than {max_pixels / 1e6:.0f} MP to encode at its "
+                    "own size; pass --size (e.g. --size 256) to resize it"
+                )
             im.load()
             return to_rgb(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except Image.DecompressionBombError:
+        raise VtokError(f"cannot read image {path}: over PIL's decompression-bomb pixel limit") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise VtokError(f"cannot read image {path}: {err.__class__.__name__}") from None
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
+import math
+import numbers
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -31,6 +37,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask).
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename is None or str(err.filename) == str(tmp_path):  # name the file the user asked for
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -62,3 +72,51 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (nan, inf) replaced by None, through dicts and lists."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy floats too
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON (RFC 8259): no NaN or Infinity tokens, which strict parsers reject; they become null."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
+def _as_os_error(err: Exception, path: str | Path) -> OSError:
+    """A library's write failure as the OSError it wraps: safetensors and torch report ENOSPC in their own types."""
+    text = str(err)
+    code = re.search(r"(?:code:|errno) ?(\d+)", text)
+    number = int(code.group(1)) if code else errno.EIO
+    return OSError(number, os.strerror(number), str(path))
+
+
+def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file`` whose disk errors (full, read-only) surface as ``OSError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as err:
+        raise _as_os_error(err, path) from None
+
+
+def write_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` of plain state (optimizer, RNG) whose disk errors surface as ``OSError``."""
+    import torch
+
+    try:
+        torch.save(obj, path)
+    except RuntimeError as err:
+        if "writ" not in str(err).lower():
+            raise
+        raise _as_os_error(err, path) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vtok.config import component
+from vtok.config import AT_LEAST_1, DECAY, NON_NEGATIVE, POSITIVE, UNIT, component, ranged
 from vtok.data import DataConfig
 from vtok.stats import COLLAPSE_USAGE
 
@@ -19,27 +19,27 @@ class TrainConfig:
     """Optimisation and bookkeeping. ``batch_size`` is per device and per micro-step;
     the effective batch is batch_size x grad_accum x number of processes."""
 
-    steps: int = 100_000
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.05
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float | None = 0.999
+    steps: int = ranged(100_000, AT_LEAST_1)
+    batch_size: int = ranged(8, AT_LEAST_1)
+    grad_accum: int = ranged(1, AT_LEAST_1)
+    lr: float = ranged(1e-4, POSITIVE)
+    disc_lr: float = ranged(1e-4, POSITIVE)
+    betas: list[float] = ranged([0.9, 0.95], DECAY)
+    weight_decay: float = ranged(0.05, NON_NEGATIVE)
+    warmup_steps: int = ranged(0, NON_NEGATIVE)
+    min_lr_ratio: float = ranged(0.1, UNIT)
+    grad_clip: float = ranged(1.0, NON_NEGATIVE)  # 0: no clipping
+    ema_decay: float | None = ranged(0.999, DECAY)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
-    log_every: int = 50
-    save_every: int = 1000
-    keep_checkpoints: int = 2
-    sample_every: int = 1000
+    log_every: int = ranged(50, AT_LEAST_1)
+    save_every: int = ranged(1000, AT_LEAST_1)
+    keep_checkpoints: int = ranged(2, AT_LEAST_1)
+    sample_every: int = ranged(1000, AT_LEAST_1)
     # Codebook-collapse alarm, read at every log after warmup: usage is the share of codes used over the
     # logging window (of as many as the window's tokens could use), perplexity that of the window's ids.
-    collapse_usage: float = COLLAPSE_USAGE
-    collapse_perplexity: float = 0.0
+    collapse_usage: float = ranged(COLLAPSE_USAGE, NON_NEGATIVE)
+    collapse_perplexity: float = ranged(0.0, NON_NEGATIVE)
     stop_on_collapse: bool = False
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vtok.errors import VtokError
-from vtok.io import atomic_dir
+from vtok.io import atomic_dir, write_safetensors
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -38,7 +38,7 @@ class Pretrained:
         config = {"format_version": FORMAT_VERSION, "kind": "model", "model": self.spec}
         with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            save_file(unique_state(self), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            write_safetensors(unique_state(self), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         return Path(directory)
 
     def fingerprint(self) -> str:
@@ -72,7 +72,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise VtokError(f"{directory} is not a vtok model folder (no {CONFIG_NAME})")
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except ValueError:  # bad JSON or bytes that are not UTF-8
         raise VtokError(f"{path} is not valid JSON") from None
     if not isinstance(config, dict) or "model" not in config:
         raise VtokError(f"{path} is not a vtok model config (no 'model' entry)")

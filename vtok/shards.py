@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vtok.builtin import builtin_crops, photo_names
 from vtok.data import list_images
 from vtok.errors import VtokError
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
-from vtok.io import atomic_path
+from vtok.io import atomic_path, write_safetensors
 from vtok.tokens import TOKEN_FILE_FORMAT
 
 SHARD_INDEX = "index.json"
@@ -94,7 +93,7 @@ def write_shards(
         tensors, layout, skipped = _encode_chunk(tokenizer, chunk, size, flip, batch_size)
         meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+            write_safetensors(tensors, tmp, metadata=meta)
         names.append(name)
         count += len(tensors["labels"])
         if skipped:

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vtok.errors import VtokError
-from vtok.io import atomic_path
+from vtok.io import atomic_path, write_safetensors
 
 TOKEN_FILE_FORMAT = "vtok.tokens/1"
 
@@ -160,7 +160,7 @@ def save_tokens(
         "names": json.dumps(names or []),
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(tensors, tmp, metadata=metadata)
 
 
 def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
@@ -182,15 +182,25 @@ def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
         raise VtokError(f"{path} is not a token file (not safetensors: {err})") from None
     if metadata.get("format") != TOKEN_FILE_FORMAT or "ids" not in tensors:
         raise VtokError(f"{path} is not a vtok token file (format {metadata.get('format')!r})")
-    layout = json.loads(metadata["layout"])
-    tokens = Tokens(
-        ids=tensors["ids"],
-        codebook_sizes=tuple(layout["codebook_sizes"]),
-        grid=None if layout["grid"] is None else tuple(layout["grid"]),
-        lengths=tensors.get("lengths"),
-        scales=None if layout["scales"] is None else tuple(tuple(s) for s in layout["scales"]),
-    )
-    names = json.loads(metadata.get("names", "[]")) or None
+    try:
+        layout = json.loads(metadata["layout"])
+        tokens = Tokens(
+            ids=tensors["ids"],
+            codebook_sizes=tuple(layout["codebook_sizes"]),
+            grid=None if layout["grid"] is None else tuple(layout["grid"]),
+            lengths=tensors.get("lengths"),
+            scales=None if layout["scales"] is None else tuple(tuple(s) for s in layout["scales"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise VtokError(f"{path} is a damaged token file (its layout: {err.__class__.__name__})") from None
+    try:
+        names = json.loads(metadata.get("names", "[]")) or None
+    except ValueError:
+        raise VtokError(f"{path} is a damaged token file (its names are not JSON)") from None
+    count = tokens.ids.shape[0]
+    for what, value in (("names", names), ("labels", tensors.get("labels")), ("lengths", tokens.lengths)):
+        if value is not None and len(value) != count:
+            raise VtokError(f"{path} is a damaged token file: {len(value)} {what} for {count} images")
     file = TokenFile(tokens, metadata.get("tokenizer_hash", ""), tensors.get("labels"), names)
     if expect is not None and file.tokenizer_hash != expect.fingerprint():
         raise VtokError(

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from vtok.config import instantiate
 from vtok.data import DataConfig
 from vtok.errors import VtokError
-from vtok.io import atomic_dir, atomic_path
+from vtok.io import atomic_dir, atomic_path, dumps_json, write_safetensors, write_torch
 from vtok.presets import TrainConfig
 
 
@@ -41,7 +41,10 @@ def check_run_config(run: Path, cfg: dict[str, Any]) -> None:
     """A run folder belongs to one model, loss and data; only ``train`` may change on resume."""
     path = run / "config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise VtokError(f"{path} is not valid JSON; this is not a run folder vtok can resume") from None
         for key in ("model", "loss", "data"):
             if old.get(key) != cfg.get(key):
                 raise VtokError(f"{run} holds a run with a different '{key}' config; use a new --out folder")
@@ -58,6 +61,7 @@ def open_run(cfg: dict[str, Any], run: Path, tcfg: TrainConfig):
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         check_run_config(run, cfg)
+        remove_stale_temporaries(run)
     accelerator.wait_for_everyone()
     set_seed(tcfg.seed)  # identical initialisation on every rank
     return accelerator
@@ -111,7 +115,7 @@ def latest_checkpoint(run: Path) -> Path | None:
 def save_weights(module: nn.Module, path: Path) -> None:
     from vtok.pretrained import unique_state
 
-    save_file(unique_state(module), str(path))
+    write_safetensors(unique_state(module), path)
 
 
 def load_weights(module: nn.Module, path: Path) -> None:
@@ -168,7 +172,7 @@ def save_checkpoint(
     if acc.is_main_process:
         staging.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
-    torch.save(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
+    write_torch(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
     acc.wait_for_everyone()
     if acc.is_main_process:
         with atomic_dir(target) as tmp:
@@ -176,7 +180,7 @@ def save_checkpoint(
                 f.rename(tmp / f.name)
             for name, module in weights.items():
                 save_weights(module, tmp / f"{name}.safetensors")
-            torch.save({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
+            write_torch({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
             (tmp / "state.json").write_text(json.dumps({"step": step, "processes": acc.num_processes}))
         staging.rmdir()
         write_pointer(run, target)
@@ -201,26 +205,51 @@ def load_checkpoint(
     return int(state["step"])
 
 
+def _records(text: str) -> list[dict[str, Any]]:
+    """Parsed JSONL records; a torn line (a write cut by power loss or a full disk) is dropped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            out.append(record)
+    return out
+
+
 class MetricsLog:
-    """Append-only JSONL metrics; on resume, lines past the resumed step are dropped
-    so the curve continues exactly where the checkpoint left it."""
+    """Append-only JSONL metrics; on resume, lines past the resumed step (and any torn line) are
+    dropped so the curve continues exactly where the checkpoint left it."""
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         if resume_step is not None and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            kept = [r for r in _records(path.read_text(errors="replace")) if r["step"] <= resume_step]
             with atomic_path(path) as tmp:
-                tmp.write_text("".join(f"{line}\n" for line in kept))
+                tmp.write_text("".join(f"{dumps_json(r)}\n" for r in kept))
         elif resume_step is None and path.exists():
             path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_json(record) + "\n")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    """The records of a ``metrics.jsonl``, without a torn last line."""
+    return _records(Path(path).read_text(errors="replace"))
+
+
+def remove_stale_temporaries(run: Path) -> None:
+    """Delete what a run killed mid-write left behind: temporary and staging checkpoint folders."""
+    folder = run / "checkpoints"
+    stale_paths = [*run.glob(".*.tmp"), *folder.glob(".*.tmp"), *folder.glob(".*.old"), *folder.glob("*.staging")]
+    for stale in stale_paths:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -338,33 +367,35 @@ class Trainer:
             total=t.steps, initial=self.step, disable=not self.progress, desc=self.progress_name, dynamic_ncols=True
         )
         tick, seen, shown = time.perf_counter(), 0, {}
-        while self.step < t.steps:
-            self._set_lr()
-            self.model.train()
-            logs, count = self.train_step([next(batches) for _ in range(t.grad_accum)])
-            if self.ema is not None:
-                self.ema.update(acc.unwrap_model(self.model), self.step)
-            self.step += 1
-            seen += count * acc.num_processes
-            bar.update(1)
-            if self.step % t.log_every == 0 or self.step == t.steps:
-                window = self.window_stats()
-                record = {"step": self.step, **logs, "lr": t.lr * lr_factor(self.step - 1, t), **window}
-                record[f"{self.throughput_unit}_per_s"] = seen / max(time.perf_counter() - tick, 1e-9)
-                if self.metrics is not None:
-                    self.metrics.write(record)
-                tick, seen = time.perf_counter(), 0
-                shown = {k: f"{v:.3g}" for k, v in window.items() if isinstance(v, float)}
-                self.on_logged(record)
-            bar.set_postfix(loss=f"{logs['loss' if 'loss' in logs else 'total']:.4f}", **shown)
-            if (self.step % t.sample_every == 0 or self.step == t.steps) and self.main:
-                # Samples never touch the training RNG (building a model for them draws from it), so a
-                # resumed run continues exactly as an uninterrupted one.
-                with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
-                    self.save_samples()
-            if self.step % t.save_every == 0 or self.step == t.steps:
-                self.save_checkpoint()
-        bar.close()
+        try:
+            while self.step < t.steps:
+                self._set_lr()
+                self.model.train()
+                logs, count = self.train_step([next(batches) for _ in range(t.grad_accum)])
+                if self.ema is not None:
+                    self.ema.update(acc.unwrap_model(self.model), self.step)
+                self.step += 1
+                seen += count * acc.num_processes
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    window = self.window_stats()
+                    record = {"step": self.step, **logs, "lr": t.lr * lr_factor(self.step - 1, t), **window}
+                    record[f"{self.throughput_unit}_per_s"] = seen / max(time.perf_counter() - tick, 1e-9)
+                    if self.metrics is not None:
+                        self.metrics.write(record)
+                    tick, seen = time.perf_counter(), 0
+                    shown = {k: f"{v:.3g}" for k, v in window.items() if isinstance(v, float)}
+                    self.on_logged(record)
+                bar.set_postfix(loss=f"{logs['loss' if 'loss' in logs else 'total']:.4f}", **shown)
+                if (self.step % t.sample_every == 0 or self.step == t.steps) and self.main:
+                    # Samples never touch the training RNG (building a model for them draws from it), so a
+                    # resumed run continues exactly as an uninterrupted one.
+                    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
+                        self.save_samples()
+                if self.step % t.save_every == 0 or self.step == t.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()  # so an error line starts on a line of its own
         final = self.run / "final"
         if self.main:
             self.released_model().save_pretrained(final)

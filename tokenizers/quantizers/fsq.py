@@ -8,11 +8,12 @@ implicit codebook has ``prod(levels)`` entries.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from vector_quantize_pytorch import FSQ as LibraryFSQ
 
+from vtok.config import AT_LEAST_1, Range, ranged
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
@@ -24,8 +25,8 @@ class FSQ(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 6
-        levels: list[int] = field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
+        dim: int = ranged(6, AT_LEAST_1)
+        levels: list[int] = ranged([8, 8, 8, 5, 5, 5], Range(2))
 
     def __init__(self, cfg: Config):
         super().__init__()

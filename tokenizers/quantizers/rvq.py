@@ -14,10 +14,13 @@ from dataclasses import dataclass
 import torch
 from vector_quantize_pytorch import ResidualVQ
 
+from vtok.config import AT_LEAST_1, DECAY, NON_NEGATIVE, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
+
+from .upkeep import init_only_in_training, scale_dead_code_thresholds
 
 
 @register("quantizer", "rvq")
@@ -28,17 +31,22 @@ class ResidualQuantizer(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 256
-        depth: int = 4
-        codebook_size: int = 16384
+        dim: int = ranged(256, AT_LEAST_1)
+        depth: int = ranged(4, AT_LEAST_1)
+        codebook_size: int = ranged(16384, AT_LEAST_1)
         codebook_dim: int | None = None
         shared_codebook: bool = True
         cosine: bool = False
-        decay: float = 0.99
-        kmeans_init: bool = False
-        dead_code_threshold: float = 2.0
+        decay: float = ranged(0.99, DECAY)
+        kmeans_init: bool = True
+        dead_code_share: float = ranged(
+            0.5, NON_NEGATIVE
+        )  # restart a code under this share of a code's mean use (upkeep.py)
+        dead_code_threshold: float = ranged(
+            0.0, NON_NEGATIVE
+        )  # > 0: the library's absolute EMA count, in place of the share
         quantize_dropout: bool = True
-        commitment_weight: float = 0.25
+        commitment_weight: float = ranged(0.25, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -56,7 +64,7 @@ class ResidualQuantizer(Quantizer):
             use_cosine_sim=cfg.cosine,
             decay=cfg.decay,
             kmeans_init=cfg.kmeans_init,
-            threshold_ema_dead_code=cfg.dead_code_threshold,
+            threshold_ema_dead_code=cfg.dead_code_threshold or cfg.dead_code_share,
             quantize_dropout=cfg.quantize_dropout and cfg.depth > 1,
             commitment_weight=cfg.commitment_weight,
         )
@@ -64,7 +72,13 @@ class ResidualQuantizer(Quantizer):
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, depth)."""
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            z_q, ids, commit = self.rvq(latents.float())  # (B, L, D), (B, L, depth), (depth,)
+            codebooks = [layer._codebook for layer in self.rvq.layers]
+            if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
+                scale_dead_code_thresholds(
+                    codebooks, latents.shape[0] * latents.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share
+                )
+            with init_only_in_training(codebooks, self.training):
+                z_q, ids, commit = self.rvq(latents.float())  # (B, L, D), (B, L, depth), (depth,)
         # Levels skipped by quantize dropout come back as -1; they carry no code.
         stats = batch_code_stats(ids[..., 0].clamp(min=0), self.cfg.codebook_size)
         return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": commit.sum()}, stats=stats)

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 
+from vtok.config import AT_LEAST_1, DECAY, NON_NEGATIVE, UNIT, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
@@ -42,15 +43,16 @@ class SharedMultiScaleQuantizer(Quantizer):
 
     @dataclass
     class Config:
-        semantic_dim: int = 32
-        pixel_dim: int = 8
-        codebook_size: int = 16384
+        semantic_dim: int = ranged(32, AT_LEAST_1)
+        pixel_dim: int = ranged(8, AT_LEAST_1)
+        codebook_size: int = ranged(16384, AT_LEAST_1)
         scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
         pixel_weight: float = 1.0
-        decay: float = 0.99
-        dead_code_threshold: float = 1.0
-        commitment_weight: float = 0.25
-        scale_drop: float = 0.1  # training: chance of stopping after a random coarser scale
+        decay: float = ranged(0.99, DECAY)
+        dead_code_share: float = ranged(0.5, NON_NEGATIVE)  # restart under this share of a code's mean use
+        dead_code_threshold: float = ranged(0.0, NON_NEGATIVE)  # > 0: an absolute EMA count instead of the share
+        commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        scale_drop: float = ranged(0.1, UNIT)  # training: chance of stopping after a random coarser scale
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -124,7 +126,12 @@ class SharedMultiScaleQuantizer(Quantizer):
         n = self.ema_count.sum()
         smoothed = (self.ema_count + 1e-5) / (n + self.cfg.codebook_size * 1e-5) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        dead = self.ema_count < self.cfg.dead_code_threshold
+        if self.cfg.dead_code_threshold > 0:
+            threshold, reset = self.cfg.dead_code_threshold, 1.0
+        else:  # relative to this step's mean use of a code, so it means the same at every batch size
+            reset = float(count.sum()) / self.cfg.codebook_size
+            threshold = self.cfg.dead_code_share * reset
+        dead = self.ema_count < threshold
         if bool(dead.any()):
             # Restart dead codes on residuals of this batch; rank 0 picks, everyone copies.
             pick = torch.randint(0, vec.shape[0], (int(dead.sum()),), device=vec.device)
@@ -133,7 +140,7 @@ class SharedMultiScaleQuantizer(Quantizer):
                 dist.broadcast(fresh, 0)
             self.codebook[dead] = fresh
             self.ema_sum[dead] = fresh
-            self.ema_count[dead] = 1.0
+            self.ema_count[dead] = reset
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         """latents: (B, L, D) [semantic | pixel] -> z_q (B, L, D), ids (B, sum s^2, 1) over all scales."""

@@ -9,10 +9,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from vector_quantize_pytorch import VectorQuantize
 
+from vtok.config import AT_LEAST_1, DECAY, NON_NEGATIVE, POSITIVE, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
+
+from .upkeep import init_only_in_training, scale_dead_code_thresholds
 
 
 def code_entropy_loss(x: torch.Tensor, codes: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,7 +40,11 @@ class VQ(Quantizer):
 
     Training keeps the library's dynamics (EMA or learnable codebook, k-means
     init, dead-code restart, rotation trick, commitment loss; codebook statistics
-    synced across ranks). ``cosine`` l2-normalises inputs and codes (LlamaGen,
+    synced across ranks). By default the codebook starts as k-means of the first
+    batch and a code is restarted on a batch vector when its EMA use falls under
+    ``dead_code_share`` of the mean use of a code (``upkeep.py``), so the
+    codebook stays in use at any batch size; ``dead_code_threshold > 0`` sets the
+    library's absolute count instead. ``cosine`` l2-normalises inputs and codes (LlamaGen,
     ViT-VQGAN). With ``ema: false`` the codebook is learned by gradient: the
     library then lets the commitment term's gradient reach the codebook too, one
     weight for both. Quantization always runs in float32.
@@ -45,19 +52,22 @@ class VQ(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 8
-        codebook_size: int = 16384
+        dim: int = ranged(8, AT_LEAST_1)
+        codebook_size: int = ranged(16384, AT_LEAST_1)
         codebook_dim: int | None = None
         cosine: bool = True
         ema: bool = True
-        decay: float = 0.99
-        kmeans_init: bool = False
-        kmeans_iters: int = 10
-        dead_code_threshold: float = 0.0
+        decay: float = ranged(0.99, DECAY)
+        kmeans_init: bool = True
+        kmeans_iters: int = ranged(10, AT_LEAST_1)
+        dead_code_share: float = ranged(0.5, NON_NEGATIVE)
+        dead_code_threshold: float = ranged(
+            0.0, NON_NEGATIVE
+        )  # > 0: the library's absolute EMA count, in place of the share
         rotation_trick: bool = True
-        commitment_weight: float = 0.25
-        entropy_weight: float = 0.0
-        entropy_temperature: float = 0.01
+        commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        entropy_weight: float = ranged(0.0, NON_NEGATIVE)
+        entropy_temperature: float = ranged(0.01, POSITIVE)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -77,7 +87,7 @@ class VQ(Quantizer):
             decay=cfg.decay,
             kmeans_init=cfg.kmeans_init,
             kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.dead_code_threshold,
+            threshold_ema_dead_code=cfg.dead_code_threshold or cfg.dead_code_share,
             rotation_trick=cfg.rotation_trick,
             commitment_weight=cfg.commitment_weight,
             ema_update=cfg.ema,
@@ -88,7 +98,12 @@ class VQ(Quantizer):
         """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, 1)."""
         with torch.autocast(device_type=latents.device.type, enabled=False):
             x = latents.float()
-            z_q, ids, commit = self.vq(x)  # (B, L, D), (B, L)
+            if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
+                scale_dead_code_thresholds(
+                    [self.vq._codebook], x.shape[0] * x.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share
+                )
+            with init_only_in_training([self.vq._codebook], self.training):
+                z_q, ids, commit = self.vq(x)  # (B, L, D), (B, L)
             losses = {"commit": commit.reshape(())}
             if self.training and self.cfg.entropy_weight > 0:
                 losses["entropy"] = self.cfg.entropy_weight * self._entropy_loss(x)

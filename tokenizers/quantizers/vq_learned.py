@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
@@ -30,12 +31,12 @@ class LearnedVQ(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 8
-        codebook_size: int = 16384
+        dim: int = ranged(8, AT_LEAST_1)
+        codebook_size: int = ranged(16384, AT_LEAST_1)
         l2_norm: bool = True
-        beta: float = 0.25  # commitment weight; the codebook term has weight 1
-        entropy_weight: float = 0.0
-        entropy_temperature: float = 0.01
+        beta: float = ranged(0.25, NON_NEGATIVE)  # commitment weight; the codebook term has weight 1
+        entropy_weight: float = ranged(0.0, NON_NEGATIVE)
+        entropy_temperature: float = ranged(0.01, POSITIVE)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -7,12 +7,22 @@ with one line ``vtok: error: ...`` and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from vtok.config import AT_LEAST_1, number_arg
 from vtok.errors import VtokError
+
+COUNT = number_arg(int, AT_LEAST_1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with vtok's error contract: one ``vtok: error:`` line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vtok: error: {self.prog}: {message}\n")
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
@@ -20,7 +30,15 @@ def _add_tokenizer(p: argparse.ArgumentParser) -> None:
 
 
 def _add_batch(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=COUNT, default=16)
+
+
+def _add_size(p: argparse.ArgumentParser) -> None:
+    from vtok.data import IMAGE_SIZE
+
+    p.add_argument(
+        "--size", type=number_arg(int, IMAGE_SIZE), default=None, help="resize and center-crop to SIZE (ADM)"
+    )
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -39,8 +57,10 @@ def _table(rows: dict[str, object]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     import vtok
+    from vtok.outputs import check_out_dir
 
     cfg = vtok.load_config(args.config, args.overrides)
+    check_out_dir(args.out, [args.config], replaceable=lambda p: (p / "config.json").is_file(), kind="run folder")
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.train import train_ar
     from vtok.registry import lookup
@@ -61,15 +81,20 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
     import vtok
     from vtok.data import load_inputs
+    from vtok.outputs import check_out_dir, check_out_file, is_token_file
     from vtok.pipeline import encode_batched
     from vtok.tokens import save_tokens
 
+    if args.shards is not None:
+        if len(args.inputs) != 1 or args.size is None:
+            raise VtokError("--shards encodes one data source (builtin or a folder) and needs --size")
+        check_out_dir(args.out, [i for i in args.inputs if i != "builtin"], kind="shard folder")
+    else:
+        check_out_file(args.out, args.inputs, is_token_file, kind="token file")
     tokenizer = vtok.load(args.tokenizer)
     if args.shards is not None:
         from vtok.shards import write_shards
 
-        if len(args.inputs) != 1 or args.size is None:
-            raise VtokError("--shards encodes one data source (builtin or a folder) and needs --size")
         index = write_shards(
             tokenizer,
             args.inputs[0],
@@ -113,9 +138,11 @@ def cmd_encode(args: argparse.Namespace) -> None:
 def cmd_decode(args: argparse.Namespace) -> None:
     import vtok
     from vtok.images import save_image
+    from vtok.outputs import check_out_dir
     from vtok.pipeline import decode_batched
     from vtok.tokens import load_tokens
 
+    check_out_dir(args.out, [args.tokens], kind="decoded images")
     tokenizer = vtok.load(args.tokenizer)
     file = load_tokens(args.tokens, expect=tokenizer)
     images = decode_batched(tokenizer, file.tokens, args.batch_size)
@@ -131,11 +158,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     import vtok
     from vtok.data import load_inputs
-    from vtok.eval import psnr_per_image
+    from vtok.eval.psnr import PSNR_PROTOCOL, psnr_per_image
     from vtok.images import save_image
-    from vtok.io import atomic_path
+    from vtok.io import atomic_path, dumps_json
+    from vtok.outputs import check_out_dir
     from vtok.pipeline import decode_batched, encode_batched
 
+    check_out_dir(args.out, args.inputs, kind="reconstructions")
     tokenizer = vtok.load(args.tokenizer)
     names, images = load_inputs(args.inputs, args.size)
     recon = decode_batched(tokenizer, encode_batched(tokenizer, images, args.batch_size), args.batch_size)
@@ -147,13 +176,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         rows[Path(name).name] = float(values[i])
     rows["mean"] = float(values.mean())
     with atomic_path(out / "psnr.json") as tmp:
-        tmp.write_text(json.dumps({"psnr_db": rows, "protocol": "per image, 8-bit RGB on [0, 1]"}, indent=2))
+        tmp.write_text(dumps_json({"psnr_db": rows, "protocol": PSNR_PROTOCOL}, indent=2))
     print("PSNR (dB), original | reconstruction PNGs in", out)
     print(_table(rows))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from vtok.cli.demo import run_demo
+    from vtok.outputs import check_out_dir
+
+    check_out_dir(args.out, kind="demo folder")
 
     result = run_demo(args.out, args.overrides)
     rows = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
@@ -167,9 +199,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import vtok
     from vtok.eval.evaluate import evaluate
     from vtok.eval.report import table, write_report
+    from vtok.outputs import check_out_dir
 
     if (args.tokenizer is None) == (args.recon is None):
         raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
+    inputs = [p for p in (args.data, args.recon, args.tokenizer) if p and p != "builtin"]
+    check_out_dir(args.out, inputs, kind="report")
     tokenizer = vtok.load(args.tokenizer).eval() if args.tokenizer else None
     out = Path(args.out)
     result = evaluate(
@@ -207,9 +242,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.sample import SamplingConfig, generate
     from vtok.images import make_grid, save_image
+    from vtok.outputs import check_out_file, is_token_file
     from vtok.shards import check_trained_on
     from vtok.tokens import save_tokens
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise VtokError(f"--out {out} must name a .png file (the sample grid; the tokens go beside it)")
+    token_file = out.with_suffix(".safetensors")
+    check_out_file(token_file, [args.model, args.tokenizer], is_token_file, kind="token file")
+    check_out_file(out, [args.model, args.tokenizer], lambda p: is_token_file(token_file), kind="sample grid")
     model = vtok.load(args.model)
     if not isinstance(model, GPT):
         raise VtokError(f"{args.model} is not an AR model")
@@ -225,17 +267,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from vtok.pipeline import decode_batched
 
     images = decode_batched(tokenizer, tokens, args.batch_size)
-    out = Path(args.out)
     ncol = args.per_class if args.classes else min(8, len(images))
     save_image(make_grid(images, ncol=ncol), out)
-    token_file = out.with_suffix(".safetensors")
     save_tokens(token_file, tokens, tokenizer.fingerprint(), labels=labels)
     print(f"{len(images)} images -> {out} (tokens: {token_file})")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from vtok.convert import convert
+    from vtok.outputs import check_out_dir, is_model_folder
 
+    check_out_dir(args.out, [args.checkpoint], replaceable=is_model_folder, kind="vtok model folder")
     model = convert(args.source, args.checkpoint, args.out, config=args.config)
     n = sum(p.numel() for p in model.parameters()) / 1e6
     print(
@@ -244,7 +286,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vtok", description="Discrete visual tokenizers: train, encode, decode.")
+    from vtok.ar_models.sample import SamplingConfig
+    from vtok.config import field_arg
+
+    parser = _Parser(prog="vtok", description="Discrete visual tokenizers: train, encode, decode.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML preset; re-run to resume")
@@ -257,23 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="token file to write")
-    p.add_argument("--size", type=int, default=None, help="resize and center-crop to SIZE (ADM)")
+    _add_size(p)
     p.add_argument("--labels", default=None, help="comma-separated class labels, one per image")
     p.add_argument(
         "--shards",
-        type=int,
+        type=COUNT,
         default=None,
         metavar="N",
         help="encode a dataset (builtin or a folder) into a folder of N-image shards for AR training",
     )
     p.add_argument("--no-flip", action="store_true", help="with --shards: skip the horizontally flipped copies")
-    p.add_argument("--num-tokens", type=int, default=None, help="1D tokenizers: keep the first K tokens of every image")
+    p.add_argument(
+        "--num-tokens", type=COUNT, default=None, help="1D tokenizers: keep the first K tokens of every image"
+    )
     p.add_argument(
         "--target",
         default=None,
         help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8 or lpips=0.1",
     )
-    p.add_argument("--max-tokens", type=int, default=None, help="1D tokenizers: token budget per image")
+    p.add_argument("--max-tokens", type=COUNT, default=None, help="1D tokenizers: token budget per image")
     _add_batch(p)
     p.set_defaults(func=cmd_encode)
 
@@ -288,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(p)
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="folder for side-by-side PNGs and psnr.json")
-    p.add_argument("--size", type=int, default=None, help="resize and center-crop to SIZE (ADM)")
+    _add_size(p)
     _add_batch(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -307,13 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="folder of a trained AR model (RUN/final)")
     _add_tokenizer(p)
     p.add_argument("--classes", default=None, help="comma-separated class ids (one grid row each); none: unconditional")
-    p.add_argument("--per-class", type=int, default=4, help="samples per class")
-    p.add_argument("--num", type=int, default=8, help="unconditional samples")
-    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
+    p.add_argument("--per-class", type=COUNT, default=4, help="samples per class")
+    p.add_argument("--num", type=COUNT, default=8, help="unconditional samples")
+    sampling = SamplingConfig
+    p.add_argument(
+        "--cfg", type=field_arg(sampling, "cfg_scale"), default=1.0, help="classifier-free guidance scale (1: off)"
+    )
     p.add_argument("--cfg-schedule", default="constant", choices=["constant", "linear"])
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=field_arg(sampling, "temperature"), default=1.0)
+    p.add_argument("--top-k", type=field_arg(sampling, "top_k"), default=0, help="0: off")
+    p.add_argument("--top-p", type=field_arg(sampling, "top_p"), default=1.0, help="nucleus share; 1: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="grid PNG; the tokens go beside it as .safetensors")
     _add_batch(p)
@@ -327,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metrics", default="rfid,psnr,ssim,lpips,codebook,text,face", help="comma-separated metric names")
     p.add_argument(
-        "--resolution", type=int, default=256, help="image side; TokBench setting 256/512/1024 for text/face"
+        "--resolution",
+        type=number_arg(int, AT_LEAST_1),
+        default=256,
+        help="image side; TokBench setting 256/512/1024 for text/face",
     )
     p.add_argument("--recognizer", default="rapidocr", help="text recogniser: rapidocr (offline) or doctr_parseq")
     p.add_argument("--face-embedder", default="dlib", help="face embedder: dlib (offline, L2) or antelopev2 (cosine)")
@@ -359,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except VtokError as err:
         print(f"vtok: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, read-only or vanished paths met while writing: one line naming the path
+        from vtok.outputs import os_error_line
+
+        print(f"vtok: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vtok: interrupted", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import vtok
 from vtok.builtin import builtin_crops
 from vtok.errors import VtokError
 from vtok.images import make_grid, pil_to_tensor, save_image
-from vtok.io import atomic_path
+from vtok.io import atomic_path, dumps_json
 from vtok.pipeline import decode_batched, encode_batched
 from vtok.stats import CodeUsage, usage_verdict
 from vtok.tokens import save_tokens
@@ -105,5 +104,5 @@ def run_demo(out: str | Path, overrides: list[str] | None = None, progress: bool
         train_steps=cfg["train"]["steps"],
     )
     with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.write_text(dumps_json(result, indent=2) + "\n")
     return result

@@ -40,6 +40,23 @@ SOURCES: dict[str, Mapping] = {
 }
 # Sources whose mapping reads the source's own config file (optional: their shapes say the rest).
 TAKES_CONFIG = {"titok", "one-d-piece"}
+# A key prefix every checkpoint of the source has: tells a file of another family before any mapping runs.
+MARKERS = {
+    "llamagen-vq": "encoder.conv_blocks.0.",
+    "taming-vqgan": "encoder.down.0.",
+    "titok": "encoder.patch_embed.",
+    "one-d-piece": "encoder.patch_embed.",
+    "llamagen-gpt": "tok_embeddings.",
+}
+
+
+def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
+    """A one-line error when ``state`` lacks ``source``'s layout, naming the family it looks like."""
+    if any(k.startswith(MARKERS[source]) for k in state):
+        return
+    alike = [name for name, marker in MARKERS.items() if any(k.startswith(marker) for k in state)]
+    looks = f"its keys look like {' / '.join(alike)} (try --from {alike[0]})" if alike else "its keys match no source"
+    raise VtokError(f"{path} is not a {source} checkpoint: {looks}")
 
 
 def convert(
@@ -63,10 +80,13 @@ def convert(
         raise VtokError(f"{source} is converted from its weights alone; drop the config file")
     state = read_checkpoint(path)
     args = (read_yaml(config),) if config is not None else ()  # JSON is YAML: config.json reads too
+    check_family(state, source, path)
     try:
         cfg, mapped = SOURCES[source](state, *args)
     except KeyError as err:
         raise VtokError(f"{path} is not a {source} checkpoint: key {err} is missing") from None
+    except (IndexError, ValueError, RuntimeError, ZeroDivisionError) as err:
+        raise VtokError(f"{path} is not a complete {source} checkpoint ({err.__class__.__name__}: {err})") from None
     if grid is not None and "grid" in cfg and cfg["name"] == "gpt":
         cfg["grid"] = [grid, grid]
     model = build_component("model", cfg, "model")

@@ -16,17 +16,27 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise VtokError(f"{path} is empty (0 bytes): an interrupted download or copy?")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            reason = str(err).splitlines()[0][:120]
+            raise VtokError(f"{path} is a truncated or corrupt safetensors file ({reason})") from None
     try:
         # argparse.Namespace is what LlamaGen's training checkpoints carry besides tensors: plain data, allowed.
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError with the offending global named
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" ({found.group(1)})" if found else ""
+    except Exception as err:  # UnpicklingError with the offending global named, or a damaged file
+        found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)", str(err))
+        if found is None:
+            reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:120]
+            raise VtokError(f"{path} is a truncated or corrupt checkpoint ({reason})") from None
+        what = f" ({found.group(1) or found.group(2)})"
         raise VtokError(
             f"{path} needs unpickling of objects vtok does not load{what}. If you trust the file, strip it to "
             "its weights: python -c \"import torch; c = torch.load('IN', weights_only=False); "

@@ -158,6 +158,8 @@ def titok(
             "codebook_size": codes.shape[0],
             "cosine": True,
             "ema": True,
+            "kmeans_init": False,
+            "dead_code_share": 0.0,
         },
         "decoder": {
             "name": "vit1d",

@@ -57,7 +57,9 @@ def llamagen_vq(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[st
         rules += _res_and_attn(f"decoder.conv_blocks.{i}", f"decoder.up.{level}")
         rules.append((f"decoder.conv_blocks.{i}.upsample.", f"decoder.up.{level}.upsample."))
     mapped = {rename(k, rules): v for k, v in state.items()}
-    quantizer = {"name": "vq", "dim": codes.shape[1], "codebook_size": codes.shape[0], "cosine": True, "ema": True}
+    # The source's training had no k-means init and no restarts; stated, so fine-tuning keeps its dynamics.
+    quantizer = {"name": "vq", "dim": codes.shape[1], "codebook_size": codes.shape[0], "cosine": True, "ema": True,
+                 "kmeans_init": False, "dead_code_share": 0.0}  # fmt: skip
     mapped.update(vq_codebook(F.normalize(codes.float(), dim=-1)))
     return _grid_config(enc, quantizer, mapped), mapped
 
@@ -66,7 +68,8 @@ def taming_vqgan(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[s
     state = {k: v for k, v in state.items() if not k.startswith("loss.")}
     enc = _cnn_config(state, "encoder", "down", "block")
     codes = state.pop("quantize.embedding.weight")
-    quantizer = {"name": "vq", "dim": codes.shape[1], "codebook_size": codes.shape[0], "cosine": False, "ema": True}
+    quantizer = {"name": "vq", "dim": codes.shape[1], "codebook_size": codes.shape[0], "cosine": False, "ema": True,
+                 "kmeans_init": False, "dead_code_share": 0.0}  # fmt: skip
     mapped = dict(state)
     mapped.update(vq_codebook(codes.float()))
     return _grid_config(enc, quantizer, mapped), mapped

@@ -1,0 +1,276 @@
+"""Every bad input is one ``vtok: error:`` line, exit status 2, no traceback, and the inputs unchanged.
+
+A table: command x bad input x the words the error must contain. A new command adds
+its rows here. Each row runs ``vtok`` in-process on a fresh copy of the same small
+world (a tiny tokenizer, a photograph, a token file, a preset) and hashes every file
+of that world before and after.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vtok
+from vtok.cli import main
+from vtok.tokens import load_tokens, save_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "tokenizer" / "vq_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The world every row starts from (copied per row, so no row sees another's leftovers)."""
+    world = tmp_path_factory.mktemp("world")
+    torch.manual_seed(0)
+    tok = vtok.build(TINY).eval()
+    tok.save_pretrained(world / "tok")
+    rng = np.random.default_rng(0)
+    (world / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(world / "photos" / "a.png")
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(world / "photos" / "b.png")
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(world / "photo.png")
+    # Over the pixel budget for encoding at its own size; one colour, so the file is small.
+    Image.new("RGB", (4100, 4100), (90, 120, 30)).save(world / "huge.png")
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        tokens = tok.encode(images)
+    save_tokens(world / "tokens.safetensors", tokens, tok.fingerprint(), names=[f"{i}.png" for i in range(6)])
+    save_tokens(world / "short_names.safetensors", tokens, tok.fingerprint(), names=["only_one.png"])
+    (world / "notes.txt").write_text("a user's file that no command may replace\n")
+    (world / "alias_bomb.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        + "model: {name: grid}\n"
+    )
+    return world
+
+
+@pytest.fixture
+def world(template, tmp_path) -> Path:
+    copy = tmp_path / "w"
+    shutil.copytree(template, copy)
+    return copy
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own exits
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def _read_only(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir") or (args[2] if len(args) > 2 else "."))
+
+    monkeypatch.setattr("vtok.outputs.tempfile.mkstemp", refuse)
+
+
+def _disk_full_on_safetensors(monkeypatch):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space" })'
+        )
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+
+
+def _disk_full_on_png(monkeypatch):
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+
+
+def _tiny_pixel_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every test image is now a "decompression bomb"
+
+
+TRAIN = [str(TINY), "train.steps=2", "train.batch_size=2", "data.image_size=32", "train.log_every=1"]
+ENC = ["encode", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
+DEC = ["decode", "{w}/tokens.safetensors", "--tokenizer", "{w}/tok"]
+REC = ["reconstruct", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
+GEN = ["generate", "--model", "{w}/tok", "--tokenizer", "{w}/tok", "--out", "{w}/g.png"]
+
+# id -> (argv with {w} for the world, setup(monkeypatch) or None, words the error line must contain)
+ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
+    # 1. data lost: --out naming an input or a file of another kind
+    "encode-out-is-the-input": ([*ENC, "--out", "{w}/photo.png"], None, "is one of the inputs"),
+    "encode-out-is-a-user-file": ([*ENC, "--out", "{w}/notes.txt"], None, "not a token file"),
+    "encode-out-is-an-image": ([*ENC, "--out", "{w}/photos/a.png"], None, "not a token file"),
+    # 2. memory: a huge image at its own size
+    "encode-huge-without-size": (
+        ["encode", "--tokenizer", "{w}/tok", "{w}/huge.png", "--out", "{w}/t.safetensors"],
+        None,
+        "pass --size",
+    ),
+    "reconstruct-huge-without-size": (
+        ["reconstruct", "--tokenizer", "{w}/tok", "{w}/huge.png", "--out", "{w}/r"],
+        None,
+        "pass --size",
+    ),
+    # 3. a decompression bomb named on the command line (inside a folder it is skipped: see below)
+    "encode-bomb": ([*ENC, "--out", "{w}/t.safetensors"], _tiny_pixel_limit, "decompression-bomb"),
+    # 4. a token file whose names do not match its ids
+    "decode-short-names": (
+        ["decode", "{w}/short_names.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"],
+        None,
+        "1 names for 6 images",
+    ),
+    # 5. and 7. bad numbers in a preset
+    "train-negative-steps": (["train", *TRAIN, "train.steps=-5", "--out", "{w}/r"], None, "train.steps"),
+    "train-zero-batch": (["train", *TRAIN, "train.batch_size=0", "--out", "{w}/r"], None, "train.batch_size"),
+    "train-negative-batch": (["train", *TRAIN, "train.batch_size=-2", "--out", "{w}/r"], None, "train.batch_size"),
+    "train-nan-lr": (["train", *TRAIN, "train.lr=nan", "--out", "{w}/r"], None, "train.lr"),
+    "train-negative-lr": (["train", *TRAIN, "train.lr=-1e-3", "--out", "{w}/r"], None, "train.lr"),
+    "train-zero-image-size": (["train", *TRAIN, "data.image_size=0", "--out", "{w}/r"], None, "data.image_size"),
+    "train-zero-codebook": (
+        ["train", *TRAIN, "model.quantizer.codebook_size=0", "--out", "{w}/r"],
+        None,
+        "model.quantizer.codebook_size",
+    ),
+    "train-zero-width": (["train", *TRAIN, "model.encoder.ch=0", "--out", "{w}/r"], None, "empty layer"),
+    "train-alias-bomb": (["train", "{w}/alias_bomb.yaml", "--out", "{w}/r"], None, "aliases"),
+    # 7. bad numbers on the command line
+    "encode-zero-size": ([*ENC[:-1], "0", "--out", "{w}/t.safetensors"], None, "--size"),
+    "encode-negative-size": ([*ENC[:-1], "-3", "--out", "{w}/t.safetensors"], None, "--size"),
+    "encode-zero-batch": ([*ENC, "--batch-size", "0", "--out", "{w}/t.safetensors"], None, "--batch-size"),
+    "decode-zero-batch": ([*DEC, "--batch-size", "0", "--out", "{w}/d"], None, "--batch-size"),
+    "generate-negative-top-k": ([*GEN, "--top-k", "-5"], None, "--top-k"),
+    "generate-zero-top-p": ([*GEN, "--top-p", "0"], None, "--top-p"),
+    "generate-nan-cfg": ([*GEN, "--cfg", "nan"], None, "--cfg"),
+    "generate-zero-per-class": ([*GEN, "--classes", "1", "--per-class", "0"], None, "--per-class"),
+    # 9. nonsense that used to be accepted silently
+    "generate-top-p-over-one": ([*GEN, "--top-p", "2"], None, "--top-p"),
+    "generate-negative-temperature": ([*GEN, "--temperature", "-1"], None, "--temperature"),
+    "generate-negative-cfg": ([*GEN, "--cfg", "-3"], None, "--cfg"),
+    "generate-not-a-png": ([*GEN[:-1], "{w}/g.jpg"], None, ".png"),
+    # 8. output errors, found before the work
+    "decode-out-is-a-file": ([*DEC, "--out", "{w}/notes.txt"], None, "is a file"),
+    "reconstruct-out-is-a-file": ([*REC, "--out", "{w}/notes.txt"], None, "is a file"),
+    "train-out-is-a-file": (["train", *TRAIN, "--out", "{w}/notes.txt"], None, "is a file"),
+    "train-out-is-a-user-folder": (["train", *TRAIN, "--out", "{w}/photos"], None, "not a run folder"),
+    "eval-out-is-a-file": (
+        ["eval", "--tokenizer", "{w}/tok", "--metrics", "psnr", "--out", "{w}/notes.txt"],
+        None,
+        "is a file",
+    ),
+    "encode-out-is-a-folder": ([*ENC, "--out", "{w}/photos"], None, "is a folder"),
+    "convert-out-is-a-user-folder": (
+        ["convert", "--from", "llamagen-vq", "{w}/notes.txt", "--out", "{w}/photos"],
+        None,
+        "not a vtok model folder",
+    ),
+    "reconstruct-out-inside-the-input": (
+        ["reconstruct", "--tokenizer", "{w}/tok", "{w}/photos", "--size", "32", "--out", "{w}/photos/r"],
+        None,
+        "inside the input",
+    ),
+    "encode-read-only-folder": ([*ENC, "--out", "{w}/ro/t.safetensors"], _read_only, "Read-only"),
+    "decode-read-only-folder": ([*DEC, "--out", "{w}/ro"], _read_only, "Read-only"),
+    "reconstruct-read-only-folder": ([*REC, "--out", "{w}/ro"], _read_only, "Read-only"),
+    "encode-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _disk_full_on_safetensors, "no space left"),
+    "decode-disk-full": ([*DEC, "--out", "{w}/d"], _disk_full_on_png, "no space left"),
+    "train-checkpoint-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _disk_full_on_safetensors, "no space left"),
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_bad_input_is_one_line_exit_2_and_changes_no_input(row, world, monkeypatch, capsys):
+    argv, setup, words = ROWS[row]
+    argv = [a.replace("{w}", str(world)) for a in argv]
+    before = snapshot(world)
+    if setup is not None:
+        setup(monkeypatch)
+    code, err = run_cli(argv, capsys)
+    monkeypatch.undo()
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("vtok: error:")]
+    assert code == 2, (row, code, err[-500:])
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert words in lines[0], lines[0]
+    after = snapshot(world)
+    assert {k: v for k, v in after.items() if k in before} == before, f"{row} changed an input file"
+
+
+def test_a_bomb_inside_a_folder_is_skipped_and_named(world, monkeypatch, capsys, caplog):
+    # PIL refuses images over twice MAX_IMAGE_PIXELS: here 2000 px, so the 50x50 file is the bomb and the
+    # 32x32 and 40x48 photographs pass.
+    Image.new("RGB", (50, 50)).save(world / "photos" / "z_bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    out = world / "t.safetensors"
+    argv = ["encode", "--tokenizer", str(world / "tok"), str(world / "photos"), "--size", "32", "--out", str(out)]
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "z_bomb.png" in caplog.text and "decompression-bomb" in caplog.text
+    assert len(load_tokens(out).names) == 2
+
+
+def test_a_torn_metrics_line_and_stale_temporaries_do_not_stop_a_resume(world, capsys):
+    run = world / "run"
+    assert run_cli(["train", *TRAIN, "train.save_every=1", "--out", str(run)], capsys)[0] == 0
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "tot')  # power lost mid-line
+    stale = run / "checkpoints" / ".step_00000003.abcd.tmp"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    code, err = run_cli(["train", *TRAIN, "train.steps=4", "train.save_every=1", "--out", str(run)], capsys)
+    assert code == 0, err
+    assert not stale.exists()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_psnr_is_capped_and_reports_are_strict_json(tmp_path):
+    from vtok.eval.psnr import psnr_per_image
+    from vtok.io import dumps_json
+
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    y = x.clone()
+    y[1] = -y[1]
+    values = psnr_per_image(x, y)
+    assert values[0] == 100.0 and torch.isfinite(values).all()
+
+    def refuse(token: str):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    assert json.loads(dumps_json({"a": float("inf"), "b": [float("nan"), 1.5]}), parse_constant=refuse) == {
+        "a": None,
+        "b": [None, 1.5],
+    }
+
+
+def test_library_sampling_config_refuses_nonsense():
+    from vtok.ar_models.sample import SamplingConfig
+    from vtok.errors import VtokError
+
+    for bad in ({"top_p": 2.0}, {"temperature": -1.0}, {"cfg_scale": -3.0}, {"top_k": -5}):
+        with pytest.raises(VtokError, match="sampling"):
+            SamplingConfig(**bad)
+
+
+def test_a_large_preset_file_is_refused_before_parsing(tmp_path, capsys):
+    big = tmp_path / "big.yaml"
+    big.write_text("model: {name: grid}\n" + "# padding\n" * 120_000)
+    code, err = run_cli(["train", str(big), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "kB" in err
