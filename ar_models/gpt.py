@@ -49,6 +49,9 @@ class GPT(Pretrained, nn.Module):
         class_dropout: float = 0.1
         dropout: float = 0.0
         rope_base: float = 10000.0
+        # LlamaGen's rotary table has (cos, sin) = (0, 0) at the class positions, which zeroes the class token's
+        # query and key; false gives the class positions the identity rotation (angle 0) instead.
+        zero_prefix_rotary: bool = False
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -78,6 +81,9 @@ class GPT(Pretrained, nn.Module):
             self.depth_norm = RMSNorm(cfg.dim)
             self.depth_heads = nn.ModuleList(nn.Linear(cfg.dim, k, bias=False) for k in vocab)
         self.register_buffer("angles", self._angles(), persistent=False)
+        gain = torch.ones(self.angles.shape[0], 1)
+        gain[0] = 0.0 if cfg.zero_prefix_rotary else 1.0  # row 0 is the class prefix
+        self.register_buffer("rope_gain", gain, persistent=False)
         self.apply(self._init)
 
     @staticmethod
@@ -141,8 +147,8 @@ class GPT(Pretrained, nn.Module):
 
     def backbone(self, x: torch.Tensor, start: int = 0, caches: list[KVCache] | None = None) -> torch.Tensor:
         """x: (B, T, D) inputs at sequence steps [start, start + T) -> (B, T, D) normalised hidden states."""
-        angles = self.angles[start : start + x.shape[1]]
-        cos, sin = angles.cos(), angles.sin()
+        angles, gain = self.angles[start : start + x.shape[1]], self.rope_gain[start : start + x.shape[1]]
+        cos, sin = angles.cos() * gain, angles.sin() * gain  # (T, head_dim / 2)
         x = self.drop(x)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, None if caches is None else caches[i], start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 
 import pytest
@@ -129,6 +130,11 @@ def test_synthetic_checkpoints_convert_load_strictly_and_run(source, tmp_path):
     torch.save(SOURCES[source](), path)
     assert main(["convert", "--from", source, str(path), "--out", str(tmp_path / "vt")]) == 0
     model = vtok.load(tmp_path / "vt")
+    assert model.source == {
+        "family": source,
+        "file": "ckpt.pt",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
     if source == "llamagen-gpt":
         from vtok.ar_models.sample import SamplingConfig, generate
 
@@ -168,10 +174,115 @@ class Payload:
         return (exec, ("raise SystemExit('executed')",))
 
 
-def test_unsafe_pickles_are_refused_not_executed(tmp_path, capsys):
-    torch.save({"model": llamagen_vq_state(), "hook": Payload()}, tmp_path / "evil.pt")
-    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "needs unpickling" in err and "weights_only=False" in err
+class ModelCheckpoint:  # stands for Lightning's callback class, which keys a ``callbacks`` entry
+    pass
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "raw pickle"])
+def test_pickled_objects_are_left_inert_and_never_executed(layout, tmp_path, capsys, caplog):
+    """A Lightning-era checkpoint with a payload beside the weights: the weights convert, nothing runs."""
+    import logging
+    import pickle
+
+    obj = {"state_dict": taming_state(), "callbacks": {ModelCheckpoint: {"best_model_score": 1.0}}, "hook": Payload()}
+    path = tmp_path / "last.ckpt"
+    if layout == "raw pickle":
+        path.write_bytes(pickle.dumps(obj))
+    else:
+        torch.save(obj, path, _use_new_zipfile_serialization=layout == "zip")
+    with caplog.at_level(logging.INFO, logger="vtok.convert"):
+        assert main(["convert", "--from", "taming-vqgan", str(path), "--out", str(tmp_path / "o")]) == 0
+    assert ".exec" in caplog.text and "ModelCheckpoint" in caplog.text  # named, left inert
+    assert vtok.load(tmp_path / "o").codebook_sizes == (K,)
     with pytest.raises(vtok.VtokError, match="unknown source"):
-        convert("titok-x", tmp_path / "evil.pt")
+        convert("titok-x", path)
+
+
+@pytest.mark.parametrize("cut", [0, 100, 0.5])
+def test_truncated_checkpoints_are_named_as_such(cut, tmp_path, capsys):
+    for suffix in (".pt", ".safetensors"):
+        good = tmp_path / f"good{suffix}"
+        if suffix == ".pt":
+            torch.save({"model": llamagen_vq_state()}, good)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(llamagen_vq_state(), str(good))
+        data = good.read_bytes()
+        bad = tmp_path / f"bad{suffix}"
+        bad.write_bytes(data[: int(cut * len(data)) if isinstance(cut, float) else cut])
+        assert main(["convert", "--from", "llamagen-vq", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vtok: error:") and len(err.splitlines()) == 1
+        assert ("truncated or corrupt" in err or "is empty" in err) and "unpickling" not in err
+
+
+def test_another_familys_checkpoint_names_the_family_it_looks_like(tmp_path, capsys):
+    torch.save({"model": llamagen_vq_state()}, tmp_path / "llamagen.pt")
+    torch.save({"state_dict": taming_state()}, tmp_path / "taming.ckpt")
+    assert main(["convert", "--from", "taming-vqgan", str(tmp_path / "llamagen.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "look like llamagen-vq" in capsys.readouterr().err
+    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "taming.ckpt"), "--out", str(tmp_path / "o")]) == 2
+    assert "look like taming-vqgan" in capsys.readouterr().err
+
+
+def llamagen_gpt_logits(state: dict[str, torch.Tensor], ids: torch.Tensor, labels: torch.Tensor, heads: int, grid: int):
+    """LlamaGen c2i GPT's published forward, re-computed from its formulas: (B, L) ids -> (B, L, K) logits.
+
+    One class token, then the tokens; RMSNorm (eps 1e-5), fused wqkv, a 2D rotary table (head_dim / 4
+    frequencies base^(-2i / (head_dim / 2)) per axis, rows then columns) whose class row is (cos, sin) = (0, 0),
+    causal attention, SwiGLU w2(silu(w1 x) * w3 x), final norm, output.
+    """
+    dim = state["tok_embeddings.weight"].shape[1]
+    hd, half = dim // heads, dim // heads // 2
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
+    x = torch.cat(
+        [state["cls_embedding.embedding_table.weight"][labels][:, None], state["tok_embeddings.weight"][ids[:, :-1]]], 1
+    )
+    freqs = 1.0 / (10000 ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+    f = torch.outer(torch.arange(grid).float(), freqs)  # (grid, hd / 4)
+    table = torch.cat([f[:, None].expand(-1, grid, -1), f[None].expand(grid, -1, -1)], -1).reshape(grid * grid, half)
+    cos = torch.cat([torch.zeros(1, half), table.cos()])[: x.shape[1]][None, :, None]  # (1, T, 1, hd / 2)
+    sin = torch.cat([torch.zeros(1, half), table.sin()])[: x.shape[1]][None, :, None]
+
+    def norm(v, w):
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rotate(v):  # (B, T, H, hd), pairs (2i, 2i + 1)
+        a, b = v[..., 0::2], v[..., 1::2]
+        return torch.stack([a * cos - b * sin, b * cos + a * sin], -1).flatten(3)
+
+    b, t = x.shape[:2]
+    for i in range(depth):
+        p = f"layers.{i}."
+        q, k, v = (norm(x, state[p + "attention_norm.weight"]) @ state[p + "attention.wqkv.weight"].T).split(dim, -1)
+        q, k, v = (z.reshape(b, t, heads, hd) for z in (q, k, v))
+        att = torch.nn.functional.scaled_dot_product_attention(
+            rotate(q).transpose(1, 2), rotate(k).transpose(1, 2), v.transpose(1, 2), is_causal=True
+        )
+        x = x + att.transpose(1, 2).reshape(b, t, dim) @ state[p + "attention.wo.weight"].T
+        h = norm(x, state[p + "ffn_norm.weight"])
+        ffn = torch.nn.functional.silu(h @ state[p + "feed_forward.w1.weight"].T) * (
+            h @ state[p + "feed_forward.w3.weight"].T
+        )
+        x = x + ffn @ state[p + "feed_forward.w2.weight"].T
+    return norm(x, state["norm.weight"]) @ state["output.weight"].T
+
+
+def test_converted_llamagen_gpt_matches_its_published_forward(tmp_path):
+    """The class token's rotary rows are zeros in LlamaGen: an identity rotation there changes every logit."""
+    torch.manual_seed(0)
+    state = llamagen_gpt_state(depth=2, vocab=64, classes=10)
+    torch.save({"model": state}, tmp_path / "gpt.pt")
+    model = convert("llamagen-gpt", tmp_path / "gpt.pt").eval()
+    ids, labels = torch.randint(0, 64, (2, 40)), torch.tensor([3, 7])
+    with torch.no_grad():
+        _, logits = model(ids[..., None], labels)
+    expected = llamagen_gpt_logits(state, ids, labels, heads=12, grid=8)
+    assert (logits - expected).abs().max() < 1e-4
+    from vtok.ar_models.sample import SamplingConfig, generate
+
+    cached, recomputed = (
+        generate(model, labels, sampling=SamplingConfig(seed=1, top_k=8, use_cache=c)).ids for c in (True, False)
+    )
+    assert torch.equal(cached, recomputed)  # the KV cache path applies the same zeroed class rows

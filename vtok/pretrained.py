@@ -32,10 +32,14 @@ class Pretrained:
     """
 
     spec: dict[str, Any]
+    # Where the weights came from when not trained by vtok (``vtok convert``): family, file, sha256, Hub id.
+    source: dict[str, Any] | None = None
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
         config = {"format_version": FORMAT_VERSION, "kind": "model", "model": self.spec}
+        if self.source is not None:
+            config["source"] = self.source
         with atomic_dir(directory) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             write_safetensors(unique_state(self), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
@@ -96,6 +100,7 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     except (SafetensorError, OSError) as err:
         raise VtokError(f"{weights} is not a readable safetensors file ({err})") from None
     load_state_strict(model, state, str(weights))
+    model.source = config.get("source")
     model.eval()
     return model
 

@@ -15,6 +15,7 @@ how to strip it, never executed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,15 @@ MARKERS = {
     "one-d-piece": "encoder.patch_embed.",
     "llamagen-gpt": "tok_embeddings.",
 }
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MB blocks (released checkpoints are GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
@@ -91,6 +101,7 @@ def convert(
         cfg["grid"] = [grid, grid]
     model = build_component("model", cfg, "model")
     load_state_strict(model, mapped, str(path))
+    model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path)}
     model.eval()
     if out is not None:
         model.save_pretrained(out)

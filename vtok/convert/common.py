@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from vtok.errors import VtokError
 
+log = logging.getLogger("vtok.convert")
+
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat name -> tensor mapping from .safetensors, .bin or a (weights-only) torch pickle."""
+    """A flat name -> tensor mapping from .safetensors, .bin, a torch pickle or a raw pickle.
+
+    Pickles are read weights-only; a file that also pickles other objects (a Lightning
+    ``callbacks`` entry, a training script's arguments) is read again by the restricted
+    unpickler (``unpickle.py``), which rebuilds the tensors and leaves every other
+    object an inert placeholder that is never called.
+    """
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"checkpoint not found: {path}")
@@ -29,25 +39,30 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raise VtokError(f"{path} is a truncated or corrupt safetensors file ({reason})") from None
     try:
         # argparse.Namespace is what LlamaGen's training checkpoints carry besides tensors: plain data, allowed.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before failing; the fallback decides
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError with the offending global named, or a damaged file
-        found = re.search(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)", str(err))
-        if found is None:
-            reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:120]
-            raise VtokError(f"{path} is a truncated or corrupt checkpoint ({reason})") from None
-        what = f" ({found.group(1) or found.group(2)})"
-        raise VtokError(
-            f"{path} needs unpickling of objects vtok does not load{what}. If you trust the file, strip it to "
-            "its weights: python -c \"import torch; c = torch.load('IN', weights_only=False); "
-            "torch.save(c.get('state_dict', c.get('model', c)), 'OUT')\""
-        ) from None
+    except Exception:  # other pickled classes beside the weights, a raw pickle, or a damaged file
+        obj = _read_restricted(path)
     for key in ("model", "state_dict", "ema"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VtokError(f"{path} holds no tensor state dict (under 'model', 'state_dict' or at the top)")
+    return obj
+
+
+def _read_restricted(path: Path) -> object:
+    """The file through the restricted unpickler: its weights, every other pickled object inert, nothing run."""
+    from vtok.convert.unpickle import load_restricted
+
+    try:
+        obj, inert = load_restricted(path)
+    except Exception as err:  # a damaged file is reported as such, whatever the unpickler met
+        reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0][:120]
+        raise VtokError(f"{path} is a truncated or corrupt checkpoint ({reason})") from None
+    log.warning("%s: read the weights; left inert, never called: %s", path, ", ".join(inert))
     return obj
 
 

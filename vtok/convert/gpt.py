@@ -2,7 +2,9 @@
 
 ``tok_embeddings``, ``cls_embedding.embedding_table``, ``layers.{i}.attention.{wqkv,wo}``,
 ``feed_forward.{w1,w2,w3}``, ``{attention,ffn}_norm``, ``norm``, ``output``; the
-``freqs_cis`` buffer is recomputed by vtok and dropped.
+``freqs_cis`` buffer is recomputed by vtok and dropped. Its rows for the class
+position are zeros, which zero the class token's query and key: the converted
+model sets ``zero_prefix_rotary``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def llamagen_gpt(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[s
     classes = state["cls_embedding.embedding_table.weight"].shape[0] - 1
     grid = 16 if vocab >= 4096 else 8  # LlamaGen's c2i models: 256 tokens (VQ-16 at 256px)
     cfg = {"name": "gpt", "codebook_sizes": [vocab], "grid": [grid, grid], "num_classes": classes, "dim": dim,
-           "depth": depth, "heads": LLAMAGEN_HEADS[dim]}  # fmt: skip
+           "depth": depth, "heads": LLAMAGEN_HEADS[dim], "zero_prefix_rotary": True}  # fmt: skip
     rules = [("tok_embeddings.", "tok_embeddings.0."), ("cls_embedding.embedding_table.", "cls_embedding."),
              (".attention.wqkv.", ".attention.qkv."), (".attention.wo.", ".attention.proj.")]  # fmt: skip
     return cfg, {rename(k, rules): v for k, v in state.items() if k != "freqs_cis"}
