@@ -55,7 +55,11 @@ def build(config: str | Path | dict[str, Any], overrides: Sequence[str] = ()) ->
 
 
 def load(directory: str | Path, map_location: str = "cpu") -> Any:
-    """Load a model saved with ``save_pretrained`` (``config.json`` + ``model.safetensors``), in eval mode."""
+    """Load a model saved with ``save_pretrained`` (``config.json`` + ``model.safetensors``), in eval mode.
+
+    ``directory`` is a local folder or a Hugging Face Hub id ``org/name[@revision]`` (fetched into the Hub cache).
+    """
+    from vtok.hub import model_dir
     from vtok.pretrained import load_pretrained
 
-    return load_pretrained(directory, map_location)
+    return load_pretrained(model_dir(directory), map_location)

@@ -26,7 +26,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_tokenizer(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", required=True, help="folder of a saved tokenizer (config.json + model.safetensors)")
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        help="a saved tokenizer: folder (config.json + model.safetensors) or Hub id org/name[@revision]",
+    )
 
 
 def _add_batch(p: argparse.ArgumentParser) -> None:
@@ -285,6 +289,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_push(args: argparse.Namespace) -> None:
+    from vtok.hub import push
+
+    url = push(args.model, args.repo, data=args.data, results=args.results, private=args.private)
+    print(f"{args.model} -> {url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vtok.ar_models.sample import SamplingConfig
     from vtok.config import field_arg
@@ -345,10 +356,18 @@ def build_parser() -> argparse.ArgumentParser:
     from vtok.convert import SOURCES
 
     p.add_argument("--from", dest="source", required=True, choices=list(SOURCES))
-    p.add_argument("checkpoint", help="the source file (.pt/.ckpt/.bin/.safetensors)")
+    p.add_argument("checkpoint", help="the source file (.pt/.ckpt/.bin/.safetensors) or Hub id org/name[/file]")
     p.add_argument("--config", default=None, help="TiTok / One-D-Piece: the source's YAML or config.json (optional)")
     p.add_argument("--out", required=True, help="folder for the vtok model")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("push", help="upload a vtok model folder to the Hugging Face Hub with a model card")
+    p.add_argument("model", help="a vtok model folder (RUN/final or a converted model)")
+    p.add_argument("repo", help="Hub repository id, org/name (created if missing)")
+    p.add_argument("--data", default=None, help="the training data, named in the model card")
+    p.add_argument("--results", default=None, help="REPORT/results.json written by vtok eval, tabled in the card")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("generate", help="sample tokens from an AR model and decode them into an image grid")
     p.add_argument("--model", required=True, help="folder of a trained AR model (RUN/final)")

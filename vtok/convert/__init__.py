@@ -27,6 +27,7 @@ from vtok.convert.gpt import llamagen_gpt
 from vtok.convert.titok import one_d_piece, titok
 from vtok.convert.vqgan import llamagen_vq, taming_vqgan
 from vtok.errors import VtokError
+from vtok.hub import checkpoint_file, source_config_file
 
 __all__ = ["SOURCES", "convert", "read_checkpoint"]
 
@@ -78,6 +79,9 @@ def convert(
 ):
     """Read ``path`` as ``source``, build the vtok model, load every tensor strictly; save to ``out`` if given.
 
+    ``path`` is a file or a Hub id: ``org/name`` (the repository's weights) or ``org/name/file.pt``,
+    either with an optional ``@revision``; the model's ``source`` records the Hub id and commit.
+
     ``config`` is the source's own config file (TiTok / One-D-Piece: its YAML or
     ``config.json``), needed only where the weights do not fix the architecture.
     """
@@ -88,6 +92,9 @@ def convert(
         raise VtokError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
     if config is not None and source not in TAKES_CONFIG:
         raise VtokError(f"{source} is converted from its weights alone; drop the config file")
+    path, hub = checkpoint_file(path)
+    if config is None and source in TAKES_CONFIG:
+        config = source_config_file(path)  # the config.json published beside Hub weights
     state = read_checkpoint(path)
     args = (read_yaml(config),) if config is not None else ()  # JSON is YAML: config.json reads too
     check_family(state, source, path)
@@ -101,7 +108,7 @@ def convert(
         cfg["grid"] = [grid, grid]
     model = build_component("model", cfg, "model")
     load_state_strict(model, mapped, str(path))
-    model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path)}
+    model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path), **hub}
     model.eval()
     if out is not None:
         model.save_pretrained(out)
