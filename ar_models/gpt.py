@@ -201,6 +201,18 @@ class GPT(Pretrained, nn.Module):
         losses = [F.cross_entropy(lg.float(), flat_ids[:, c]) for c, lg in enumerate(per_code)]
         return sum(losses) / len(losses), rearrange(per_code[0], "(b s) k -> b s k", b=b)
 
+    def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A GPT's weights for fine-tuning on more classes: old class rows kept, the null class moved to the
+        new last row, new classes initialised from the mean class embedding."""
+        old = state.get("cls_embedding.weight")
+        new = self.cls_embedding.weight
+        if old is None or old.shape == new.shape or old.shape[1] != new.shape[1] or old.shape[0] > new.shape[0]:
+            return state
+        grown = old[:-1].mean(0, keepdim=True).expand(new.shape[0], -1).clone()  # (classes + 1, D)
+        grown[: old.shape[0] - 1] = old[:-1]
+        grown[-1] = old[-1]
+        return {**state, "cls_embedding.weight": grown}
+
     @torch.no_grad()
     def init_embeddings_from(self, tokenizer) -> None:
         """Initialise each code's input embedding from the tokenizer's quantized latents.

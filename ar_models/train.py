@@ -61,8 +61,10 @@ class ARTrainer(Trainer):
         if not isinstance(model, GPT):
             raise VtokError(f"model {self.cfg['model']['name']!r} is not an AR model")
         decay, no_decay = [], []
+        trainable = {id(p) for p in self.trainable(model)}
         for name, p in model.named_parameters():
-            (no_decay if p.ndim < 2 or "embedding" in name else decay).append(p)
+            if id(p) in trainable:
+                (no_decay if p.ndim < 2 or "embedding" in name else decay).append(p)
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         self.opt = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
         return model

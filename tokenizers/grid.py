@@ -42,6 +42,8 @@ class GridTokenizer(Tokenizer):
     quantizers: every scale's positions, coarse to fine, with ``scales``).
     """
 
+    part_of = {"quant_conv": "encoder", "post_quant_conv": "decoder"}
+
     @dataclass
     class Config:
         encoder: dict = component("encoder", {"name": "conv"})
@@ -77,6 +79,10 @@ class GridTokenizer(Tokenizer):
         """images -> (B, L, D) latents to quantize, the grid (h, w), and what the training pass needs besides."""
         z = self._pixel_latents(images)  # (B, D, h, w)
         return rearrange(z, "b d h w -> b (h w) d"), (z.shape[2], z.shape[3]), None
+
+    def quantizer_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W) in [-1, 1] -> (B, L, D) latents before quantization."""
+        return self._latents(images)[0]
 
     def _tokens(self, ids: torch.Tensor, grid: tuple[int, int]) -> Tokens:
         return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=grid, scales=self.quantizer.token_scales)

@@ -26,6 +26,8 @@ from vtok.tokens import Tokens
 class OneDTokenizer(Tokenizer):
     """encoder (vit1d) -> quantizer -> ordering fill -> decoder (vit1d)."""
 
+    part_of = {"to_code": "encoder", "from_code": "decoder"}
+
     @dataclass
     class Config:
         encoder: dict = component("encoder", {"name": "vit1d"})

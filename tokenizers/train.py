@@ -46,10 +46,24 @@ class TokenizerTrainer(Trainer):
         self.loss_fn = build_component("loss", self.cfg["loss"], "loss").to(self.accelerator.device)
         self.disc = self.loss_fn.discriminator
         adamw = dict(betas=tuple(t.betas), weight_decay=t.weight_decay)
-        self.opt_g = torch.optim.AdamW(model.parameters(), lr=t.lr, **adamw)
+        self.opt_g = torch.optim.AdamW(self.trainable(model), lr=t.lr, **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, **adamw)
         self.usage = CodeUsage(model.codebook_sizes)
         return model
+
+    @torch.no_grad()
+    def initialise_from(self, model: torch.nn.Module) -> None:
+        super().initialise_from(model)
+        if not self.tcfg.reinit_unused_codes:
+            return
+        # The latents of the first 8 batches of the new data (the data order is a function of seed and step,
+        # so every rank sees the same batches and computes the same centroids).
+        batches = iterate_batches(self.dcfg, self.tcfg.batch_size, self.tcfg.seed + 1)
+        images = torch.cat([next(batches) for _ in range(8)])
+        model.eval()
+        refreshed = model.quantizer.refresh_unused(model.quantizer_inputs(images))
+        model.train()
+        log.warning("reinit_unused_codes: %d codes unused on %d new images restarted there", refreshed, len(images))
 
     def prepare_others(self) -> None:
         self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(self.disc, self.opt_g, self.opt_d)

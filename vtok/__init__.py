@@ -38,12 +38,20 @@ __all__ = [
 ]
 
 
-def load_config(config: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """A preset (YAML path or mapping) with dotted overrides, resolved and type-checked."""
-    from vtok.config import apply_overrides, read_yaml
+def load_config(
+    config: str | Path | dict[str, Any], overrides: Sequence[str] = (), overlays: Sequence[str | Path] = ()
+) -> dict[str, Any]:
+    """A preset (YAML path or mapping), then overlay YAML files merged over it, then dotted overrides.
+
+    An overlay (e.g. ``configs/finetune/decoder.yaml``) is a partial preset: its mappings merge
+    key by key into the preset's, any other value replaces the preset's.
+    """
+    from vtok.config import apply_overrides, merge, read_yaml
     from vtok.presets import RunConfig
 
     raw = read_yaml(config) if isinstance(config, str | Path) else dict(config)
+    for overlay in overlays:
+        raw = merge(raw, read_yaml(overlay))
     return apply_overrides(RunConfig, raw, list(overrides))
 
 

@@ -382,6 +382,17 @@ def apply_overrides(cls: type, raw: dict[str, Any], overrides: Sequence[str]) ->
     return resolve(cls, raw)
 
 
+def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: mappings merge key by key, any other value replaces."""
+    out = _deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = _deepcopy(value)
+    return out
+
+
 def _get(tree: dict[str, Any], keys: Sequence[str]) -> Any:
     for k in keys:
         tree = tree[k]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from vtok.errors import VtokError
 from vtok.pretrained import Pretrained
 from vtok.tokens import Tokens
 
@@ -101,6 +102,10 @@ class Quantizer(nn.Module):
         """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``."""
         return self.forward(latents).ids
 
+    def refresh_unused(self, latents: torch.Tensor) -> int:
+        """Re-initialise the codes no latent of ``latents`` (B, L, D) picks from those latents; returns how many."""
+        raise VtokError(f"the {type(self).__name__} quantizer cannot re-initialise unused codes")
+
     def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, L', C) -> (B, L', D): one latent per token position (``lookup`` unless positions are scales)."""
         return self.lookup(ids)
@@ -127,6 +132,10 @@ class Tokenizer(Pretrained, nn.Module):
     def lookup(self, tokens: Tokens) -> torch.Tensor:
         """Quantized latents (B, L, D) of ``tokens``, e.g. to initialise an AR embedding."""
         raise NotImplementedError
+
+    def quantizer_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The (B, L, D) latents ``images`` hand to the quantizer (e.g. to re-fit unused codes on new data)."""
+        raise VtokError(f"the {type(self).__name__} tokenizer does not expose its quantizer's inputs")
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from vtok.config import AT_LEAST_1, DECAY, NON_NEGATIVE, POSITIVE, UNIT, component, ranged
 from vtok.data import DataConfig
+from vtok.errors import VtokError
 from vtok.stats import COLLAPSE_USAGE
 
 
@@ -41,6 +42,15 @@ class TrainConfig:
     collapse_usage: float = ranged(COLLAPSE_USAGE, NON_NEGATIVE)
     collapse_perplexity: float = ranged(0.0, NON_NEGATIVE)
     stop_on_collapse: bool = False
+    # Fine-tuning: start from a saved model's weights (a folder or Hub id; matching names and shapes load) and
+    # freeze parts by name (encoder, quantizer, decoder, or any top-level module).
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)
+    reinit_unused_codes: bool = False  # with init_from: codes unused on the first batches restart there (k-means)
+
+    def __post_init__(self) -> None:
+        if self.reinit_unused_codes and self.init_from is None:
+            raise VtokError("train.reinit_unused_codes re-fits the codes of the model in train.init_from; set that")
 
 
 @dataclass

@@ -34,6 +34,12 @@ class Pretrained:
     spec: dict[str, Any]
     # Where the weights came from when not trained by vtok (``vtok convert``): family, file, sha256, Hub id.
     source: dict[str, Any] | None = None
+    # Top-level modules that belong to a named part for ``train.freeze`` (e.g. quant_conv to the encoder).
+    part_of: dict[str, str] = {}
+
+    def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another model's weights, mapped for ``train.init_from`` (e.g. a class table grown to this size)."""
+        return state
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""

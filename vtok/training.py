@@ -277,10 +277,13 @@ class Trainer:
         self.dcfg: DataConfig = instantiate(DataConfig, cfg["data"])
         self.accelerator = open_run(cfg, self.run, self.tcfg)
         self.main = self.accelerator.is_main_process
+        self.frozen: list[nn.Module] = []
         model = self.build()
+        self.resumed_from = latest_checkpoint(self.run)
+        if self.resumed_from is None and self.tcfg.init_from is not None:
+            self.initialise_from(model)
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay else None
         self.step = 0
-        self.resumed_from = latest_checkpoint(self.run)
         if self.resumed_from is not None:
             self.step = load_checkpoint(self.accelerator, self.resumed_from, self._weights(model), self._optimizers())
         else:
@@ -334,6 +337,22 @@ class Trainer:
 
     # --- the shared machinery --------------------------------------------------------
 
+    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        """Apply ``train.freeze`` and return the parameters left to the optimiser (called from ``build``)."""
+        from vtok.finetune import freeze
+
+        self.frozen = freeze(model, self.tcfg.freeze)
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def initialise_from(self, model: nn.Module) -> None:
+        """``train.init_from``: the saved model's matching weights; what was loaded is kept in the run folder."""
+        from vtok.finetune import init_from
+
+        record = init_from(model, self.tcfg.init_from)
+        if self.main:
+            with atomic_path(self.run / "init_from.json") as tmp:
+                tmp.write_text(dumps_json(record, indent=1) + "\n")
+
     def _weights(self, model: nn.Module) -> dict[str, nn.Module]:
         weights = self.checkpoint_modules(model)
         if self.ema is not None:
@@ -371,6 +390,8 @@ class Trainer:
             while self.step < t.steps:
                 self._set_lr()
                 self.model.train()
+                for module in self.frozen:  # frozen parts: no dropout, no codebook EMA or restarts
+                    module.eval()
                 logs, count = self.train_step([next(batches) for _ in range(t.grad_accum)])
                 if self.ema is not None:
                     self.ema.update(acc.unwrap_model(self.model), self.step)

@@ -37,6 +37,9 @@ class VQGANLoss(nn.Module):
         discriminator: dict = component("discriminator", {"name": "patchgan"})
         disc_weight: float = 0.5
         disc_start: int = 20000
+        # The generator's GAN weight ramps from 0 over these steps after disc_start, so a discriminator trained
+        # from scratch (e.g. when fine-tuning a released generator) is not followed while it is still random.
+        disc_warmup_steps: int = 0
         adaptive_weight: bool = False
         lecam_weight: float = 0.0
         lecam_decay: float = 0.999
@@ -73,6 +76,8 @@ class VQGANLoss(nn.Module):
             if self.gan_active(step):
                 g = -discriminator(recon).float().mean()
                 weight = self.cfg.disc_weight
+                if self.cfg.disc_warmup_steps > 0:
+                    weight = weight * min(1.0, (step - self.cfg.disc_start + 1) / self.cfg.disc_warmup_steps)
                 if self.cfg.adaptive_weight:
                     weight = weight * self._adaptive_weight(nll, g, last_layer)
                 total = total + weight * g

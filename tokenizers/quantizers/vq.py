@@ -142,6 +142,31 @@ class VQ(Quantizer):
                     out.append(dist.argmax(-1))
         return rearrange(torch.cat(out), "(b l) -> b l 1", b=latents.shape[0])
 
+    @torch.no_grad()
+    def refresh_unused(self, latents: torch.Tensor) -> int:
+        """Codes none of ``latents`` (B, L, D) picks become k-means centroids of them; used codes stay as they are.
+
+        For fine-tuning on new data: codes the old data used keep their meaning (and their ids), the rest
+        start where the new latents are, as a fresh run's k-means init would put them.
+        """
+        from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
+
+        ids = self.quantize_ids(latents).flatten()
+        used = torch.zeros(self.cfg.codebook_size, dtype=torch.bool, device=ids.device)
+        used[ids] = True
+        unused = (~used).nonzero().flatten()
+        if len(unused) == 0:
+            return 0
+        x, _ = self._codes_and_inputs(latents.float())
+        centroids, _ = kmeans(rearrange(x, "b l d -> 1 (b l) d"), len(unused), self.cfg.kmeans_iters, self.cfg.cosine)
+        codebook = self.vq._codebook
+        codebook.embed.data[0, unused] = centroids[0].to(codebook.embed.dtype)
+        if self.cfg.ema:  # the EMA state must agree with the new codes, or the next update pulls them back
+            size = codebook.cluster_size[0, used].mean()
+            codebook.cluster_size.data[0, unused] = size
+            codebook.embed_avg.data[0, unused] = centroids[0] * size
+        return len(unused)
+
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, 1) -> z_q: (B, L, D) float32."""
         return self.vq.get_output_from_indices(ids[..., 0])

@@ -63,8 +63,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     import vtok
     from vtok.outputs import check_out_dir
 
-    cfg = vtok.load_config(args.config, args.overrides)
-    check_out_dir(args.out, [args.config], replaceable=lambda p: (p / "config.json").is_file(), kind="run folder")
+    cfg = vtok.load_config(args.config, args.overrides, args.overlay)
+    check_out_dir(
+        args.out, [args.config, *args.overlay], replaceable=lambda p: (p / "config.json").is_file(), kind="run folder"
+    )
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.train import train_ar
     from vtok.registry import lookup
@@ -307,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML preset, e.g. configs/tokenizer/vq_f16.yaml")
     p.add_argument("overrides", nargs="*", help="dotted overrides: train.steps=1000 model.quantizer.codebook_size=4096")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, samples/, final/)")
+    p.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        help="a partial preset merged over CONFIG before the overrides, e.g. configs/finetune/decoder.yaml",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("encode", help="images -> token file (safetensors)")
