@@ -104,6 +104,7 @@ def _collapse_run(tmp_path: Path, name: str, forced: bool, *overrides: str) -> l
     cfg = vtok.load_config(
         TINY,
         ["train.steps=4", "train.log_every=2", "loss.disc_start=1000", "model.quantizer.dead_code_threshold=0.0",
+         "model.quantizer.dead_code_share=0.0",
          "model.quantizer.kmeans_init=false", *overrides],
     )  # fmt: skip
     trainer = TokenizerTrainer(cfg, tmp_path / name, progress=False)

@@ -10,7 +10,6 @@ frozen quantizer's EMA codebook and restarts stand still.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from vtok.errors import VtokError
+from vtok.io import file_sha256
 
 log = logging.getLogger("vtok.train")
 
@@ -44,14 +44,6 @@ def freeze(model: nn.Module, names: list[str]) -> list[nn.Module]:
     if names and not any(p.requires_grad for p in model.parameters()):
         raise VtokError("train.freeze freezes every part: nothing would train")
     return frozen
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def init_from(model: nn.Module, ref: str | Path) -> dict[str, Any]:
@@ -93,4 +85,4 @@ def init_from(model: nn.Module, ref: str | Path) -> dict[str, Any]:
             ref, len(loaded), len(skipped), ", ".join(skipped[:6]) + (" ..." if len(skipped) > 6 else ""),
             len(unused), f" ({', '.join(unused[:6])})" if unused else "",
         )  # fmt: skip
-    return {"init_from": str(ref), "sha256": _sha256(weights), "loaded": len(loaded), "skipped": skipped}
+    return {"init_from": str(ref), "sha256": file_sha256(weights), "loaded": len(loaded), "skipped": skipped}

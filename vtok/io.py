@@ -120,3 +120,14 @@ def write_torch(obj: Any, path: str | Path) -> None:
         if "writ" not in str(err).lower():
             raise
         raise _as_os_error(err, path) from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MB blocks (released checkpoints are GBs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -116,6 +116,11 @@ def cmd_encode(args: argparse.Namespace) -> None:
         )
         return
     names, images = load_inputs(args.inputs, args.size)
+    labels = None
+    if args.labels is not None:  # checked before the work, not after it
+        labels = torch.tensor(_int_list(args.labels, "--labels"))
+        if len(labels) != len(names):
+            raise VtokError(f"--labels gives {len(labels)} labels for {len(names)} images")
     if args.target is not None:
         from vtok.eval.adaptive import encode_adaptive
 
@@ -132,11 +137,6 @@ def cmd_encode(args: argparse.Namespace) -> None:
         )
     else:
         tokens = encode_batched(tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens)
-    labels = None
-    if args.labels is not None:
-        labels = torch.tensor(_int_list(args.labels, "--labels"))
-        if len(labels) != len(names):
-            raise VtokError(f"--labels gives {len(labels)} labels for {len(names)} images")
     save_tokens(args.out, tokens, tokenizer.fingerprint(), labels=labels, names=names)
     print(f"{len(names)} images -> {tokens.num_positions} positions x {tokens.ids.shape[2]} codes each -> {args.out}")
 

@@ -15,7 +15,6 @@ how to strip it, never executed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from vtok.convert.titok import one_d_piece, titok
 from vtok.convert.vqgan import llamagen_vq, taming_vqgan
 from vtok.errors import VtokError
 from vtok.hub import checkpoint_file, source_config_file
+from vtok.io import file_sha256
 
 __all__ = ["SOURCES", "convert", "read_checkpoint"]
 
@@ -50,15 +50,6 @@ MARKERS = {
     "one-d-piece": "encoder.patch_embed.",
     "llamagen-gpt": "tok_embeddings.",
 }
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MB blocks (released checkpoints are GBs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
