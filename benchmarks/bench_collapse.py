@@ -1,7 +1,7 @@
 """Codebook collapse at the quantizer defaults: the same CNN, data and optimiser, four quantizers.
 
     python benchmarks/bench_collapse.py [--rows vqtorch,kmeans_dead2,old_defaults,defaults]
-                                        [--steps 300] [--work runs/collapse] [--out benchmarks/collapse.json]
+                                        [--steps 300] [--seed 0] [--work runs/collapse] [--out benchmarks/collapse.json]
 
 A VQGAN CNN (ch 64, 1-2-2-4, 1 residual block, attention at the lowest level, z 128: 13.3M parameters, f8) on
 random 64 px crops of the built-in photographs (batch 16), AdamW 1e-4 with betas
@@ -133,11 +133,11 @@ class ScoredTrainer(TokenizerTrainer):
         }
 
 
-def run_row(name: str, steps: int, work: Path, heldout: torch.Tensor) -> dict[str, Any]:
+def run_row(name: str, steps: int, seed: int, work: Path, heldout: torch.Tensor) -> dict[str, Any]:
     _, quantizer, extra = ROWS[name]
     preset = ROOT / "configs" / "tokenizer" / "vq_demo.yaml"
-    cfg = vtok.load_config(preset, [*SETUP, f"{Q}={quantizer}", *extra, f"train.steps={steps}"])
-    trainer = ScoredTrainer(cfg, work / name, progress=False)
+    cfg = vtok.load_config(preset, [*SETUP, f"{Q}={quantizer}", *extra, f"train.steps={steps}", f"train.seed={seed}"])
+    trainer = ScoredTrainer(cfg, work / key(name, seed), progress=False)
     trainer.heldout, trainer.scores = heldout, {}
     params = sum(p.numel() for p in trainer.accelerator.unwrap_model(trainer.model).parameters())
     started = time.perf_counter()
@@ -149,10 +149,15 @@ def run_row(name: str, steps: int, work: Path, heldout: torch.Tensor) -> dict[st
     }
 
 
+def key(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}_s{seed}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0, help="rows of another seed are kept as NAME_sSEED")
     p.add_argument("--work", default=str(ROOT / "runs" / "collapse"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "collapse.json"))
     args = p.parse_args()
@@ -168,11 +173,11 @@ def main() -> None:
     }
     rows = report.setdefault("rows", {})
     for name in args.rows.split(","):
-        work = Path(args.work)
+        work, row = Path(args.work), key(name, args.seed)
         # A fresh run every time: a resumed run would skip the steps it scores.
-        shutil.rmtree(work / name, ignore_errors=True)
-        rows[name] = {"what": ROWS[name][0], **run_row(name, args.steps, work, heldout)}
-        print(name, rows[name], flush=True)
+        shutil.rmtree(work / row, ignore_errors=True)
+        rows[row] = {"what": ROWS[name][0], "seed": args.seed, **run_row(name, args.steps, args.seed, work, heldout)}
+        print(row, rows[row], flush=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
 
