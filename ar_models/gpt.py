@@ -145,14 +145,22 @@ class GPT(Pretrained, nn.Module):
             raise VtokError(f"class labels must lie in [0, {self.cfg.num_classes}) (or {self.cfg.num_classes}: null)")
         return self.cls_embedding(labels)[:, None]
 
-    def backbone(self, x: torch.Tensor, start: int = 0, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """x: (B, T, D) inputs at sequence steps [start, start + T) -> (B, T, D) normalised hidden states."""
-        angles, gain = self.angles[start : start + x.shape[1]], self.rope_gain[start : start + x.shape[1]]
-        cos, sin = angles.cos() * gain, angles.sin() * gain  # (T, head_dim / 2)
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D) inputs at sequence steps [0, T) -> (B, T, D) normalised hidden states."""
+        t = x.shape[1]
+        cos, sin = self.angles[:t].cos() * self.rope_gain[:t], self.angles[:t].sin() * self.rope_gain[:t]  # (T, hd / 2)
         x = self.drop(x)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, None if caches is None else caches[i], start)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
         return self.norm(x)
+
+    def step(self, x: torch.Tensor, pos: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """One cached step: x (B, 1, D) at sequence step ``pos`` (0-dim long tensor) -> (B, D) hidden state."""
+        angles, gain = self.angles.index_select(0, pos.view(1)), self.rope_gain.index_select(0, pos.view(1))
+        cos, sin = angles.cos() * gain, angles.sin() * gain  # (1, head_dim / 2)
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x = layer.step(x, cos, sin, cache, pos)
+        return self.norm(x)[:, -1]
 
     def depth_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
         """Stacks: (N, D) hidden states and (N, C) codes (teacher forcing) -> C logits (N, K_c)."""

@@ -1,14 +1,13 @@
 """LlamaGen-style transformer parts: RMSNorm, SwiGLU, rotary embeddings (1D and 2D), cached attention.
 
 Written here rather than taken from timm because the decode step needs a
-preallocated key/value cache that is written in place, and rotary angles that
+preallocated key/value cache that is written in place at a tensor position (one
+compiled graph for every step), and rotary angles that
 follow the token layout (2D for grids, 1D for sequences, identity for the class
 prefix); timm's blocks have neither.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -71,12 +70,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rearrange(out, "b h t d two -> b h t (d two)").type_as(x)
 
 
-@dataclass
-class KVCache:
-    """Preallocated keys and values of one layer: (B, H, T_max, hd) each, filled up to ``length``."""
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer, (B, H, T_max, hd) each. Buffers, so that a compiled (on GPU,
+    CUDA-graphed) decoding step is handed the same storage at every call."""
 
-    k: torch.Tensor
-    v: torch.Tensor
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str):
+        super().__init__()
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
 
 class Attention(nn.Module):
@@ -87,28 +88,29 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
         self.dropout = dropout
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: KVCache | None = None,
-        start: int = 0,
-    ) -> torch.Tensor:
-        """x: (B, T, D) at sequence positions [start, start + T); with a cache, keys 0..start come from it."""
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            end = start + x.shape[1]
-            cache.k[:, :, start:end] = k
-            cache.v[:, :, start:end] = v
-            k, v = cache.k[:, :, :end], cache.v[:, :, :end]
-        causal = x.shape[1] > 1
-        if causal and k.shape[2] != q.shape[2]:
-            raise ValueError("a multi-token step on a non-empty cache is not supported")
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (B, H, T, hd) each
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D), causal over T -> (B, T, D)."""
+        q, k, v = self._qkv(x, cos, sin)
         drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=drop)  # (B, H, T, hd)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=x.shape[1] > 1, dropout_p=drop)  # (B, H, T, hd)
         return self.proj(rearrange(out, "b h t d -> b t (h d)"))
+
+    def step(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """One token x: (B, 1, D) at step ``pos`` (0-dim long): its key and value written into ``cache``,
+        attention over the whole cache with the steps after ``pos`` masked. No shape depends on ``pos``,
+        so a compiled step is compiled once, not once per token."""
+        q, k, v = self._qkv(x, cos, sin)
+        cache.k.index_copy_(2, pos.view(1), k.to(cache.k.dtype))
+        cache.v.index_copy_(2, pos.view(1), v.to(cache.v.dtype))
+        visible = (torch.arange(cache.k.shape[2], device=x.device) <= pos)[None]  # (1, T_max)
+        out = F.scaled_dot_product_attention(q.to(cache.k.dtype), cache.k, cache.v, attn_mask=visible)  # (B, H, 1, hd)
+        return self.proj(rearrange(out, "b h t d -> b t (h d)").to(x.dtype))
 
 
 class Block(nn.Module):
@@ -119,6 +121,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(dim)
         self.feed_forward = SwiGLU(dim, hidden, dropout)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, cache, start)  # (B, T, D)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin)  # (B, T, D)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+    def step(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, pos: torch.Tensor):
+        """One cached decoding step of x: (B, 1, D) (see :meth:`Attention.step`)."""
+        x = x + self.attention.step(self.attention_norm(x), cos, sin, cache, pos)  # (B, 1, D)
         return x + self.feed_forward(self.ffn_norm(x))

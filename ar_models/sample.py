@@ -3,6 +3,11 @@
 Seeded and batched: the same seed, labels and settings give the same tokens, with
 or without the cache (tested). Under guidance the conditional and unconditional
 halves run in one batch and share every sampled token.
+
+The cached path is one :class:`DecodeStep` per call: a fixed-shape cache and a
+tensor position, so ``compile=True`` compiles it once (with CUDA graphs on GPU,
+where the launch overhead of a one-token step dominates), and ``precision="bf16"``
+runs it under autocast with a bf16 cache; sampling itself stays float32.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from vtok.ar_models.gpt import GPT
 from vtok.ar_models.layers import KVCache
 from vtok.config import NON_NEGATIVE, POSITIVE, Range, check_ranges, ranged
 from vtok.errors import VtokError
+from vtok.fast import autocast, check_precision, require_compile
 from vtok.tokens import Tokens
 
 
@@ -62,6 +69,31 @@ def _draw(logits: torch.Tensor, s: SamplingConfig, gen: torch.Generator) -> torc
     return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]  # (B,)
 
 
+class DecodeStep(nn.Module):
+    """``model.step`` with the key/value caches of a batch of ``batch`` sequences as buffers."""
+
+    def __init__(self, model: GPT, batch: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.model = model
+        shape = (batch, model.cfg.heads, model.max_steps, model.cfg.dim // model.cfg.heads)
+        self.caches = nn.ModuleList(KVCache(shape, dtype, device) for _ in model.layers)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, D) at step ``pos`` (0-dim long) -> (B, D)."""
+        return self.model.step(x, pos, list(self.caches))
+
+
+def decode_step(model: GPT, batch: int, precision: str, compile: bool, device: torch.device) -> DecodeStep:
+    """A fresh cached step; compiled once per batch size (CUDA graphs on GPU) when asked."""
+    low = check_precision(precision)
+    dtype = low if low != torch.float32 else next(model.parameters()).dtype
+    step = DecodeStep(model, batch, dtype, device)
+    if compile:
+        require_compile()
+        step.compile(dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+    return step
+
+
 @torch.inference_mode()
 def generate(
     model: GPT,
@@ -69,11 +101,15 @@ def generate(
     num_samples: int | None = None,
     sampling: SamplingConfig | None = None,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> Tokens:
     """Sample token sequences.
 
     Args:
         labels: (B,) class ids, or None for the unconditional model (then ``num_samples``).
+        precision: "fp32", or "bf16" (the transformer under autocast, bf16 cache; logits and draws in float32).
+        compile: compile the cached decoding step (static shapes; ``sampling.use_cache`` must be on).
     Returns:
         ``Tokens`` in the model's layout; variable-length models set ``lengths``.
     """
@@ -92,21 +128,20 @@ def generate(
     gen = torch.Generator(device=device).manual_seed(s.seed)
     steps = model.max_steps
     prefix = model.class_prefix(labels, labels.shape[0], device)  # (B', 1, D)
-    caches = None
-    if s.use_cache:
-        head_dim = model.cfg.dim // model.cfg.heads
-        shape = (labels.shape[0], model.cfg.heads, steps + 1, head_dim)
-        caches = [KVCache(prefix.new_zeros(shape), prefix.new_zeros(shape)) for _ in model.layers]
+    if compile and not s.use_cache:
+        raise VtokError("compile speeds up the cached decoding step; sampling without the cache cannot use it")
+    step = decode_step(model, labels.shape[0], precision, compile, device) if s.use_cache else None
     ids = torch.zeros(b, steps, model.codes, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     lengths = torch.full((b,), model.positions, dtype=torch.long, device=device)
     for t in tqdm(range(steps), desc="sample", disable=not progress):
-        if caches is not None:
-            x = prefix if t == 0 else model.embed(_both(ids[:, t - 1 : t], guided))
-            hidden = model.backbone(x, start=0 if t == 0 else t, caches=caches)[:, -1]  # (B', D)
-        else:
-            x = torch.cat([prefix, model.embed(_both(ids[:, :t], guided))], dim=1)
-            hidden = model.backbone(x)[:, -1]
+        with autocast(device, precision):
+            if step is not None:
+                x = prefix if t == 0 else model.embed(_both(ids[:, t - 1 : t], guided))
+                hidden = step(x, torch.tensor(t, device=device)).float()  # (B', D)
+            else:
+                x = torch.cat([prefix, model.embed(_both(ids[:, :t], guided))], dim=1)
+                hidden = model.backbone(x)[:, -1].float()
         scale = s.cfg_scale if s.cfg_schedule == "constant" else 1 + (s.cfg_scale - 1) * (t + 1) / steps
         if model.codes == 1:
             logits = _guided(model.output(hidden), guided, scale)  # (B, K)

@@ -13,6 +13,9 @@
    (rows), the original then the decode of the first 1, 2, 4, ..., N tokens (columns).
 3. Compression (One-D-Piece's comparison): per image, the tokens' bytes (k x log2(codebook) / 8) at full
    length against the smallest JPEG and WebP files (PIL, quality searched) with at least the same PSNR.
+4. The classic codecs at no more bits than the full sequence (``--classic-preset``: the data of the
+   tokenizer's training, 1024 images of its stream): residual k-means of raw 16x16 patches on the nearest
+   square grid (4x4 at 64 px), one level (half the bits) and two, JPEG and WebP at the same bytes.
 """
 
 from __future__ import annotations
@@ -88,6 +91,28 @@ def summarise(res, reachable: torch.Tensor, select: torch.Tensor) -> dict[str, f
     }
 
 
+def classic(tok, preset: str, size: int) -> dict:
+    """The classic codecs at no more bits than the tokenizer's full sequence, on its training stream's images."""
+    import itertools
+
+    from vtok.data import DataConfig, iterate_batches
+    from vtok.eval.baselines import classic_scores
+
+    stream = torch.cat(
+        list(itertools.islice(iterate_batches(DataConfig(**vtok.load_config(preset)["data"]), 16, 0), 64))
+    )
+    splits = {"train": torch.stack([pil_to_tensor(im) for _, im in builtin_crops("train", size)]),
+              "heldout": torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", size)])}  # fmt: skip
+    bits = tok.num_tokens * math.log2(tok.codebook_sizes[0])
+    side = max(s for s in range(1, size + 1) if size % s == 0 and s * s * math.log2(tok.codebook_sizes[0]) <= bits)
+    depth = max(1, int(bits // (side * side * math.log2(tok.codebook_sizes[0]))))
+    return {
+        "token_bits": bits,
+        "grid": side,
+        **classic_scores(size // side, tok.codebook_sizes[0], depth, stream, splits),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokenizer", required=True)
@@ -95,6 +120,7 @@ def main() -> None:
     p.add_argument("--target", default="psnr=18")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "oned_demo.json"))
     p.add_argument("--plot", default=str(ROOT / "benchmarks" / "figures" / "oned_demo"))  # a folder
+    p.add_argument("--classic-preset", default=str(ROOT / "configs" / "tokenizer" / "oned_demo.yaml"))
     args = p.parse_args()
     tok = vtok.load(args.tokenizer).eval()
     n = tok.num_tokens
@@ -156,7 +182,9 @@ def main() -> None:
         "rate_distortion": rows,
         "adaptive": adaptive_row,
         "compression_mean": summary,
+        "classic": classic(tok, args.classic_preset, args.size),
     }
+    print(json.dumps(report["classic"]), flush=True)
     Path(args.out).write_text(json.dumps(report, indent=2, default=float) + "\n")
 
 

@@ -111,3 +111,15 @@ class ViTLatentDecoder(LatentDecoder):
     @property
     def last_layer(self) -> torch.Tensor:
         return self.pixel_head.last_layer if self.cfg.pixel_head is not None else self.to_pixels.weight
+
+    @torch.no_grad()
+    def zero_output_(self) -> None:
+        """Make the decoder's image exactly zero (the layers that write pixels at zero, the rest as they are)."""
+        if self.cfg.pixel_head is not None:
+            raise VtokError(
+                "model.decoder: a pixel_head decoder cannot start at zero output; use the linear unpatchify"
+            )
+        last_conv = [m for m in self.head if isinstance(m, nn.Conv2d)][-1:]
+        for layer in [self.to_pixels, *last_conv]:
+            layer.weight.zero_()
+            layer.bias.zero_()

@@ -94,3 +94,17 @@ def test_every_ranged_field_refuses_a_value_just_outside_naming_the_key(cls, fie
     for value in [bad, float("nan")] if "float" in str(kind) else [bad]:
         with pytest.raises(VtokError, match=rf"'x\.{field.name}(\[0\])?'.*(must be|finite)"):
             resolve(cls, {field.name: [value] if listed else value}, "x")
+
+
+@pytest.mark.parametrize("word,want", [("no", "no"), ("off", "no"), ("bf16", "bf16"), ("yes", None)])
+def test_yaml_bool_words_read_as_the_option_of_that_name(word, want):
+    """YAML 1.1 reads a bare `no` as false; `train.mixed_precision=no` must still mean the option "no"."""
+    from vtok.config import instantiate
+    from vtok.presets import TrainConfig
+
+    if want is None:
+        with pytest.raises(vtok.VtokError, match="mixed_precision"):
+            vtok.load_config(TINY, [f"train.mixed_precision={word}"])
+        return
+    cfg = vtok.load_config(TINY, [f"train.mixed_precision={word}"])
+    assert instantiate(TrainConfig, cfg["train"]).mixed_precision == want

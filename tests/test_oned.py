@@ -14,6 +14,7 @@ PRESETS = [
     "configs/tokenizer/oned_flex_tiny.yaml",
     "configs/tokenizer/oned_piece_tiny.yaml",
     "configs/tokenizer/oned_titok_tiny.yaml",
+    "configs/tokenizer/oned_bypass_tiny.yaml",
 ]
 
 
@@ -161,3 +162,22 @@ def test_pixel_heads_map_patch_features_to_images_of_their_upsampling(name):
     assert out.shape == (2, 3, size, size) and torch.isfinite(out).all()
     out.square().mean().backward()
     assert x.grad.abs().sum() > 0 and head.last_layer.shape[0] == 3
+
+
+def test_linear_bypass_starts_as_the_principal_components_and_a_prefix_uses_its_tokens_only(images):
+    """After the data init, the continuous path reproduces images inside the span of the init images exactly
+    (8 images: rank 7 around their mean, within 8 tokens x 4 values), and a prefix's pixels do not depend on
+    the values past it."""
+    torch.manual_seed(0)
+    tok = vtok.build("configs/tokenizer/oned_bypass_tiny.yaml").eval()
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    tok.init_from_data(x)
+    with torch.no_grad():
+        z = tok._latents(x)
+        full = torch.full((8,), tok.num_tokens)
+        torch.testing.assert_close(tok._decode_latents(z, full), x, atol=1e-4, rtol=0)
+        k = torch.full((8,), 1)  # 4 of the 7 components: a lossy prefix
+        noisy = z.clone()
+        noisy[:, 1:] += torch.randn_like(noisy[:, 1:])
+        torch.testing.assert_close(tok._decode_latents(z, k), tok._decode_latents(noisy, k), atol=1e-5, rtol=0)
+        assert tok._decode_latents(z, k).sub(x).pow(2).mean() > tok._decode_latents(z, full).sub(x).pow(2).mean()

@@ -33,10 +33,19 @@ VARIANTS = {
             "scale_drop": 1.0,
         },
     ],
-    "fsq": [{"dim": 3, "levels": [5, 4, 4]}, {"dim": 8, "levels": [8, 5, 5, 5]}],
+    "fsq": [
+        {"dim": 3, "levels": [5, 4, 4]},
+        {"dim": 8, "levels": [8, 5, 5, 5]},
+        {"dim": 3, "levels": [5, 4, 4], "preserve_symmetry": True, "noise_dropout": 0.5},
+    ],
     "vq_learned": [  # LlamaGen's: l2-normalised codes learned by gradient; and a Euclidean one
         {"dim": 8, "codebook_size": 32},
         {"dim": 8, "codebook_size": 32, "l2_norm": False, "entropy_weight": 0.1},
+    ],
+    "msvq": [  # VAR's: 16 positions = a 4x4 grid
+        {"dim": 8, "codebook_size": 32, "scales": [1, 2, 4]},
+        {"dim": 8, "codebook_size": 16, "scales": [1, 2, 3, 4], "phi_count": 0, "cosine": True},
+        {"dim": 8, "codebook_size": 16, "scales": [2, 4], "phi_count": 1, "phi_ratio": 0.0},
     ],
     "dual_rvq": [
         {

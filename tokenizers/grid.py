@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vtok.config import build_component, component
+from vtok.config import AT_LEAST_1, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import QuantizerOutput, Tokenizer, TokenizerOutput
 from vtok.registry import register
@@ -49,14 +49,18 @@ class GridTokenizer(Tokenizer):
         encoder: dict = component("encoder", {"name": "conv"})
         quantizer: dict = component("quantizer", {"name": "vq"})
         decoder: dict = component("decoder", {"name": "conv"})
+        quant_conv_kernel: int = ranged(1, AT_LEAST_1)  # 3 in VAR's VQVAE; 1 (a linear map per position) elsewhere
 
     def __init__(self, cfg: Config):
         super().__init__()
+        if cfg.quant_conv_kernel % 2 == 0:
+            raise VtokError("model.quant_conv_kernel must be odd (the latent grid keeps its size)")
         self.encoder = build_component("encoder", cfg.encoder, "model.encoder")
         self.quantizer = build_component("quantizer", cfg.quantizer, "model.quantizer")
         self.decoder = build_component("decoder", cfg.decoder, "model.decoder")
-        self.quant_conv = nn.Conv2d(self.encoder.out_channels, self.pixel_code_dim, 1)
-        self.post_quant_conv = nn.Conv2d(self.quantizer.dim, self.decoder.in_channels, 1)
+        k = cfg.quant_conv_kernel
+        self.quant_conv = nn.Conv2d(self.encoder.out_channels, self.pixel_code_dim, k, padding=k // 2)
+        self.post_quant_conv = nn.Conv2d(self.quantizer.dim, self.decoder.in_channels, k, padding=k // 2)
         self.downsample_factor = self.encoder.downsample_factor
 
     @property

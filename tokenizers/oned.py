@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vtok.config import build_component, component
+from vtok.config import NON_NEGATIVE, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Tokenizer, TokenizerOutput
 from vtok.registry import register
+from vtok.tokenizers.bypass import BypassIn, BypassOut, init_principal_components
 from vtok.tokenizers.grid import check_images
 from vtok.tokens import Tokens
 
@@ -26,7 +27,7 @@ from vtok.tokens import Tokens
 class OneDTokenizer(Tokenizer):
     """encoder (vit1d) -> quantizer -> ordering fill -> decoder (vit1d)."""
 
-    part_of = {"to_code": "encoder", "from_code": "decoder"}
+    part_of = {"to_code": "encoder", "from_code": "decoder", "bypass_in": "encoder", "bypass_out": "decoder"}
 
     @dataclass
     class Config:
@@ -34,6 +35,9 @@ class OneDTokenizer(Tokenizer):
         quantizer: dict = component("quantizer", {"name": "vq", "dim": 12, "codebook_size": 4096})
         decoder: dict = component("decoder", {"name": "vit1d"})
         ordering: dict = component("ordering", {"name": "none"})
+        # A global linear path beside the transformers (tokenizers/bypass.py): fast convergence for small demos.
+        linear_bypass: bool = False
+        bypass_init_images: int = ranged(1024, NON_NEGATIVE)  # images for its principal components (0: random init)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -47,6 +51,11 @@ class OneDTokenizer(Tokenizer):
         self.to_code = nn.Linear(self.encoder.out_channels, self.quantizer.dim)
         self.from_code = nn.Linear(self.quantizer.dim, self.decoder.in_channels)
         self.downsample_factor = self.encoder.downsample_factor
+        self.bypass_in = self.bypass_out = None
+        if cfg.linear_bypass:
+            shape = (self.encoder.cfg.image_size, self.num_tokens, self.quantizer.dim)
+            self.bypass_in, self.bypass_out = BypassIn(*shape), BypassOut(*shape)
+            self.data_init_images = cfg.bypass_init_images
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -64,7 +73,7 @@ class OneDTokenizer(Tokenizer):
     def encode(self, images: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> Tokens:
         """images (B, 3, H, W) in [-1, 1] -> Tokens (B, N, 1) keeping the first ``num_tokens`` (int or (B,))."""
         check_images(images, self.downsample_factor)
-        z = self.to_code(self.encoder(images))  # (B, N, d)
+        z = self._latents(images)  # (B, N, d)
         ids = self.quantizer.quantize_ids(z)  # (B, N, 1)
         lengths = self._lengths(images.shape[0], num_tokens, images.device)
         return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
@@ -83,6 +92,24 @@ class OneDTokenizer(Tokenizer):
         tokens.check_range()
         return self.quantizer.lookup(tokens.ids)
 
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """With the linear bypass: it starts as the images' principal components, the transformers' outputs at
+        zero and the codes at k-means centroids of the components, so the first step already codes images as
+        well as a classic transform + VQ coder does."""
+        if self.bypass_in is None or not self.data_init_images:
+            return
+        init_principal_components(self.bypass_in, self.bypass_out, images)
+        self.to_code.weight.zero_()
+        self.to_code.bias.zero_()
+        self.decoder.zero_output_()
+        self.quantizer.init_codes(self._latents(images))  # codes where the principal components put the images
+
+    def _latents(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> (B, N, d) values to quantize."""
+        z = self.to_code(self.encoder(images))  # (B, N, d)
+        return z if self.bypass_in is None else z + self.bypass_in(images)
+
     def _decode_latents(
         self, z_q: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -90,8 +117,10 @@ class OneDTokenizer(Tokenizer):
         x = self.ordering.fill(x, lengths, self.decoder.mask_token)
         if images is not None:
             # A generative (flow) decoder trains on a one-step estimate of the image it is shown.
-            return self.decoder.training_recon(x, lengths, images)
-        return self.decoder(x, lengths)  # (B, 3, H, W)
+            recon = self.decoder.training_recon(x, lengths, images)
+        else:
+            recon = self.decoder(x, lengths)  # (B, 3, H, W)
+        return recon if self.bypass_out is None else recon + self.bypass_out(z_q, lengths)
 
     def decode(self, tokens: Tokens) -> torch.Tensor:
         """Tokens -> (B, 3, H, W) in [-1, 1]; each sample from its own prefix (``tokens.lengths``)."""
@@ -103,7 +132,7 @@ class OneDTokenizer(Tokenizer):
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
         """Training pass: lengths from the ordering part (all N in eval), recon unclamped."""
         check_images(images, self.downsample_factor)
-        z = self.to_code(self.encoder(images))  # (B, N, d)
+        z = self._latents(images)  # (B, N, d)
         q = self.quantizer(z)
         if self.training:
             lengths = self.ordering.sample_lengths(images.shape[0], self.num_tokens, images.device)

@@ -65,6 +65,16 @@ class TokenizerTrainer(Trainer):
         model.train()
         log.warning("reinit_unused_codes: %d codes unused on %d new images restarted there", refreshed, len(images))
 
+    @torch.no_grad()
+    def initialise_fresh(self, model: torch.nn.Module) -> None:
+        """Hand the model the first images of its own training stream if it initialises from data (the order is a
+        function of the seed, so every rank computes the same weights)."""
+        if not model.data_init_images:
+            return
+        batches = iterate_batches(self.dcfg, self.tcfg.batch_size, self.tcfg.seed + 1)
+        count = -(-model.data_init_images // self.tcfg.batch_size)
+        model.init_from_data(torch.cat([next(batches) for _ in range(count)]))
+
     def prepare_others(self) -> None:
         self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(self.disc, self.opt_g, self.opt_d)
 

@@ -121,6 +121,9 @@ def _fail(where: str, message: str) -> typing.NoReturn:
     raise VtokError(f"config key '{where}': {message}")
 
 
+_YAML_TRUE, _YAML_FALSE = ("yes", "on", "true", "y"), ("no", "off", "false", "n")
+
+
 def _check_value(tp: Any, value: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it normalised (lists, floats)."""
     origin = typing.get_origin(tp)
@@ -141,6 +144,9 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(err))
         _fail(where, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
+        # YAML 1.1 reads a bare no / yes / off / on as a bool; where the options are those words, take the word.
+        if isinstance(value, bool):
+            value = next((a for a in args if str(a).lower() in (_YAML_TRUE if value else _YAML_FALSE)), value)
         if value not in args:
             _fail(where, f"expected one of {list(args)}, got {value!r}")
         return value

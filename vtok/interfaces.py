@@ -66,6 +66,10 @@ class Decoder(nn.Module):
         """The output layer's weight, for the GAN loss's adaptive weight."""
         raise NotImplementedError
 
+    def zero_output_(self) -> None:
+        """Set the layers that write pixels to zero (for models that start from another path's output)."""
+        raise VtokError(f"the {type(self).__name__} decoder cannot start at zero output")
+
     def training_recon(self, latents: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """The reconstruction the loss sees in training; a generative decoder returns its estimate of ``images``."""
         return self(latents, lengths)
@@ -102,6 +106,9 @@ class Quantizer(nn.Module):
         """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``."""
         return self.forward(latents).ids
 
+    def init_codes(self, latents: torch.Tensor) -> None:
+        """Initialise every code from ``latents`` (B, L, D) (k-means where the part has codes to learn)."""
+
     def refresh_unused(self, latents: torch.Tensor) -> int:
         """Re-initialise the codes no latent of ``latents`` (B, L, D) picks from those latents; returns how many."""
         raise VtokError(f"the {type(self).__name__} quantizer cannot re-initialise unused codes")
@@ -119,6 +126,11 @@ class Tokenizer(Pretrained, nn.Module):
     """
 
     num_tokens: int | None = None
+    # Images of the training stream a fresh run hands to ``init_from_data`` before its first step (0: none).
+    data_init_images: int = 0
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Data-dependent initialisation of a fresh run; images: (N, 3, H, W) in [-1, 1]."""
 
     def encode(self, images: torch.Tensor, num_tokens: int | None = None) -> Tokens:
         raise NotImplementedError

@@ -32,6 +32,7 @@ class TrainConfig:
     grad_clip: float = ranged(1.0, NON_NEGATIVE)  # 0: no clipping
     ema_decay: float | None = ranged(0.999, DECAY)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    compile: bool = False  # torch.compile the model's forward (and so its backward); state names unchanged
     seed: int = 0
     log_every: int = ranged(50, AT_LEAST_1)
     save_every: int = ranged(1000, AT_LEAST_1)

@@ -282,12 +282,19 @@ class Trainer:
         self.resumed_from = latest_checkpoint(self.run)
         if self.resumed_from is None and self.tcfg.init_from is not None:
             self.initialise_from(model)
+        elif self.resumed_from is None:
+            self.initialise_fresh(model)
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay else None
         self.step = 0
         if self.resumed_from is not None:
             self.step = load_checkpoint(self.accelerator, self.resumed_from, self._weights(model), self._optimizers())
         else:
             set_seed(self.tcfg.seed + self.accelerator.process_index)
+        if self.tcfg.compile:
+            from vtok.fast import require_compile
+
+            require_compile()
+            model.compile(dynamic=False)
         self.model = self.accelerator.prepare(model)
         self.prepare_others()
         if self.ema is not None:
@@ -343,6 +350,9 @@ class Trainer:
 
         self.frozen = freeze(model, self.tcfg.freeze)
         return [p for p in model.parameters() if p.requires_grad]
+
+    def initialise_fresh(self, model: nn.Module) -> None:
+        """A fresh run's data-dependent initialisation, before the first step (none by default)."""
 
     def initialise_from(self, model: nn.Module) -> None:
         """``train.init_from``: the saved model's matching weights; what was loaded is kept in the run folder."""

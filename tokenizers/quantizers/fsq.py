@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from vector_quantize_pytorch import FSQ as LibraryFSQ
 
-from vtok.config import AT_LEAST_1, Range, ranged
+from vtok.config import AT_LEAST_1, UNIT, Range, ranged
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
@@ -27,6 +27,11 @@ class FSQ(Quantizer):
     class Config:
         dim: int = ranged(6, AT_LEAST_1)
         levels: list[int] = ranged([8, 8, 8, 5, 5, 5], Range(2))
+        # Symmetry-preserving rounding and noise substitution (arXiv 2411.19842, section 3.2): each channel's
+        # levels are spread evenly over (-1, 1), and in training a share of the latents pass with uniform noise
+        # in place of rounding, which keeps gradients alive where tanh saturates.
+        preserve_symmetry: bool = False
+        noise_dropout: float = ranged(0.0, UNIT)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -34,7 +39,12 @@ class FSQ(Quantizer):
         self.dim = cfg.dim
         size = math.prod(cfg.levels)
         self.codebook_sizes = (size,)
-        self.fsq = LibraryFSQ(levels=list(cfg.levels), dim=cfg.dim)
+        self.fsq = LibraryFSQ(
+            levels=list(cfg.levels),
+            dim=cfg.dim,
+            preserve_symmetry=cfg.preserve_symmetry,
+            noise_dropout=cfg.noise_dropout,
+        )
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, 1)."""

@@ -149,23 +149,49 @@ class VQ(Quantizer):
         For fine-tuning on new data: codes the old data used keep their meaning (and their ids), the rest
         start where the new latents are, as a fresh run's k-means init would put them.
         """
-        from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
-
         ids = self.quantize_ids(latents).flatten()
         used = torch.zeros(self.cfg.codebook_size, dtype=torch.bool, device=ids.device)
         used[ids] = True
         unused = (~used).nonzero().flatten()
-        if len(unused) == 0:
-            return 0
-        x, _ = self._codes_and_inputs(latents.float())
-        centroids, _ = kmeans(rearrange(x, "b l d -> 1 (b l) d"), len(unused), self.cfg.kmeans_iters, self.cfg.cosine)
-        codebook = self.vq._codebook
-        codebook.embed.data[0, unused] = centroids[0].to(codebook.embed.dtype)
-        if self.cfg.ema:  # the EMA state must agree with the new codes, or the next update pulls them back
-            size = codebook.cluster_size[0, used].mean()
-            codebook.cluster_size.data[0, unused] = size
-            codebook.embed_avg.data[0, unused] = centroids[0] * size
+        if len(unused):
+            self._set_codes(latents, unused, used, None)
         return len(unused)
+
+    @torch.no_grad()
+    def init_codes(self, latents: torch.Tensor) -> None:
+        """Every code a k-means centroid of ``latents`` (B, L, D): a fresh run's k-means init from many images
+        instead of the library's first batch, seeded with k-means++ (scikit-learn), which the library's random
+        seeding falls far behind on heavy-tailed latents (2.3 dB at 1024 codes on the 1D demo's components)."""
+        from sklearn.cluster import KMeans
+
+        x, _ = self._codes_and_inputs(latents.float())
+        points = rearrange(x, "b l d -> (b l) d").cpu().double().numpy()
+        every = torch.arange(self.cfg.codebook_size, device=latents.device)
+        if len(points) < self.cfg.codebook_size:  # too few for k-means++: the library's sampled k-means
+            self._set_codes(latents, every, None, None)
+        else:
+            fit = KMeans(n_clusters=self.cfg.codebook_size, n_init=1, max_iter=50, random_state=0).fit(points)
+            centroids = torch.from_numpy(fit.cluster_centers_).to(x)
+            if self.cfg.cosine:
+                centroids = F.normalize(centroids, dim=-1)
+            self._set_codes(latents, every, None, centroids[None])
+        self.vq._codebook.initted.fill_(True)
+
+    def _set_codes(
+        self, latents: torch.Tensor, which: torch.Tensor, used: torch.Tensor | None, centroids: torch.Tensor | None
+    ) -> None:
+        from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
+
+        x, _ = self._codes_and_inputs(latents.float())
+        if centroids is None:
+            flat = rearrange(x, "b l d -> 1 (b l) d")
+            centroids, _ = kmeans(flat, len(which), self.cfg.kmeans_iters, self.cfg.cosine)
+        codebook = self.vq._codebook
+        codebook.embed.data[0, which] = centroids[0].to(codebook.embed.dtype)
+        if self.cfg.ema:  # the EMA state must agree with the new codes, or the next update pulls them back
+            size = codebook.cluster_size[0, used].mean() if used is not None else x.shape[0] * x.shape[1] / len(which)
+            codebook.cluster_size.data[0, which] = size
+            codebook.embed_avg.data[0, which] = centroids[0] * size
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, 1) -> z_q: (B, L, D) float32."""

@@ -37,6 +37,37 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=COUNT, default=16)
 
 
+def _add_speed(p: argparse.ArgumentParser) -> None:
+    from vtok.fast import PRECISIONS
+
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+    p.add_argument(
+        "--precision", default="fp32", choices=list(PRECISIONS), help="bf16: autocast (quantization stays fp32)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (static shapes)")
+    p.add_argument("--channels-last", action="store_true", help="CNN weights and inputs in NHWC (faster on GPUs)")
+
+
+def _load_fast(path: str, args: argparse.Namespace):
+    """A saved model on ``--device``, sped up as the speed flags ask (compile problems: one line, before loading)."""
+    import torch
+
+    import vtok
+    from vtok.fast import accelerate, require_compile
+
+    if args.compile:
+        require_compile()
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise VtokError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+    model = vtok.load(path).to(device).eval()
+    if isinstance(model, vtok.Tokenizer):
+        accelerate(model, compile=args.compile, channels_last=args.channels_last)
+    return model
+
+
 def _add_size(p: argparse.ArgumentParser) -> None:
     from vtok.data import IMAGE_SIZE
 
@@ -97,7 +128,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         check_out_dir(args.out, [i for i in args.inputs if i != "builtin"], kind="shard folder")
     else:
         check_out_file(args.out, args.inputs, is_token_file, kind="token file")
-    tokenizer = vtok.load(args.tokenizer)
+    tokenizer = _load_fast(args.tokenizer, args)
     if args.shards is not None:
         from vtok.shards import write_shards
 
@@ -136,22 +167,23 @@ def cmd_encode(args: argparse.Namespace) -> None:
             f"{tokens.lengths.float().mean():.1f} tokens on average (range {int(tokens.lengths.min())}-{int(tokens.lengths.max())})"
         )
     else:
-        tokens = encode_batched(tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens)
+        tokens = encode_batched(
+            tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens, precision=args.precision
+        )
     save_tokens(args.out, tokens, tokenizer.fingerprint(), labels=labels, names=names)
     print(f"{len(names)} images -> {tokens.num_positions} positions x {tokens.ids.shape[2]} codes each -> {args.out}")
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    import vtok
     from vtok.images import save_image
     from vtok.outputs import check_out_dir
     from vtok.pipeline import decode_batched
     from vtok.tokens import load_tokens
 
     check_out_dir(args.out, [args.tokens], kind="decoded images")
-    tokenizer = vtok.load(args.tokenizer)
+    tokenizer = _load_fast(args.tokenizer, args)
     file = load_tokens(args.tokens, expect=tokenizer)
-    images = decode_batched(tokenizer, file.tokens, args.batch_size)
+    images = decode_batched(tokenizer, file.tokens, args.batch_size, precision=args.precision)
     out = Path(args.out)
     names = file.names or [f"{i:06d}" for i in range(len(images))]
     for i, (name, image) in enumerate(zip(names, images)):
@@ -162,7 +194,6 @@ def cmd_decode(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     import torch
 
-    import vtok
     from vtok.data import load_inputs
     from vtok.eval.psnr import PSNR_PROTOCOL, psnr_per_image
     from vtok.images import save_image
@@ -171,9 +202,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from vtok.pipeline import decode_batched, encode_batched
 
     check_out_dir(args.out, args.inputs, kind="reconstructions")
-    tokenizer = vtok.load(args.tokenizer)
+    tokenizer = _load_fast(args.tokenizer, args)
     names, images = load_inputs(args.inputs, args.size)
-    recon = decode_batched(tokenizer, encode_batched(tokenizer, images, args.batch_size), args.batch_size)
+    tokens = encode_batched(tokenizer, images, args.batch_size, precision=args.precision)
+    recon = decode_batched(tokenizer, tokens, args.batch_size, precision=args.precision)
     values = psnr_per_image(images, recon)
     out = Path(args.out)
     rows = {}
@@ -244,7 +276,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    import vtok
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.sample import SamplingConfig, generate
     from vtok.images import make_grid, save_image
@@ -258,21 +289,23 @@ def cmd_generate(args: argparse.Namespace) -> None:
     token_file = out.with_suffix(".safetensors")
     check_out_file(token_file, [args.model, args.tokenizer], is_token_file, kind="token file")
     check_out_file(out, [args.model, args.tokenizer], lambda p: is_token_file(token_file), kind="sample grid")
-    model = vtok.load(args.model)
+    model = _load_fast(args.model, args)
     if not isinstance(model, GPT):
         raise VtokError(f"{args.model} is not an AR model")
-    tokenizer = vtok.load(args.tokenizer)
+    tokenizer = _load_fast(args.tokenizer, args)
     check_trained_on(args.model, tokenizer)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.cfg, args.cfg_schedule, args.seed)
     if args.classes:
         labels = torch.tensor(_int_list(args.classes, "--classes")).repeat_interleave(args.per_class)
     else:
         labels = None
-    tokens = generate(model, labels, args.num if labels is None else None, sampling, progress=True)
+    num = args.num if labels is None else None
+    tokens = generate(model, labels, num, sampling, progress=True, precision=args.precision, compile=args.compile)
+    tokens = tokens.to("cpu")
     tokens.check_range()
     from vtok.pipeline import decode_batched
 
-    images = decode_batched(tokenizer, tokens, args.batch_size)
+    images = decode_batched(tokenizer, tokens, args.batch_size, precision=args.precision)
     ncol = args.per_class if args.classes else min(8, len(images))
     save_image(make_grid(images, ncol=ncol), out)
     save_tokens(token_file, tokens, tokenizer.fingerprint(), labels=labels)
@@ -341,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-tokens", type=COUNT, default=None, help="1D tokenizers: token budget per image")
     _add_batch(p)
+    _add_speed(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="token file -> PNG images")
@@ -348,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(p)
     p.add_argument("--out", required=True, help="folder for the PNGs")
     _add_batch(p)
+    _add_speed(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("reconstruct", help="images -> tokens -> images, side by side with PSNR")
@@ -356,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for side-by-side PNGs and psnr.json")
     _add_size(p)
     _add_batch(p)
+    _add_speed(p)
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser(
@@ -365,7 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--from", dest="source", required=True, choices=list(SOURCES))
     p.add_argument("checkpoint", help="the source file (.pt/.ckpt/.bin/.safetensors) or Hub id org/name[/file]")
-    p.add_argument("--config", default=None, help="TiTok / One-D-Piece: the source's YAML or config.json (optional)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums (optional)",
+    )
     p.add_argument("--out", required=True, help="folder for the vtok model")
     p.set_defaults(func=cmd_convert)
 
@@ -394,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="grid PNG; the tokens go beside it as .safetensors")
     _add_batch(p)
+    _add_speed(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="rFID, PSNR/SSIM/LPIPS, codebook and TokBench text/face fidelity, with a report")

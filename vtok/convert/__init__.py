@@ -3,7 +3,7 @@
 One module a source family, each mapping the source's published key layout onto
 vtok's parts (see their docstrings): :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``) and
-:mod:`~vtok.convert.gpt` (``llamagen-gpt``).
+:mod:`~vtok.convert.gpt` (``llamagen-gpt``) and :mod:`~vtok.convert.var` (``var-vqvae``).
 
 The config is derived from the tensors' shapes (and from the source's config file
 where the weights cannot say, e.g. TiTok's head counts); every source tensor must
@@ -24,6 +24,7 @@ import torch
 from vtok.convert.common import read_checkpoint
 from vtok.convert.gpt import llamagen_gpt
 from vtok.convert.titok import one_d_piece, titok
+from vtok.convert.var import var_vqvae
 from vtok.convert.vqgan import llamagen_vq, taming_vqgan
 from vtok.errors import VtokError
 from vtok.hub import checkpoint_file, source_config_file
@@ -39,9 +40,10 @@ SOURCES: dict[str, Mapping] = {
     "titok": titok,
     "one-d-piece": one_d_piece,
     "llamagen-gpt": llamagen_gpt,
+    "var-vqvae": var_vqvae,
 }
-# Sources whose mapping reads the source's own config file (optional: their shapes say the rest).
-TAKES_CONFIG = {"titok", "one-d-piece"}
+# Sources whose mapping reads the source's own config file (optional: their shapes say the rest; VAR: the scales).
+TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae"}
 # A key prefix every checkpoint of the source has: tells a file of another family before any mapping runs.
 MARKERS = {
     "llamagen-vq": "encoder.conv_blocks.0.",
@@ -49,11 +51,17 @@ MARKERS = {
     "titok": "encoder.patch_embed.",
     "one-d-piece": "encoder.patch_embed.",
     "llamagen-gpt": "tok_embeddings.",
+    "var-vqvae": "quantize.ema_vocab_hit_SV",
 }
+# Sources whose layout contains another's marker: a file of the second is not one of the first.
+SUPERSETS = {"taming-vqgan": "var-vqvae"}
 
 
 def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
     """A one-line error when ``state`` lacks ``source``'s layout, naming the family it looks like."""
+    other = SUPERSETS.get(source)
+    if other is not None and any(k.startswith(MARKERS[other]) for k in state):
+        raise VtokError(f"{path} is not a {source} checkpoint: its keys look like {other} (try --from {other})")
     if any(k.startswith(MARKERS[source]) for k in state):
         return
     alike = [name for name, marker in MARKERS.items() if any(k.startswith(marker) for k in state)]

@@ -1,0 +1,192 @@
+"""VAR's multi-scale VQVAE: a synthetic checkpoint in the published layout gives VAR's ids and pixels.
+
+The reference recomputes VAR's published forward with torch's functional ops straight
+from the source state dict: the taming-style CNN with fused-qkv attention, 3x3 quant
+convs, and the multi-scale residual quantization (area pooling of the residual,
+Euclidean nearest code, bicubic upsampling, the phi convolution chosen by VAR's tick
+rule, (1 - r) h + r phi(h)). vtok's converted model is checked against it, not
+against itself. Released-size check against VAR's own code: benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtok.cli import main
+from vtok.convert import convert
+
+CH, MULT, BLOCKS, Z, K = 32, [1, 2], 1, 8, 24  # a 2-level CNN (f2), 8-d codes, 24 of them
+SCALES, PHI_COUNT, RATIO = [1, 2, 3, 4], 4, 0.5  # 8 px images -> a 4x4 latent grid
+
+
+def _conv(s, name, cin, cout, k):
+    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
+    s[f"{name}.bias"] = torch.randn(cout) * 0.05
+
+
+def _norm(s, name, c):
+    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
+    s[f"{name}.bias"] = 0.1 * torch.randn(c)
+
+
+def _res(s, name, cin, cout):
+    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3)
+    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
+    if cin != cout:
+        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
+
+
+def _attn(s, name, c):
+    _norm(s, f"{name}.norm", c), _conv(s, f"{name}.qkv", c, 3 * c, 1), _conv(s, f"{name}.proj_out", c, c, 1)
+
+
+def var_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """VAR's VQVAE key layout (models/vqvae.py, basic_vae.py, quant.py) at a tiny size, random values."""
+    torch.manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+    top = CH * MULT[-1]
+    _conv(s, "encoder.conv_in", 3, CH, 3)
+    cin = CH
+    for i, m in enumerate(MULT):
+        for j in range(BLOCKS):
+            _res(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
+            cin = CH * m
+            if i == len(MULT) - 1:
+                _attn(s, f"encoder.down.{i}.attn.{j}", cin)
+        if i != len(MULT) - 1:
+            _conv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+    for side in ("encoder", "decoder"):
+        _res(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
+        _res(s, f"{side}.mid.block_2", top, top)
+    _norm(s, "encoder.norm_out", top), _conv(s, "encoder.conv_out", top, Z, 3)
+    _conv(s, "decoder.conv_in", Z, top, 3)
+    cin = top
+    for i in reversed(range(len(MULT))):
+        for j in range(BLOCKS + 1):
+            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            cin = CH * MULT[i]
+            if i == len(MULT) - 1:
+                _attn(s, f"decoder.up.{i}.attn.{j}", cin)
+        if i != 0:
+            _conv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    _norm(s, "decoder.norm_out", CH), _conv(s, "decoder.conv_out", CH, 3, 3)
+    _conv(s, "quant_conv", Z, Z, 3), _conv(s, "post_quant_conv", Z, Z, 3)
+    s["quantize.embedding.weight"] = torch.randn(K, Z) * 0.5
+    for k in range(PHI_COUNT):
+        _conv(s, f"quantize.quant_resi.qresi_ls.{k}", Z, Z, 3)
+    s["quantize.ema_vocab_hit_SV"] = torch.zeros(len(SCALES), K)
+    return s
+
+
+# --- VAR's forward, recomputed ------------------------------------------------------------
+
+
+def _c(x, s, name):
+    w = s[f"{name}.weight"]
+    return F.conv2d(x, w, s[f"{name}.bias"], padding=w.shape[-1] // 2)
+
+
+def _gn(x, s, name):
+    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
+
+
+def _block(x, s, name):
+    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
+    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
+    return (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
+
+
+def _attention(x, s, name):
+    b, c, h, w = x.shape
+    q, k, v = _c(_gn(x, s, f"{name}.norm"), s, f"{name}.qkv").reshape(b, 3, c, h * w).unbind(1)
+    weights = torch.softmax(q.transpose(1, 2) @ k * c**-0.5, dim=-1)  # (B, HW_q, HW_k)
+    out = (v @ weights.transpose(1, 2)).reshape(b, c, h, w)
+    return x + _c(out, s, f"{name}.proj_out")
+
+
+def ref_latents(s, x):
+    h = _c(x, s, "encoder.conv_in")
+    for i in range(len(MULT)):
+        for j in range(BLOCKS):
+            h = _block(h, s, f"encoder.down.{i}.block.{j}")
+            if i == len(MULT) - 1:
+                h = _attention(h, s, f"encoder.down.{i}.attn.{j}")
+        if i != len(MULT) - 1:  # pad right and bottom by one, stride-2 3x3 conv without padding
+            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"encoder.down.{i}.downsample.conv.weight"],
+                         s[f"encoder.down.{i}.downsample.conv.bias"], stride=2)  # fmt: skip
+    h = _block(_attention(_block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
+    return _c(_c(F.silu(_gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+
+
+def _phi(s, h, k):
+    ticks = np.linspace(1 / 3 / PHI_COUNT, 1 - 1 / 3 / PHI_COUNT, PHI_COUNT)
+    i = int(np.argmin(np.abs(ticks - k / (len(SCALES) - 1))))
+    return h * (1 - RATIO) + _c(h, s, f"quantize.quant_resi.qresi_ls.{i}") * RATIO
+
+
+def ref_ids(s, x):
+    f = ref_latents(s, x)
+    side, e = f.shape[-1], s["quantize.embedding.weight"]
+    rest, out = f.clone(), []
+    for k, p in enumerate(SCALES):
+        r = F.interpolate(rest, size=(p, p), mode="area") if p != side else rest
+        flat = r.permute(0, 2, 3, 1).reshape(-1, Z)
+        idx = ((flat**2).sum(1, keepdim=True) + (e**2).sum(1) - 2 * flat @ e.T).argmin(1)
+        codes = e[idx].reshape(x.shape[0], p, p, Z).permute(0, 3, 1, 2)
+        rest = rest - _phi(s, F.interpolate(codes, size=(side, side), mode="bicubic") if p != side else codes, k)
+        out.append(idx.reshape(x.shape[0], p * p))
+    return torch.cat(out, 1)
+
+
+def ref_decode(s, ids):
+    e, side, f, start = s["quantize.embedding.weight"], SCALES[-1], 0, 0
+    for k, p in enumerate(SCALES):
+        codes = e[ids[:, start : start + p * p]].reshape(ids.shape[0], p, p, Z).permute(0, 3, 1, 2)
+        f = f + _phi(s, F.interpolate(codes, size=(side, side), mode="bicubic") if p != side else codes, k)
+        start += p * p
+    h = _c(_c(f, s, "post_quant_conv"), s, "decoder.conv_in")
+    h = _block(_attention(_block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
+    for i in reversed(range(len(MULT))):
+        for j in range(BLOCKS + 1):
+            h = _block(h, s, f"decoder.up.{i}.block.{j}")
+            if i == len(MULT) - 1:
+                h = _attention(h, s, f"decoder.up.{i}.attn.{j}")
+        if i != 0:
+            h = _c(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+
+
+@pytest.fixture
+def var_file(tmp_path):
+    state = var_state()
+    torch.save(state, tmp_path / "vae.pth")
+    (tmp_path / "var.yaml").write_text(f"v_patch_nums: {SCALES}\n")  # the tiny latent grid is 4x4, not 16x16
+    return state, tmp_path / "vae.pth"
+
+
+def test_var_matches_the_published_forward(var_file, tmp_path):
+    state, path = var_file
+    model = convert("var-vqvae", path, tmp_path / "out", config=tmp_path / "var.yaml")
+    assert model.quantizer.cfg.phi_count == PHI_COUNT and model.quant_conv.kernel_size == (3, 3)
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode(x)
+        want = ref_ids(state, x)
+        assert tokens.ids.shape == (3, sum(p * p for p in SCALES), 1)
+        assert tokens.scales == tuple((p, p) for p in SCALES)
+        assert torch.equal(tokens.ids[..., 0], want)
+        assert len(want.unique()) > 4  # the check is not passed by one code everywhere
+        torch.testing.assert_close(model.decode(tokens), ref_decode(state, want), atol=1e-4, rtol=1e-4)
+
+
+def test_var_and_taming_files_are_told_apart(var_file, tmp_path, capsys):
+    _, path = var_file
+    assert main(["convert", "--from", "taming-vqgan", str(path), "--out", str(tmp_path / "a")]) == 2
+    assert "look like var-vqvae" in capsys.readouterr().err
+    taming = {k: v for k, v in var_state().items() if not k.startswith("quantize.") or "embedding" in k}
+    torch.save(taming, tmp_path / "taming.pth")
+    assert main(["convert", "--from", "var-vqvae", str(tmp_path / "taming.pth"), "--out", str(tmp_path / "b")]) == 2
+    assert "not a var-vqvae checkpoint" in capsys.readouterr().err
