@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_vq import build as build_vq
 
 import vtok
 from vtok.ar_models.sample import SamplingConfig, generate
@@ -57,35 +58,11 @@ def timed(fn, device: torch.device, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def diffusers_vq16() -> tuple[torch.nn.Module, callable, callable]:
-    """LlamaGen VQ-16's shape in diffusers' blocks (as benchmarks/bench_vq.py): encode -> ids, ids -> pixels."""
-    from diffusers import VQModel
-
-    model = VQModel(
-        down_block_types=("DownEncoderBlock2D",) * 4 + ("AttnDownEncoderBlock2D",),
-        up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 128, 256, 256, 512),
-        layers_per_block=2,
-        latent_channels=256,
-        num_vq_embeddings=16384,
-        vq_embed_dim=8,
-        norm_num_groups=32,
-    ).eval()
-
-    def encode(x):
-        return model.quantize(model.encode(x).latents)[2][2]
-
-    def decode(ids, h):
-        return model.decode(model.quantize.get_codebook_entry(ids, (ids.shape[0] // (h * h), h, h, 8))).sample
-
-    return model, encode, decode
-
-
 def vq16(impl: str, device: torch.device, compiled: bool = False) -> tuple[torch.nn.Module, callable, callable]:
     """(model, encode: images -> codes, decode: (codes, h) -> pixels) of one implementation, seeded alike."""
     torch.manual_seed(0)
     if impl == "diffusers":
-        model, enc, dec = diffusers_vq16()
+        model, enc, dec = build_vq("diffusers")  # LlamaGen VQ-16's shape in diffusers' blocks
         model.to(device)
         if compiled:
             model.encoder.compile(dynamic=False)
