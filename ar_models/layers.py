@@ -102,14 +102,21 @@ class Attention(nn.Module):
     def step(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, pos: torch.Tensor
     ) -> torch.Tensor:
-        """One token x: (B, 1, D) at step ``pos`` (0-dim long): its key and value written into ``cache``,
-        attention over the whole cache with the steps after ``pos`` masked. No shape depends on ``pos``,
-        so a compiled step is compiled once, not once per token."""
+        """One token x: (B, 1, D) at step ``pos`` (0-dim long): its key and value written into ``cache``, then
+        attention over the steps up to ``pos``. Compiled, it reads the whole cache with the later steps masked,
+        so no shape depends on ``pos`` and the step compiles once, not once per token."""
         q, k, v = self._qkv(x, cos, sin)
-        cache.k.index_copy_(2, pos.view(1), k.to(cache.k.dtype))
-        cache.v.index_copy_(2, pos.view(1), v.to(cache.v.dtype))
-        visible = (torch.arange(cache.k.shape[2], device=x.device) <= pos)[None]  # (1, T_max)
-        out = F.scaled_dot_product_attention(q.to(cache.k.dtype), cache.k, cache.v, attn_mask=visible)  # (B, H, 1, hd)
+        q, k, v = q.to(cache.k.dtype), k.to(cache.k.dtype), v.to(cache.k.dtype)
+        if torch.compiler.is_compiling():  # one shape for every step: written by index, the whole cache, masked
+            cache.k.index_copy_(2, pos.view(1), k)
+            cache.v.index_copy_(2, pos.view(1), v)
+            visible = (torch.arange(cache.k.shape[2], device=x.device) <= pos)[None]  # (1, T_max)
+            out = F.scaled_dot_product_attention(q, cache.k, cache.v, attn_mask=visible)  # (B, H, 1, hd)
+        else:  # eager: a slice write and only the filled part (index_copy_ along dim 2 is slow on CPU)
+            end = int(pos) + 1
+            cache.k[:, :, end - 1 : end] = k
+            cache.v[:, :, end - 1 : end] = v
+            out = F.scaled_dot_product_attention(q, cache.k[:, :, :end], cache.v[:, :, :end])  # (B, H, 1, hd)
         return self.proj(rearrange(out, "b h t d -> b t (h d)").to(x.dtype))
 
 
