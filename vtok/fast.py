@@ -7,7 +7,7 @@
   pixel error against float32).
 - ``compile=True`` compiles the encoder and decoder modules in place with static shapes
   (``nn.Module.compile`` keeps parameter names, so a compiled model saves as before);
-  the GPT's decode step has its own static-shape path (:mod:`vtok.ar_models.decode_step`).
+  the GPT's cached decoding step is compiled on its own (:class:`vtok.ar_models.sample.DecodeStep`).
 - ``channels_last=True`` stores the CNNs' weights and inputs in NHWC, the layout the
   GPU convolution kernels prefer.
 
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Literal
 
 import torch
 from torch import nn
 
 from vtok.errors import VtokError
 
-Precision = Literal["fp32", "bf16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -49,8 +47,8 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 def compile_problem() -> str | None:
     """Why ``torch.compile`` cannot run on this machine, in one line, or None when it can.
 
-    Compiling needs a working C++ toolchain on CPU (and Triton on GPU); both fail only when
-    first used, deep inside a traceback, so a tiny function is compiled once to find out.
+    Compiling on the CPU needs a working C++ toolchain, which fails only when first used, deep inside
+    a traceback, so a tiny function is compiled once on the CPU to find out (a GPU's Triton is not probed).
     """
     try:
         fn = torch.compile(lambda x: torch.sin(x) * 2 + 1, dynamic=False)
