@@ -57,13 +57,12 @@ class GPT(Pretrained, nn.Module):
         super().__init__()
         if (cfg.grid is None) == (cfg.length is None):
             raise VtokError("a gpt config needs exactly one of grid [h, w] or length")
-        if cfg.end_token and len(cfg.codebook_sizes) != 1:
-            raise VtokError("end_token is for 1D sequences of one code per position")
         self.cfg = cfg
         self.positions = cfg.grid[0] * cfg.grid[1] if cfg.grid is not None else cfg.length
         self.codes = len(cfg.codebook_sizes)
         self.end_id = cfg.codebook_sizes[0] if cfg.end_token else None
-        vocab = [k + (1 if cfg.end_token else 0) for k in cfg.codebook_sizes]
+        # The end token is one more id of a position's first code; the later codes of the end step carry no target.
+        vocab = [k + (1 if cfg.end_token and c == 0 else 0) for c, k in enumerate(cfg.codebook_sizes)]
         self.tok_embeddings = nn.ModuleList(nn.Embedding(k, cfg.dim) for k in vocab)
         self.cls_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # the last row is the null class
         self.drop = nn.Dropout(cfg.dropout)
@@ -190,10 +189,11 @@ class GPT(Pretrained, nn.Module):
         targets = ids
         if self.cfg.end_token:
             lengths = lengths if lengths is not None else torch.full((b,), length, device=ids.device)
-            pad = torch.full((b, 1, 1), self.end_id, device=ids.device, dtype=ids.dtype)
-            targets = torch.cat([ids, pad], dim=1)  # (B, L + 1, 1)
+            end = torch.full((self.codes,), -100, device=ids.device, dtype=ids.dtype)
+            end[0] = self.end_id  # (C,): the end id as the first code, nothing to predict after it
+            targets = torch.cat([ids, end.expand(b, 1, -1)], dim=1)  # (B, L + 1, C)
             steps = torch.arange(length + 1, device=ids.device)[None]
-            targets = torch.where(steps[..., None] == lengths[:, None, None], self.end_id, targets)
+            targets = torch.where(steps[..., None] == lengths[:, None, None], end, targets)
             targets = targets.masked_fill(steps[..., None] > lengths[:, None, None], -100)
             inputs = self.embed(targets[:, :-1].clamp(min=0))  # (B, L, D)
         else:
@@ -205,8 +205,8 @@ class GPT(Pretrained, nn.Module):
             loss = F.cross_entropy(rearrange(logits, "b s k -> (b s) k"), targets.reshape(-1), ignore_index=-100)
             return loss, logits
         flat_ids = rearrange(targets, "b s c -> (b s) c")
-        per_code = self.depth_logits(rearrange(hidden, "b s d -> (b s) d"), flat_ids)
-        losses = [F.cross_entropy(lg.float(), flat_ids[:, c]) for c, lg in enumerate(per_code)]
+        per_code = self.depth_logits(rearrange(hidden, "b s d -> (b s) d"), flat_ids.clamp(min=0))
+        losses = [F.cross_entropy(lg.float(), flat_ids[:, c], ignore_index=-100) for c, lg in enumerate(per_code)]
         return sum(losses) / len(losses), rearrange(per_code[0], "(b s) k -> b s k", b=b)
 
     def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -151,7 +151,10 @@ def generate(
         else:
             for c in range(model.codes):
                 per_code = model.depth_logits(hidden, _both(ids[:, t], guided))
-                ids[:, t, c] = _draw(_guided(per_code[c], guided, scale), s, gen)
+                logits = _guided(per_code[c], guided, scale)
+                if model.end_id is not None and t == 0 and c == 0:
+                    logits[:, model.end_id] = float("-inf")
+                ids[:, t, c] = _draw(logits, s, gen)
         if model.end_id is not None:
             ended = (ids[:, t, 0] == model.end_id) & ~done
             lengths[ended] = t

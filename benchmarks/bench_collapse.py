@@ -104,6 +104,14 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
         "{name: vq, dim: 8, codebook_size: 1024}",
         [],
     ),
+    **{
+        f"share_{share}": (
+            f"vtok vq, k-means init, restart under {share} x mean use",
+            f"{{name: vq, dim: 8, codebook_size: 1024, dead_code_share: {share}}}",
+            [],
+        )
+        for share in (0.5, 1.0, 2.0)
+    },
     "kmeans_dead2_b4": (
         "vtok vq, k-means init + dead-code 2 (absolute), batch 4",
         "{name: vq, dim: 8, codebook_size: 1024, kmeans_init: true, dead_code_threshold: 2.0}",

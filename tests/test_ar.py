@@ -19,6 +19,10 @@ LAYOUTS = {
     "dual_shared_multiscale": dict(codebook_sizes=[64], grid=None, length=5, scales=[[1, 1], [2, 2]]),
     "dualtoken_two_codebooks": dict(codebook_sizes=[32, 20], grid=[2, 3]),
     "variable_length_eos": dict(codebook_sizes=[30], grid=None, length=10, end_token=True),
+    # Lookup-free codes factorised into sub-tokens (Open-MAGVIT2: 18 bits as 2 x 9): the depth heads predict the
+    # groups of one position in turn; binary 1D tokens (8 bits as 2 x 4) with lengths.
+    "lfq_sub_codes": dict(codebook_sizes=[512, 512], grid=[3, 3]),
+    "binary_1d_sub_codes": dict(codebook_sizes=[16, 16], grid=None, length=6, end_token=True),
 }
 
 
@@ -56,7 +60,7 @@ def test_every_layout_trains_and_samples_inside_the_codebook(layout):
         assert tokens.lengths is not None and bool(((tokens.lengths >= 1) & (tokens.lengths <= model.positions)).all())
 
 
-@pytest.mark.parametrize("layout", ["grid", "rq_stack", "variable_length_eos"])
+@pytest.mark.parametrize("layout", ["grid", "rq_stack", "variable_length_eos", "lfq_sub_codes", "binary_1d_sub_codes"])
 def test_cached_and_uncached_sampling_give_the_same_tokens(layout):
     model = _model(layout)
     labels = torch.tensor([0, 1, 2, 3])

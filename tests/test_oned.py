@@ -15,6 +15,8 @@ PRESETS = [
     "configs/tokenizer/oned_piece_tiny.yaml",
     "configs/tokenizer/oned_titok_tiny.yaml",
     "configs/tokenizer/oned_bypass_tiny.yaml",
+    "configs/tokenizer/oned_binary_tiny.yaml",  # binary tokens: 2 sub-codes a position
+    "configs/tokenizer/oned_patch1d_tiny.yaml",
 ]
 
 
@@ -181,3 +183,20 @@ def test_linear_bypass_starts_as_the_principal_components_and_a_prefix_uses_its_
         noisy[:, 1:] += torch.randn_like(noisy[:, 1:])
         torch.testing.assert_close(tok._decode_latents(z, k), tok._decode_latents(noisy, k), atol=1e-5, rtol=0)
         assert tok._decode_latents(z, k).sub(x).pow(2).mean() > tok._decode_latents(z, full).sub(x).pow(2).mean()
+
+
+def test_adaptive_length_runs_on_binary_sub_code_tokens(images):
+    """Adaptive length on a binary 1D tokenizer: every sample gets a length, each position keeps its sub-codes."""
+    from vtok.eval.adaptive import encode_adaptive
+    from vtok.eval.psnr import psnr_per_image
+
+    torch.manual_seed(0)
+    tok = vtok.build("configs/tokenizer/oned_binary_tiny.yaml").eval()
+    x = images[:4]
+    full = psnr_per_image(x, tok.decode(tok.encode(x)))
+    result = encode_adaptive(tok, x, f"psnr={float(full.min()) - 0.01}")  # reachable by every sample at full length
+    assert bool(result.met.all())
+    tokens = result.tokens
+    assert tokens.ids.shape[-1] == 2 and tokens.codebook_sizes == (16, 16)
+    assert bool(((tokens.lengths >= 1) & (tokens.lengths <= tok.num_tokens)).all())
+    assert bool((result.scores >= float(full.min()) - 0.01).all())

@@ -47,6 +47,27 @@ VARIANTS = {
         {"dim": 8, "codebook_size": 16, "scales": [1, 2, 3, 4], "phi_count": 0, "cosine": True},
         {"dim": 8, "codebook_size": 16, "scales": [2, 4], "phi_count": 1, "phi_ratio": 0.0},
     ],
+    "lfq": [  # 8 bits as 2 sub-codes of 4 (Open-MAGVIT2's factorisation at small size); one group; a projection
+        {"dim": 8, "bits": 8, "groups": 2},
+        {"dim": 6, "bits": 6, "groups": 1, "diversity_gamma": 0.5},
+        {"dim": 16, "bits": 6, "groups": 3, "per_sample_entropy_share": 0.5},
+    ],
+    "bsq": [
+        {"dim": 8, "bits": 8, "groups": 2},
+        {"dim": 12, "bits": 6, "groups": 1},
+    ],
+    "simvq": [
+        {"dim": 8, "codebook_size": 32},
+        {"dim": 8, "codebook_size": 32, "frozen_dim": 16, "rotation_trick": False},
+    ],
+    "residual_lfq": [
+        {"dim": 8, "bits": 4, "depth": 3},
+        {"dim": 4, "bits": 4, "depth": 2, "quantize_dropout": False},
+    ],
+    "residual_fsq": [
+        {"dim": 8, "levels": [5, 4, 4], "depth": 3},
+        {"dim": 3, "levels": [5, 4, 4], "depth": 2, "quantize_dropout": False},
+    ],
     "dual_rvq": [
         {
             "semantic": {"name": "rvq", "dim": 4, "depth": 2, "codebook_size": 16},
@@ -150,3 +171,35 @@ def test_dead_code_threshold_is_a_share_of_the_mean_use_at_any_batch(name, batch
     for codebook in codebooks:
         assert codebook.threshold_ema_dead_code == pytest.approx(0.5 * batch * 16 / 1024)
         assert codebook.reset_cluster_size == pytest.approx(batch * 16 / 1024)
+
+
+@pytest.mark.parametrize("name", ["lfq", "bsq"])
+def test_lfq_sub_codes_are_the_bits_of_one_code(name):
+    """Sub-code g holds bits [g*k, (g+1)*k) of the projection's signs, most significant first; lookup inverts it."""
+    torch.manual_seed(0)
+    q = build_component("quantizer", {"name": name, "dim": 8, "bits": 8, "groups": 2}).eval()
+    assert q.codebook_sizes == (16, 16)
+    x = torch.randn(3, 10, 8)
+    ids = q(x).ids  # (3, 10, 2)
+    signs = (q.lfq.project_in(x) > 0).long()  # (3, 10, 8)
+    whole = (signs * 2 ** torch.arange(7, -1, -1)).sum(-1)
+    assert torch.equal(ids[..., 0] * 16 + ids[..., 1], whole)
+    # The code of a position is its sign pattern (on the sphere for bsq), whichever sub-code carries each bit.
+    codes = signs.float() * 2 - 1
+    if name == "bsq":
+        codes = codes / 2  # each group of 4 signs normalised: norm 1 per group
+    torch.testing.assert_close(q.lookup(ids), q.lfq.project_out(codes), rtol=0, atol=1e-6)
+
+
+def test_lfq_refuses_bits_that_do_not_split_or_groups_too_wide():
+    from vtok.errors import VtokError
+
+    with pytest.raises(VtokError, match="equal groups"):
+        build_component("quantizer", {"name": "lfq", "dim": 8, "bits": 9, "groups": 2})
+    with pytest.raises(VtokError, match="groups"):
+        build_component("quantizer", {"name": "lfq", "dim": 18, "bits": 18, "groups": 1})
+
+
+def test_open_magvit2_code_is_two_sub_codes_of_nine_bits():
+    q = build_component("quantizer", {"name": "lfq"})  # the defaults: 18 bits as 2 x 9
+    assert q.codebook_sizes == (512, 512) and 512 * 512 == 2**18

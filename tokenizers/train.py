@@ -32,6 +32,8 @@ def _lossless_state(loss_fn: torch.nn.Module) -> torch.nn.Module:
     keep.discriminator = loss_fn.discriminator
     keep.register_buffer("lecam_real", loss_fn.lecam_real)
     keep.register_buffer("lecam_fake", loss_fn.lecam_fake)
+    if loss_fn.regularizer is not None:
+        keep.regularizer_proj = loss_fn.regularizer.proj
     return keep
 
 
@@ -46,7 +48,13 @@ class TokenizerTrainer(Trainer):
         self.loss_fn = build_component("loss", self.cfg["loss"], "loss").to(self.accelerator.device)
         self.disc = self.loss_fn.discriminator
         adamw = dict(betas=tuple(t.betas), weight_decay=t.weight_decay)
-        self.opt_g = torch.optim.AdamW(self.trainable(model), lr=t.lr, **adamw)
+        params = self.trainable(model)
+        reg = self.loss_fn.regularizer
+        if reg is not None:
+            reg.attach(model)
+            reg.proj.to(self.accelerator.device)
+            params += list(reg.proj.parameters())
+        self.opt_g = torch.optim.AdamW(params, lr=t.lr, **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=t.disc_lr, **adamw)
         self.usage = CodeUsage(model.codebook_sizes)
         return model
@@ -77,6 +85,8 @@ class TokenizerTrainer(Trainer):
 
     def prepare_others(self) -> None:
         self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(self.disc, self.opt_g, self.opt_d)
+        if self.loss_fn.regularizer is not None:  # its gradients are averaged over ranks like the model's
+            self.loss_fn.regularizer_proj = self.accelerator.prepare(self.loss_fn.regularizer.proj)
 
     def checkpoint_modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
         return {"model": model, "loss": _lossless_state(self.loss_fn)}

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.errors import VtokError
 
 
@@ -140,3 +141,17 @@ class PatchShape:
         for name in ("width", *(["refine_width"] if hasattr(self, "refine_width") else [])):
             if getattr(self, name) % 32:
                 raise VtokError(f"{name} must be a multiple of 32 (the blocks' GroupNorm has 32 groups)")
+
+
+@dataclass
+class Patch1DShape(PatchShape):
+    """The patch network's shape plus the fixed image size and the number of latent tokens."""
+
+    image_size: int = ranged(64, AT_LEAST_1)
+    num_latent_tokens: int = ranged(32, AT_LEAST_1)
+    token_width: int = ranged(64, AT_LEAST_1)
+
+    def grid(self) -> int:
+        if self.image_size % self.patch_size:
+            raise VtokError("patch1d: image_size must be a multiple of patch_size")
+        return self.image_size // self.patch_size

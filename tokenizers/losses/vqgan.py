@@ -22,7 +22,7 @@ class VQGANLoss(nn.Module):
     """Generator and discriminator losses of VQGAN / LlamaGen, computed in float32.
 
     Generator: l1 * |x - x'| + l2 * (x - x')^2 + perceptual + codebook * quantizer
-    losses + (after ``disc_start``) adaptive-or-fixed weight * -D(x'). Discriminator:
+    losses + the regulariser's (if any) + (after ``disc_start``) adaptive-or-fixed weight * -D(x'). Discriminator:
     hinge loss plus an optional LeCam regulariser (Tseng et al. 2021) whose EMA
     anchors are averaged over ranks.
     """
@@ -43,6 +43,8 @@ class VQGANLoss(nn.Module):
         adaptive_weight: bool = False
         lecam_weight: float = 0.0
         lecam_decay: float = 0.999
+        # A teacher alignment of the tokenizer's features (``semantic``: GigaTok's / VA-VAE's), or none.
+        regularizer: dict | None = component("regularizer", optional=True)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -51,6 +53,10 @@ class VQGANLoss(nn.Module):
             build_component("perceptual", cfg.perceptual, "loss.perceptual") if cfg.perceptual_weight > 0 else None
         )
         self.discriminator = build_component("discriminator", cfg.discriminator, "loss.discriminator")
+        self.regularizer = (
+            build_component("regularizer", cfg.regularizer, "loss.regularizer") if cfg.regularizer else None
+        )
+        self.regularizer_proj: nn.Module | None = None  # the projection as the trainer prepared it (DDP)
         self.register_buffer("lecam_real", torch.zeros(()))
         self.register_buffer("lecam_fake", torch.zeros(()))
 
@@ -73,6 +79,10 @@ class VQGANLoss(nn.Module):
             q = sum(out.losses.values(), torch.zeros((), device=x.device))
             logs.update({f"q_{k}": v.item() for k, v in out.losses.items()})
             total = nll + self.cfg.codebook_weight * q
+            if self.regularizer is not None:
+                reg, reg_logs = self.regularizer(x, self.regularizer_proj)
+                total = total + reg
+                logs.update(reg_logs)
             if self.gan_active(step):
                 g = -discriminator(recon).float().mean()
                 weight = self.cfg.disc_weight

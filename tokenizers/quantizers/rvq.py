@@ -20,7 +20,7 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
-from .upkeep import init_only_in_training, scale_dead_code_thresholds
+from .upkeep import eval_mode_ids, init_only_in_training, scale_dead_code_thresholds
 
 
 @register("quantizer", "rvq")
@@ -83,15 +83,9 @@ class ResidualQuantizer(Quantizer):
         stats = batch_code_stats(ids[..., 0].clamp(min=0), self.cfg.codebook_size)
         return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": commit.sum()}, stats=stats)
 
-    @torch.no_grad()
     def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
         """Inference ids at full depth (no dropout in eval mode)."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.forward(latents).ids
-        finally:
-            self.train(was_training)
+        return eval_mode_ids(self, latents)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, d) with 1 <= d <= depth -> z_q: (B, L, D), the sum of the first d levels' codes."""

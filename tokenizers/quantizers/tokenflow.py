@@ -30,6 +30,8 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
+from .upkeep import restart_levels
+
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
@@ -129,8 +131,7 @@ class SharedMultiScaleQuantizer(Quantizer):
         if self.cfg.dead_code_threshold > 0:
             threshold, reset = self.cfg.dead_code_threshold, 1.0
         else:  # relative to this step's mean use of a code, so it means the same at every batch size
-            reset = float(count.sum()) / self.cfg.codebook_size
-            threshold = self.cfg.dead_code_share * reset
+            threshold, reset = restart_levels(float(count.sum()), self.cfg.codebook_size, self.cfg.dead_code_share)
         dead = self.ema_count < threshold
         if bool(dead.any()):
             # Restart dead codes on residuals of this batch; rank 0 picks, everyone copies.

@@ -11,8 +11,11 @@ under an absolute number. The mean count of a code is (vectors per step) / K, so
 one absolute number means "never restart" at batch 256 and "restart everything
 every step" at batch 4 with a large codebook. Here the threshold is a share of
 that mean, computed from the global batch (the library all-reduces the counts
-across ranks), and a restarted code starts at the mean count, so it gets the same
-grace period at every batch size: about ln(1 / share) / (1 - decay) steps.
+across ranks). A restarted code starts at the larger of the mean count and the
+threshold: under a share below 1 it gets the same grace period at every batch size,
+about ln(1 / share) / (1 - decay) steps; at a share of 1 or more it must be picked
+again at once or it is restarted on the next step, as the library does with its own
+reset count (the threshold).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
+import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -40,10 +44,17 @@ def scale_dead_code_thresholds(codebooks: Iterable[nn.Module], vectors: int, cod
         codebook_size: K.
         share: a code whose EMA count is under ``share * vectors / K`` is restarted.
     """
-    mean = global_vectors(vectors) / codebook_size
+    threshold, reset = restart_levels(global_vectors(vectors), codebook_size, share)
     for codebook in codebooks:
-        codebook.threshold_ema_dead_code = share * mean
-        codebook.reset_cluster_size = mean
+        codebook.threshold_ema_dead_code = threshold
+        codebook.reset_cluster_size = reset
+
+
+def restart_levels(vectors: int, codebook_size: int, share: float) -> tuple[float, float]:
+    """(threshold, reset count) for ``vectors`` quantized over all ranks this step: ``share`` x the mean
+    per-code count, and the count a restarted code starts at (the larger of the mean and the threshold)."""
+    mean = vectors / codebook_size
+    return share * mean, max(share, 1.0) * mean
 
 
 @contextlib.contextmanager
@@ -57,3 +68,15 @@ def init_only_in_training(codebooks: Iterable[nn.Module], training: bool) -> Ite
     finally:
         for codebook in held:
             codebook.initted.fill_(False)
+
+
+@torch.no_grad()
+def eval_mode_ids(quantizer: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """``quantizer(latents).ids`` with the quantizer in eval mode (full depth: no quantize dropout, no updates),
+    its mode restored after."""
+    was_training = quantizer.training
+    quantizer.eval()
+    try:
+        return quantizer(latents).ids
+    finally:
+        quantizer.train(was_training)

@@ -1,0 +1,132 @@
+"""Lookup-free quantization (MAGVIT-v2, Open-MAGVIT2) and its spherical form (BSQ), on vector-quantize-pytorch's ``LFQ``.
+
+A position's latent is projected to ``bits`` channels and each channel is coded by
+its sign, so the implicit codebook has 2^bits entries and nothing to learn or
+collapse. The bits are split into ``groups`` sub-codes of ``bits / groups`` bits
+(Open-MAGVIT2's factorisation: 18 bits as 2 x 9): ids are (B, L, groups), one
+column per group, the first channel of a group its most significant bit. The
+entropy loss is computed per group as well, which is what keeps 2^18 codes
+tractable (a softmax over 2 x 512 entries, not 262144).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange, reduce
+from vector_quantize_pytorch import LFQ as LibraryLFQ
+
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, ranged
+from vtok.errors import VtokError
+from vtok.interfaces import Quantizer, QuantizerOutput
+from vtok.registry import register
+from vtok.stats import batch_code_stats
+
+MAX_GROUP_BITS = 16  # the library's per-group entropy is a softmax over 2^(bits/groups) codes per vector
+
+
+@register("quantizer", "lfq")
+class LFQ(Quantizer):
+    """Sign bits of a projection: ids (B, L, groups), each in [0, 2^(bits / groups)).
+
+    Losses (MAGVIT-v2's, weights as Open-MAGVIT2 trains them): ``entropy`` =
+    ``entropy_weight`` x (mean per-sample entropy - ``diversity_gamma`` x entropy of
+    the batch-mean distribution), over soft assignments at ``inv_temperature``;
+    ``commit`` = ``commitment_weight`` x MSE between the projection and its signs.
+    """
+
+    spherical = False
+
+    @dataclass
+    class Config:
+        dim: int = ranged(18, AT_LEAST_1)
+        bits: int = ranged(18, AT_LEAST_1)
+        groups: int = ranged(2, AT_LEAST_1)
+        entropy_weight: float = ranged(0.1, NON_NEGATIVE)
+        commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        diversity_gamma: float = ranged(1.0, NON_NEGATIVE)
+        inv_temperature: float = ranged(100.0, POSITIVE)
+        # A random share of the positions for the per-sample entropy, to save memory on large batches.
+        per_sample_entropy_share: float = ranged(1.0, Range(0.0, 1.0, low_open=True))
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        if cfg.bits % cfg.groups:
+            raise VtokError(f"quantizer: {cfg.bits} bits do not split into {cfg.groups} equal groups")
+        group_bits = cfg.bits // cfg.groups
+        if group_bits > MAX_GROUP_BITS:
+            raise VtokError(
+                f"quantizer: {group_bits} bits per group is more than {MAX_GROUP_BITS}; "
+                f"raise groups (Open-MAGVIT2 codes 18 bits as 2 groups of 9)"
+            )
+        self.cfg = cfg
+        self.dim = cfg.dim
+        self.group_bits = group_bits
+        self.codebook_sizes = (2**group_bits,) * cfg.groups
+        self.lfq = LibraryLFQ(
+            dim=cfg.dim,
+            codebook_size=2**group_bits,
+            num_codebooks=cfg.groups,
+            keep_num_codebooks_dim=True,
+            entropy_loss_weight=cfg.entropy_weight,
+            commitment_loss_weight=cfg.commitment_weight,
+            diversity_gamma=cfg.diversity_gamma,
+            frac_per_sample_entropy=cfg.per_sample_entropy_share,
+            spherical=self.spherical,
+        )
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, groups)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            (z_q, ids, _), parts = self.lfq(
+                latents.float(), inv_temperature=self.cfg.inv_temperature, return_loss_breakdown=True
+            )  # (B, L, dim), (B, L, groups)
+        losses = {"commit": self.cfg.commitment_weight * parts.commitment}
+        if self.training and self.cfg.entropy_weight > 0:
+            entropy = parts.per_sample_entropy - self.cfg.diversity_gamma * parts.batch_entropy
+            losses["entropy"] = self.cfg.entropy_weight * entropy
+        ids = ids.long()
+        stats = batch_code_stats(ids[..., 0], self.codebook_sizes[0])
+        stats["bit_balance"] = self._bit_balance(ids)
+        return QuantizerOutput(z_q=z_q, ids=ids, losses=losses, stats=stats)
+
+    def _bit_balance(self, ids: torch.Tensor) -> torch.Tensor:
+        """The least balanced bit's share of its rarer value, x 2: 1 when every bit is set half the time, 0 for a
+        bit that never changes (a dead bit carries nothing, however many codes the others reach)."""
+        bits = (ids[..., None] >> torch.arange(self.group_bits - 1, -1, -1, device=ids.device)) & 1
+        ones = reduce(bits.float(), "b l g k -> (g k)", "mean")
+        return (2 * torch.minimum(ones, 1 - ones)).min()
+
+    @torch.no_grad()
+    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """The signs of the projection, nothing else (no entropy, no output projection): the same ids."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            x = self.lfq.project_in(latents.float())
+            x = rearrange(x, "b l (g k) -> b l g k", g=self.cfg.groups)
+            weights = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=x.device)
+            return ((x > 0).long() * weights).sum(-1)  # (B, L, groups)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, groups) -> (B, L, dim) float32."""
+        if ids.shape[-1] != self.cfg.groups:
+            raise VtokError(
+                f"{self.registry_name} ids carry {ids.shape[-1]} sub-codes; this quantizer has {self.cfg.groups}"
+            )
+        return self.lfq.indices_to_codes(ids).float()
+
+    @property
+    def registry_name(self) -> str:
+        return "bsq" if self.spherical else "lfq"
+
+
+@register("quantizer", "bsq")
+class BSQ(LFQ):
+    """Binary spherical quantization (arXiv 2406.07548): LFQ on the unit sphere.
+
+    Each group's projection is l2-normalised before its signs are taken and the
+    codes are the signs over sqrt(bits per group), so every code has norm 1 and the
+    quantization error is bounded; losses and ids as ``lfq``.
+    """
+
+    spherical = True
