@@ -39,7 +39,7 @@ Q = "model.quantizer"
 # name -> (what, preset, overrides)
 ROWS: dict[str, tuple[str, str, list[str]]] = {
     "vq": ("vq: 1024 Euclidean codes of dim 8, EMA, k-means init, restarts (vq_demo)", "vq_demo.yaml", []),
-    "lfq": ("lfq: 10 sign bits as 2 sub-codes of 5, entropy 0.1, commitment 0.25", "vq_lfq_demo.yaml", []),
+    "lfq": ("lfq: 10 sign bits as 2 sub-codes of 5, entropy 0.02, commitment 0.05", "vq_lfq_demo.yaml", []),
     "bsq": ("bsq: lfq on the unit sphere, 2 sub-codes of 5 bits", "vq_bsq_demo.yaml", []),
     "fsq": ("fsq: 8x5x5x5 levels (1000 codes)", "vq_demo.yaml", [f"{Q}={{name: fsq, dim: 8, levels: [8, 5, 5, 5]}}"]),
     "simvq": (

@@ -100,7 +100,7 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
         [],
     ),
     "defaults": (
-        "vtok vq defaults (k-means init, restarts under 0.5 x mean use)",
+        "vtok vq defaults (k-means init, restarts under 1.0 x mean use)",
         "{name: vq, dim: 8, codebook_size: 1024}",
         [],
     ),

@@ -6,7 +6,8 @@
 Two tokenizers a seed, trained alike (``vq_demo.yaml`` at the recipe study's budget,
 800 steps x batch 16): without the regulariser (bench_codes.py's ``vq`` row, reused
 from the same work folder) and with it (``vq_semantic_demo.yaml``: GigaTok's cosine
-alignment of the decoder's residual stage with EfficientNet-Lite0). For each:
+alignment of the decoder's residual stage with EfficientNet-Lite0, at GigaTok's weight 0.5 and
+at 0.1). For each:
 
 - held-out PSNR on the 52 held-out crops;
 - a linear probe of the tokens: logistic regression on the flattened code vectors
@@ -38,6 +39,11 @@ ROWS["vq_semantic"] = (
     "vq with GigaTok's regulariser (decoder stage -> EfficientNet-Lite0, cosine 0.5)",
     "vq_semantic_demo.yaml",
     [],
+)
+ROWS["vq_semantic_0.1"] = (
+    "vq with GigaTok's regulariser at cosine weight 0.1",
+    "vq_semantic_demo.yaml",
+    ["loss.regularizer.cosine_weight=0.1"],
 )
 PROBE_TEST_WINDOWS = (0, 4, 8, 12)  # the whole photo, a 60% and two 35% windows
 
@@ -88,6 +94,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--gpt-steps", type=int, default=400)
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--rows", default="vq,vq_semantic,vq_semantic_0.1")
     p.add_argument("--work", default=str(ROOT / "runs" / "codes"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "semantic.json"))
     args = p.parse_args()
@@ -96,7 +103,7 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.is_file() else {}
     report["budget"] = {"tokenizer_steps": args.steps, "gpt_steps": args.gpt_steps}
     rows = report.setdefault("rows", {})
-    for name in ("vq", "vq_semantic"):
+    for name in args.rows.split(","):
         per_seed = rows.get(name, {}).get("seeds", {})
         for seed in (int(s) for s in args.seeds.split(",")):
             if str(seed) in per_seed:

@@ -203,3 +203,11 @@ def test_lfq_refuses_bits_that_do_not_split_or_groups_too_wide():
 def test_open_magvit2_code_is_two_sub_codes_of_nine_bits():
     q = build_component("quantizer", {"name": "lfq"})  # the defaults: 18 bits as 2 x 9
     assert q.codebook_sizes == (512, 512) and 512 * 512 == 2**18
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0, 2.0])
+def test_a_restarted_code_starts_at_the_mean_or_the_threshold_whichever_is_higher(share):
+    from vtok.tokenizers.quantizers.upkeep import restart_levels
+
+    threshold, reset = restart_levels(vectors=4096, codebook_size=1024, share=share)  # mean use: 4 a code
+    assert threshold == pytest.approx(4 * share) and reset == pytest.approx(4 * max(share, 1.0))

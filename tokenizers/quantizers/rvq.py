@@ -40,7 +40,7 @@ class ResidualQuantizer(Quantizer):
         decay: float = ranged(0.99, DECAY)
         kmeans_init: bool = True
         dead_code_share: float = ranged(
-            0.5, NON_NEGATIVE
+            1.0, NON_NEGATIVE
         )  # restart a code under this share of a code's mean use (upkeep.py)
         dead_code_threshold: float = ranged(
             0.0, NON_NEGATIVE

@@ -51,7 +51,7 @@ class SharedMultiScaleQuantizer(Quantizer):
         scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
         pixel_weight: float = 1.0
         decay: float = ranged(0.99, DECAY)
-        dead_code_share: float = ranged(0.5, NON_NEGATIVE)  # restart under this share of a code's mean use
+        dead_code_share: float = ranged(1.0, NON_NEGATIVE)  # restart under this share of a code's mean use
         dead_code_threshold: float = ranged(0.0, NON_NEGATIVE)  # > 0: an absolute EMA count instead of the share
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
         scale_drop: float = ranged(0.1, UNIT)  # training: chance of stopping after a random coarser scale

@@ -42,8 +42,8 @@ class VQ(Quantizer):
     init, dead-code restart, rotation trick, commitment loss; codebook statistics
     synced across ranks). By default the codebook starts as k-means of the first
     batch and a code is restarted on a batch vector when its EMA use falls under
-    ``dead_code_share`` of the mean use of a code (``upkeep.py``), so the
-    codebook stays in use at any batch size; ``dead_code_threshold > 0`` sets the
+    ``dead_code_share`` (1.0) of the mean use of a code (``upkeep.py``), so the
+    codebook stays in use at any batch size (measured: benchmarks/bench_collapse.py); ``dead_code_threshold > 0`` sets the
     library's absolute count instead. ``cosine`` l2-normalises inputs and codes (LlamaGen,
     ViT-VQGAN). With ``ema: false`` the codebook is learned by gradient: the
     library then lets the commitment term's gradient reach the codebook too, one
@@ -60,7 +60,7 @@ class VQ(Quantizer):
         decay: float = ranged(0.99, DECAY)
         kmeans_init: bool = True
         kmeans_iters: int = ranged(10, AT_LEAST_1)
-        dead_code_share: float = ranged(0.5, NON_NEGATIVE)
+        dead_code_share: float = ranged(1.0, NON_NEGATIVE)
         dead_code_threshold: float = ranged(
             0.0, NON_NEGATIVE
         )  # > 0: the library's absolute EMA count, in place of the share
