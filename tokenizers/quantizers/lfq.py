@@ -115,10 +115,6 @@ class LFQ(Quantizer):
             )
         return self.lfq.indices_to_codes(ids).float()
 
-    @property
-    def registry_name(self) -> str:
-        return "bsq" if self.spherical else "lfq"
-
 
 @register("quantizer", "bsq")
 class BSQ(LFQ):
