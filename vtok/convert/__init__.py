@@ -3,7 +3,8 @@
 One module a source family, each mapping the source's published key layout onto
 vtok's parts (see their docstrings): :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``) and
-:mod:`~vtok.convert.gpt` (``llamagen-gpt``) and :mod:`~vtok.convert.var` (``var-vqvae``).
+:mod:`~vtok.convert.gpt` (``llamagen-gpt``), :mod:`~vtok.convert.var` (``var-vqvae``) and
+:mod:`~vtok.convert.magvit2` (``open-magvit2``).
 
 The config is derived from the tensors' shapes (and from the source's config file
 where the weights cannot say, e.g. TiTok's head counts); every source tensor must
@@ -23,6 +24,7 @@ import torch
 
 from vtok.convert.common import read_checkpoint
 from vtok.convert.gpt import llamagen_gpt
+from vtok.convert.magvit2 import open_magvit2
 from vtok.convert.titok import one_d_piece, titok
 from vtok.convert.var import var_vqvae
 from vtok.convert.vqgan import llamagen_vq, taming_vqgan
@@ -41,6 +43,7 @@ SOURCES: dict[str, Mapping] = {
     "one-d-piece": one_d_piece,
     "llamagen-gpt": llamagen_gpt,
     "var-vqvae": var_vqvae,
+    "open-magvit2": open_magvit2,
 }
 # Sources whose mapping reads the source's own config file (optional: their shapes say the rest; VAR: the scales).
 TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae"}
@@ -52,19 +55,21 @@ MARKERS = {
     "one-d-piece": "encoder.patch_embed.",
     "llamagen-gpt": "tok_embeddings.",
     "var-vqvae": "quantize.ema_vocab_hit_SV",
+    "open-magvit2": "decoder.adaptive.",
 }
-# Sources whose layout contains another's marker: a file of the second is not one of the first.
-SUPERSETS = {"taming-vqgan": "var-vqvae"}
+# Sources whose layout contains others' markers: a file of one of those is not one of the first.
+SUPERSETS = {"taming-vqgan": ("var-vqvae", "open-magvit2")}
 
 
 def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
     """A one-line error when ``state`` lacks ``source``'s layout, naming the family it looks like."""
-    other = SUPERSETS.get(source)
-    if other is not None and any(k.startswith(MARKERS[other]) for k in state):
-        raise VtokError(f"{path} is not a {source} checkpoint: its keys look like {other} (try --from {other})")
+    for other in SUPERSETS.get(source, ()):
+        if any(k.startswith(MARKERS[other]) for k in state):
+            raise VtokError(f"{path} is not a {source} checkpoint: its keys look like {other} (try --from {other})")
     if any(k.startswith(MARKERS[source]) for k in state):
         return
     alike = [name for name, marker in MARKERS.items() if any(k.startswith(marker) for k in state)]
+    alike = [name for name in alike if not set(SUPERSETS.get(name, ())) & set(alike)]  # the narrowest family
     looks = f"its keys look like {' / '.join(alike)} (try --from {alike[0]})" if alike else "its keys match no source"
     raise VtokError(f"{path} is not a {source} checkpoint: {looks}")
 

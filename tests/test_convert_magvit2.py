@@ -1,0 +1,181 @@
+"""Open-MAGVIT2: a synthetic checkpoint in the published Lightning layout gives Open-MAGVIT2's ids and pixels.
+
+The reference recomputes Open-MAGVIT2's published forward with torch's functional ops
+straight from the source state dict: the bias-free residual CNN with symmetric stride-2
+downsampling, the sign quantizer with its least-significant-bit-first factorised
+indices, and the decoder with adaptive group norm (unbiased spread of the latents) and
+conv + depth-to-space (DCR) upsampling. Weights are the EMA copies when the file has
+them, as Open-MAGVIT2's evaluation uses. Released-size check against Open-MAGVIT2's own
+code: benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vtok.cli import main
+from vtok.convert import convert
+
+CH, MULT, BLOCKS, BITS = 32, [1, 2], 1, 8  # a 2-level CNN (f2), 8-bit codes as 2 sub-codes of 4
+
+
+def _conv(s, name, cin, cout, k, bias=True):
+    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
+    if bias:
+        s[f"{name}.bias"] = torch.randn(cout) * 0.05
+
+
+def _norm(s, name, c):
+    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
+    s[f"{name}.bias"] = 0.1 * torch.randn(c)
+
+
+def _res(s, name, cin, cout):
+    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3, bias=False)
+    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3, bias=False)
+    if cin != cout:
+        _conv(s, f"{name}.nin_shortcut", cin, cout, 1, bias=False)
+
+
+def magvit2_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Open-MAGVIT2's VQModel key layout (improved_model.py, lfqgan.py) at a tiny size, random values."""
+    torch.manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+    top = CH * MULT[-1]
+    _conv(s, "encoder.conv_in", 3, CH, 3, bias=False)
+    cin = CH
+    for i, m in enumerate(MULT):
+        for j in range(BLOCKS):
+            _res(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
+            cin = CH * m
+        if i != len(MULT) - 1:
+            _conv(s, f"encoder.down.{i}.downsample", cin, cin, 3)
+    for side in ("encoder", "decoder"):
+        for j in range(BLOCKS):
+            _res(s, f"{side}.mid_block.{j}", top, top)
+    _norm(s, "encoder.norm_out", top), _conv(s, "encoder.conv_out", top, BITS, 1)
+    _conv(s, "decoder.conv_in", BITS, top, 3)
+    cin = top
+    for i in reversed(range(len(MULT))):
+        s[f"decoder.adaptive.{i}.gamma.weight"] = torch.randn(cin, BITS) * 0.3
+        s[f"decoder.adaptive.{i}.gamma.bias"] = 1 + 0.1 * torch.randn(cin)
+        s[f"decoder.adaptive.{i}.beta.weight"] = torch.randn(cin, BITS) * 0.3
+        s[f"decoder.adaptive.{i}.beta.bias"] = 0.1 * torch.randn(cin)
+        for j in range(BLOCKS):
+            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            cin = CH * MULT[i]
+        if i != 0:
+            _conv(s, f"decoder.up.{i}.upsample.conv1", cin, 4 * cin, 3)
+    _norm(s, "decoder.norm_out", CH), _conv(s, "decoder.conv_out", CH, 3, 3)
+    return s
+
+
+def lightning_file(path, ema: bool) -> dict[str, torch.Tensor]:
+    """The state as Lightning saves it: loss weights beside, and (``ema``) LitEma's dotless copies, other values."""
+    s = magvit2_state()
+    s["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
+    if ema:
+        torch.manual_seed(1)
+        shadow = {k: v + 0.05 * torch.randn_like(v) for k, v in s.items()}
+        s |= {f"model_ema.{k.replace('.', '')}": v for k, v in shadow.items()}
+        s["model_ema.decay"], s["model_ema.num_updates"] = torch.tensor(0.999), torch.tensor(-1, dtype=torch.int)
+    torch.save({"state_dict": s, "epoch": 3}, path)
+    return {
+        k: (s[f"model_ema.{k.replace('.', '')}"] if ema else v) for k, v in s.items() if not k.startswith("model_ema.")
+    }
+
+
+# --- Open-MAGVIT2's forward, recomputed -----------------------------------------------------
+
+
+def _c(x, s, name, **kw):
+    w = s[f"{name}.weight"]
+    return F.conv2d(x, w, s.get(f"{name}.bias"), padding=w.shape[-1] // 2, **kw)
+
+
+def _gn(x, s, name):
+    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
+
+
+def _block(x, s, name):
+    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
+    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
+    return h + (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x)
+
+
+def ref_latents(s, x):
+    h = _c(x, s, "encoder.conv_in")
+    for i in range(len(MULT)):
+        for j in range(BLOCKS):
+            h = _block(h, s, f"encoder.down.{i}.block.{j}")
+        if i != len(MULT) - 1:
+            h = _c(h, s, f"encoder.down.{i}.downsample", stride=2)  # padding 1 on every side
+    for j in range(BLOCKS):
+        h = _block(h, s, f"encoder.mid_block.{j}")
+    return _c(F.silu(_gn(h, s, "encoder.norm_out")), s, "encoder.conv_out")
+
+
+def ref_ids(s, x):
+    """(B, h*w, 2): the factorised indices, channel k of a half weighing 2^k."""
+    bits = (ref_latents(s, x) > 0).long().flatten(2).transpose(1, 2)  # (B, hw, BITS)
+    weights = 2 ** torch.arange(BITS // 2)
+    return torch.stack([(bits[..., : BITS // 2] * weights).sum(-1), (bits[..., BITS // 2 :] * weights).sum(-1)], -1)
+
+
+def _adaptive(h, z, s, name):
+    flat = z.flatten(2)
+    scale = F.linear((flat.var(-1, unbiased=True) + 1e-6).sqrt(), s[f"{name}.gamma.weight"], s[f"{name}.gamma.bias"])
+    shift = F.linear(flat.mean(-1), s[f"{name}.beta.weight"], s[f"{name}.beta.bias"])
+    return scale[..., None, None] * F.group_norm(h, 32, eps=1e-6) + shift[..., None, None]
+
+
+def _depth_to_space(x):
+    b, c, h, w = x.shape
+    x = x.view(b, 2, 2, c // 4, h, w).permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(b, c // 4, h * 2, w * 2)
+
+
+def ref_decode(s, ids, grid):
+    weights = 2 ** torch.arange(BITS // 2)
+    bits = torch.cat([(ids[..., g, None] & weights) != 0 for g in range(2)], -1)  # (B, hw, BITS)
+    z = (bits.float() * 2 - 1).transpose(1, 2).reshape(ids.shape[0], BITS, *grid)
+    h = _c(z, s, "decoder.conv_in")
+    for j in range(BLOCKS):
+        h = _block(h, s, f"decoder.mid_block.{j}")
+    for i in reversed(range(len(MULT))):
+        h = _adaptive(h, z, s, f"decoder.adaptive.{i}")
+        for j in range(BLOCKS):
+            h = _block(h, s, f"decoder.up.{i}.block.{j}")
+        if i != 0:
+            h = _depth_to_space(_c(h, s, f"decoder.up.{i}.upsample.conv1"))
+    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+
+
+@pytest.mark.parametrize("ema", [True, False], ids=["ema", "raw"])
+def test_open_magvit2_matches_the_published_forward(tmp_path, ema):
+    used = lightning_file(tmp_path / "imagenet_256_L.ckpt", ema)
+    model = convert("open-magvit2", tmp_path / "imagenet_256_L.ckpt", tmp_path / "out")
+    assert model.spec["quantizer"]["bits"] == BITS and model.codebook_sizes == (16, 16)
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode(x)
+        want = ref_ids(used, x)
+        assert tokens.grid == (4, 4) and torch.equal(tokens.ids, want)
+        assert len((want[..., 0] * 16 + want[..., 1]).unique()) > 8  # not one code everywhere
+        torch.testing.assert_close(model.decode(tokens), ref_decode(used, want, (4, 4)), atol=1e-5, rtol=1e-5)
+        assert torch.equal(model(x).tokens.ids, want)  # the training pass (the library's LFQ) gives the same ids
+
+
+def test_open_magvit2_and_taming_files_are_told_apart(tmp_path, capsys):
+    lightning_file(tmp_path / "omv2.ckpt", ema=False)
+    assert main(["convert", "--from", "taming-vqgan", str(tmp_path / "omv2.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    assert "look like open-magvit2 (try --from open-magvit2)" in capsys.readouterr().err
+    assert main(["convert", "--from", "llamagen-vq", str(tmp_path / "omv2.ckpt"), "--out", str(tmp_path / "b")]) == 2
+    assert "try --from open-magvit2" in capsys.readouterr().err
+    broken = magvit2_state()
+    del broken["decoder.adaptive.0.beta.bias"]
+    torch.save({"state_dict": broken}, tmp_path / "broken.ckpt")
+    assert main(["convert", "--from", "open-magvit2", str(tmp_path / "broken.ckpt"), "--out", str(tmp_path / "c")]) == 2
+    assert "decoder.adaptive.0.beta.bias" in capsys.readouterr().err

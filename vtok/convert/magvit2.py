@@ -1,0 +1,78 @@
+"""Open-MAGVIT2's image tokenizer (``imagenet_256_L.ckpt``, ``imagenet_128_L.ckpt``) as a vtok grid tokenizer.
+
+The Lightning checkpoint holds ``encoder.*`` and ``decoder.*`` in the layout of the
+``magvit2`` encoder and decoder parts (names kept), the training loss's ``loss.*``
+(discriminator, LPIPS), and with ``use_ema`` an EMA copy of every parameter under
+``model_ema.<name without dots>``. Open-MAGVIT2 evaluates with the EMA weights, so
+they are what is converted when present; the raw training weights, ``loss.*`` and the
+EMA of the loss and ``model_ema.decay`` / ``num_updates`` are dropped.
+
+The quantizer is lookup-free with no parameters: ``lfq`` with as many bits as the
+encoder's output channels (18: 2^18 implicit codes), split into 2 sub-codes. Open-MAGVIT2
+reads a code's channels least significant bit first, ``lfq`` most significant first, so
+``quant_conv`` reverses the channel order within each sub-code and ``post_quant_conv``
+restores it (1x1 permutations: exact in floating point). The sub-codes are then
+exactly Open-MAGVIT2's factorised indices over its channels [0, 9) and [9, 18) (its AR
+model's ``factorized_bits: [9, 9]``), and its full 18-bit index is
+``ids[..., 0] + 2**9 * ids[..., 1]``. Entropy and commitment weights are Open-MAGVIT2's
+training values (0.1, 0.25); note that its entropy is over all 2^18 codes, ``lfq``'s per
+sub-code, which matters only for further training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vtok.convert.common import count_levels
+from vtok.errors import VtokError
+
+GROUPS = 2
+
+
+def _cnn(state: dict[str, torch.Tensor], side: str) -> dict[str, Any]:
+    """ch, ch_mult, num_res_blocks, z_channels of one side of the CNN, from its weights."""
+    levels = "down" if side == "encoder" else "up"
+    n = count_levels(state, rf"{side}\.{levels}\.(\d+)\.")
+    blocks = count_levels(state, rf"{side}\.{levels}\.0\.block\.(\d+)\.")
+    if side == "encoder":
+        ch, z = state["encoder.conv_in.weight"].shape[0], state["encoder.conv_out.weight"].shape[0]
+    else:
+        ch, z = state["decoder.conv_out.weight"].shape[1], state["decoder.conv_in.weight"].shape[1]
+    mult = [state[f"{side}.{levels}.{i}.block.{blocks - 1}.conv2.weight"].shape[0] // ch for i in range(n)]
+    return {"name": "magvit2", "ch": ch, "ch_mult": mult, "num_res_blocks": blocks, "z_channels": z}
+
+
+def _ema_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """encoder.* / decoder.* with each parameter replaced by its EMA copy when the file has one."""
+    own = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
+    if not any(k.startswith("model_ema.") for k in state):
+        return own
+    return {k: state[f"model_ema.{k.replace('.', '')}"] for k in own}  # LitEma names a copy by its dotless name
+
+
+def _reverse_within_groups(bits: int) -> torch.Tensor:
+    """(bits, bits, 1, 1) 1x1-conv weight: output channel g*k + j reads input channel g*k + (k - 1 - j)."""
+    k = bits // GROUPS
+    order = torch.arange(bits).view(GROUPS, k).flip(-1).reshape(-1)
+    return torch.eye(bits)[order][..., None, None]
+
+
+def open_magvit2(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    enc, dec = _cnn(state, "encoder"), _cnn(state, "decoder")
+    bits = enc["z_channels"]
+    if bits % GROUPS or dec["z_channels"] != bits:
+        raise VtokError(f"Open-MAGVIT2 codes of {bits} bits (decoder reads {dec['z_channels']}) do not split in 2")
+    mapped = _ema_weights(state)
+    perm = _reverse_within_groups(bits)  # its own inverse
+    mapped |= {
+        "quant_conv.weight": perm,
+        "quant_conv.bias": torch.zeros(bits),
+        "post_quant_conv.weight": perm.clone(),
+        "post_quant_conv.bias": torch.zeros(bits),
+        "quantizer.lfq.mask": 2 ** torch.arange(bits // GROUPS - 1, -1, -1),
+    }
+    quantizer = {"name": "lfq", "dim": bits, "bits": bits, "groups": GROUPS, "entropy_weight": 0.1,
+                 "commitment_weight": 0.25}  # fmt: skip
+    return {"name": "grid", "encoder": enc, "quantizer": quantizer, "decoder": dec}, mapped
