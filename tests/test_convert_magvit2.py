@@ -6,7 +6,7 @@ downsampling, the sign quantizer with its least-significant-bit-first factorised
 indices, and the decoder with adaptive group norm (unbiased spread of the latents) and
 conv + depth-to-space (DCR) upsampling. Weights are the EMA copies when the file has
 them, as Open-MAGVIT2's evaluation uses. Released-size check against Open-MAGVIT2's own
-code: benchmarks/RESULTS.md.
+code: README.md, "Public checkpoints".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from the source state dict: the taming-style CNN with fused-qkv attention, 3x3 q
 convs, and the multi-scale residual quantization (area pooling of the residual,
 Euclidean nearest code, bicubic upsampling, the phi convolution chosen by VAR's tick
 rule, (1 - r) h + r phi(h)). vtok's converted model is checked against it, not
-against itself. Released-size check against VAR's own code: benchmarks/RESULTS.md.
+against itself. Released-size check against VAR's own code: README.md, "Public checkpoints".
 """
 
 from __future__ import annotations

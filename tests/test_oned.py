@@ -185,6 +185,25 @@ def test_linear_bypass_starts_as_the_principal_components_and_a_prefix_uses_its_
         assert tok._decode_latents(z, k).sub(x).pow(2).mean() > tok._decode_latents(z, full).sub(x).pow(2).mean()
 
 
+def test_fitting_the_linear_decoder_to_sign_bits_makes_more_tokens_better():
+    """Sign-bit codes after the principal-component init: without the fit every component's bit is written back
+    at one size and a longer prefix is worse; with the least-squares gains each added token lowers the error."""
+    x = torch.rand(64, 3, 32, 32) * 2 - 1
+    x = x + torch.linspace(-1, 1, 32).view(1, 1, 1, 32) * torch.randn(64, 1, 1, 1)  # a dominant component
+    errors = {}
+    for fit in (False, True):
+        torch.manual_seed(0)
+        overrides = ["model.quantizer={name: lfq, dim: 4, bits: 4, groups: 1}", f"model.bypass_fit_decoder={fit}"]
+        tok = vtok.build("configs/tokenizer/oned_bypass_tiny.yaml", overrides).eval()
+        tok.init_from_data(x)
+        with torch.no_grad():
+            z_q = tok.quantizer.lookup(tok.quantizer.quantize_ids(tok._latents(x)))
+            errors[fit] = [float(tok.bypass_out(z_q, torch.full((64,), n)).sub(x).pow(2).mean()) for n in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(errors[True], errors[True][1:]))  # every added token helps
+    assert errors[False][-1] > errors[False][0]  # unfitted: the small components' bits add noise
+    assert errors[True][-1] < errors[False][-1]
+
+
 def test_adaptive_length_runs_on_binary_sub_code_tokens(images):
     """Adaptive length on a binary 1D tokenizer: every sample gets a length, each position keeps its sub-codes."""
     from vtok.eval.adaptive import encode_adaptive

@@ -81,3 +81,19 @@ def init_principal_components(encode: BypassIn, decode: BypassOut, images: torch
     decode.weight.zero_()
     decode.weight[:, :k] = v[:k].t() / scale / decode.gain
     decode.bias.copy_(mean)
+
+
+@torch.no_grad()
+def fit_decoder_to_codes(decode: BypassOut, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """Rescale each code value's decoder column by the least-squares gain from its quantized value back to the
+    value: E[z z_q] / E[z_q^2], over ``z``, ``z_q`` (B, N, d). Returns the (N d,) gains.
+
+    After ``init_principal_components`` the decoder assumes z_q is about z, true for k-means codes (gains near
+    1) but not for sign bits, where every component, large or small, is coded as +-1: without the gain a
+    low-variance component's sign bit would be written back at the size of the first component's. With it the
+    start is the classic transform coder with a one-bit scalar quantizer per component (gain sigma sqrt(2/pi)).
+    """
+    z, z_q = z.flatten(1).float(), z_q.flatten(1).float()  # (B, N d)
+    gains = (z * z_q).sum(0) / (z_q * z_q).sum(0).clamp_min(1e-12)
+    decode.weight.mul_(gains[None, :])
+    return gains

@@ -18,7 +18,7 @@ from vtok.config import NON_NEGATIVE, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Tokenizer, TokenizerOutput
 from vtok.registry import register
-from vtok.tokenizers.bypass import BypassIn, BypassOut, init_principal_components
+from vtok.tokenizers.bypass import BypassIn, BypassOut, fit_decoder_to_codes, init_principal_components
 from vtok.tokenizers.grid import check_images
 from vtok.tokens import Tokens
 
@@ -38,6 +38,9 @@ class OneDTokenizer(Tokenizer):
         # A global linear path beside the transformers (tokenizers/bypass.py): fast convergence for small demos.
         linear_bypass: bool = False
         bypass_init_images: int = ranged(1024, NON_NEGATIVE)  # images for its principal components (0: random init)
+        # After the codes are placed, fit the linear decoder's scale to them (bypass.fit_decoder_to_codes): needed by
+        # codes that do not sit where the values are, such as sign bits (lfq, bsq).
+        bypass_fit_decoder: bool = False
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -56,6 +59,7 @@ class OneDTokenizer(Tokenizer):
             shape = (self.encoder.cfg.image_size, self.num_tokens, self.quantizer.dim)
             self.bypass_in, self.bypass_out = BypassIn(*shape), BypassOut(*shape)
             self.data_init_images = cfg.bypass_init_images
+        self.fit_decoder = cfg.bypass_fit_decoder
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -103,7 +107,10 @@ class OneDTokenizer(Tokenizer):
         self.to_code.weight.zero_()
         self.to_code.bias.zero_()
         self.decoder.zero_output_()
-        self.quantizer.init_codes(self._latents(images))  # codes where the principal components put the images
+        z = self._latents(images)  # (B, N, d)
+        self.quantizer.init_codes(z)  # codes where the principal components put the images
+        if self.fit_decoder:
+            fit_decoder_to_codes(self.bypass_out, z, self.quantizer.lookup(self.quantizer.quantize_ids(z)))
 
     def _latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> (B, N, d) values to quantize."""
