@@ -193,7 +193,7 @@ def test_fitting_the_linear_decoder_to_sign_bits_makes_more_tokens_better():
     errors = {}
     for fit in (False, True):
         torch.manual_seed(0)
-        overrides = ["model.quantizer={name: lfq, dim: 4, bits: 4, groups: 1}", f"model.bypass_fit_decoder={fit}"]
+        overrides = ["model.quantizer={name: lfq, dim: 4, bits: 4, groups: 1}", f"model.bypass_scalar_codes={fit}"]
         tok = vtok.build("configs/tokenizer/oned_bypass_tiny.yaml", overrides).eval()
         tok.init_from_data(x)
         with torch.no_grad():

@@ -62,24 +62,31 @@ class BypassOut(_Scaled):
 
 
 @torch.no_grad()
-def init_principal_components(encode: BypassIn, decode: BypassOut, images: torch.Tensor) -> None:
+def init_principal_components(
+    encode: BypassIn, decode: BypassOut, images: torch.Tensor, unit_variance: bool = False
+) -> None:
     """Both maps as the principal components of ``images`` (N, 3, S, S): token t holds components t d to
     (t + 1) d - 1, so a prefix of k tokens is the best linear code of k d values, the classic transform coder.
 
     The components are scaled so that a mean squared error of the code values equals the same mean squared
-    error of the pixels: the commitment term and the reconstruction loss speak in one unit.
+    error of the pixels: the commitment term and the reconstruction loss speak in one unit. With
+    ``unit_variance`` every component is scaled to variance 1 instead, for codes whose levels are fixed and
+    shared by every token (sign bits, FSQ grids): the first token's values would otherwise span hundreds of
+    the last one's.
     """
     x = images.flatten(1).float()  # (N, P)
     mean = x.mean(0)
-    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)  # rows: components, by variance
+    _, s, v = torch.linalg.svd(x - mean, full_matrices=False)  # rows: components, by variance
     codes = encode.weight.shape[0]
     k = min(codes, v.shape[0])
-    scale = (codes / x.shape[1]) ** 0.5
+    scale = torch.full((k,), (codes / x.shape[1]) ** 0.5)  # one scale a component
+    if unit_variance:  # components with next to no variance (past the images' rank) are not blown up
+        scale = (len(x) - 1) ** 0.5 / s[:k].clamp_min(1e-3 * s[0])
     encode.weight.zero_()
-    encode.weight[:k] = v[:k] * scale / encode.gain
+    encode.weight[:k] = v[:k] * scale[:, None] / encode.gain
     encode.bias.copy_(-(encode.weight * encode.gain) @ mean)
     decode.weight.zero_()
-    decode.weight[:, :k] = v[:k].t() / scale / decode.gain
+    decode.weight[:, :k] = v[:k].t() / scale[None, :] / decode.gain
     decode.bias.copy_(mean)
 
 

@@ -38,9 +38,9 @@ class OneDTokenizer(Tokenizer):
         # A global linear path beside the transformers (tokenizers/bypass.py): fast convergence for small demos.
         linear_bypass: bool = False
         bypass_init_images: int = ranged(1024, NON_NEGATIVE)  # images for its principal components (0: random init)
-        # After the codes are placed, fit the linear decoder's scale to them (bypass.fit_decoder_to_codes): needed by
-        # codes that do not sit where the values are, such as sign bits (lfq, bsq).
-        bypass_fit_decoder: bool = False
+        # Codes on fixed levels shared by every token (lfq, bsq, fsq): each component starts at variance 1 and the
+        # linear decoder's scale is fitted to the codes (bypass.fit_decoder_to_codes), not assumed equal to them.
+        bypass_scalar_codes: bool = False
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -59,7 +59,7 @@ class OneDTokenizer(Tokenizer):
             shape = (self.encoder.cfg.image_size, self.num_tokens, self.quantizer.dim)
             self.bypass_in, self.bypass_out = BypassIn(*shape), BypassOut(*shape)
             self.data_init_images = cfg.bypass_init_images
-        self.fit_decoder = cfg.bypass_fit_decoder
+        self.scalar_codes = cfg.bypass_scalar_codes
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -103,13 +103,13 @@ class OneDTokenizer(Tokenizer):
         well as a classic transform + VQ coder does."""
         if self.bypass_in is None or not self.data_init_images:
             return
-        init_principal_components(self.bypass_in, self.bypass_out, images)
+        init_principal_components(self.bypass_in, self.bypass_out, images, unit_variance=self.scalar_codes)
         self.to_code.weight.zero_()
         self.to_code.bias.zero_()
         self.decoder.zero_output_()
         z = self._latents(images)  # (B, N, d)
         self.quantizer.init_codes(z)  # codes where the principal components put the images
-        if self.fit_decoder:
+        if self.scalar_codes:
             fit_decoder_to_codes(self.bypass_out, z, self.quantizer.lookup(self.quantizer.quantize_ids(z)))
 
     def _latents(self, images: torch.Tensor) -> torch.Tensor:

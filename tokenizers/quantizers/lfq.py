@@ -107,6 +107,37 @@ class LFQ(Quantizer):
             weights = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=x.device)
             return ((x > 0).long() * weights).sum(-1)  # (B, L, groups)
 
+    @torch.no_grad()
+    def init_codes(self, latents: torch.Tensor) -> None:
+        """With a projection (``dim`` != ``bits``): each bit a threshold on one input value, so the code starts as
+        a scalar quantizer of every value. The bits go to the values in turn, each to the value whose cells are
+        widest (variance / (thresholds + 1)^2); a value's thresholds are a Lloyd-Max quantizer's; the output
+        projection is the least-squares map from the signs back to the values. The default projection is random
+        hyperplanes through the data's mean, which code a few values with many redundant bits.
+        Without a projection the signs of the values themselves are the code: nothing to place."""
+        if not self.lfq.has_projections or self.spherical:  # the sphere's normalisation mixes the thresholds
+            return
+        x = rearrange(latents.float(), "b l d -> (b l) d")
+        counts = torch.zeros(self.dim, dtype=torch.long)
+        spread = x.var(0).cpu()
+        for _ in range(self.cfg.bits):
+            counts[torch.argmax(spread / (counts + 1) ** 2)] += 1
+        rows, offsets = [], []
+        for d, k in enumerate(counts.tolist()):
+            if k:
+                rows += [d] * k
+                offsets += _scalar_thresholds(x[:, d], k + 1)
+        weight = torch.zeros(self.cfg.bits, self.dim, device=x.device)
+        weight[torch.arange(self.cfg.bits), torch.tensor(rows)] = 1.0
+        bias = -torch.tensor(offsets, device=x.device)
+        self.lfq.project_in.weight.copy_(weight)
+        self.lfq.project_in.bias.copy_(bias)
+        signs = torch.where(x @ weight.t() + bias > 0, 1.0, -1.0)  # (N, bits)
+        design = torch.cat([signs, torch.ones_like(signs[:, :1])], 1)
+        solution = torch.linalg.lstsq(design.cpu().double(), x.cpu().double()).solution.to(x)  # (bits + 1, dim)
+        self.lfq.project_out.weight.copy_(solution[:-1].t())
+        self.lfq.project_out.bias.copy_(solution[-1])
+
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, groups) -> (B, L, dim) float32."""
         if ids.shape[-1] != self.cfg.groups:
@@ -126,3 +157,17 @@ class BSQ(LFQ):
     """
 
     spherical = True
+
+
+def _scalar_thresholds(values: torch.Tensor, levels: int, iterations: int = 30) -> list[float]:
+    """The ``levels - 1`` decision thresholds of a Lloyd-Max scalar quantizer of ``values`` (1D k-means from the
+    equiprobable quantiles): on heavy-tailed values (image components) equiprobable cells leave the tails'
+    cells far too wide. Written here because the 1D case is a few lines of sorting and needs no library."""
+    v = values.float()
+    centres = torch.quantile(v, (torch.arange(levels, device=v.device) + 0.5) / levels)
+    for _ in range(iterations):
+        cells = torch.bucketize(v, (centres[1:] + centres[:-1]) / 2)
+        sums = torch.zeros_like(centres).index_add_(0, cells, v)
+        counts = torch.bincount(cells, minlength=levels).to(v)
+        centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres).sort().values
+    return ((centres[1:] + centres[:-1]) / 2).tolist()
