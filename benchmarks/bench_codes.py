@@ -1,6 +1,6 @@
 """Lookup-free, binary and implicit codes against VQ at equal bits and equal budget, on the demo recipe.
 
-    python benchmarks/bench_codes.py [--steps 800] [--rows vq,lfq,bsq,fsq,simvq] [--seeds 0,1]
+    python benchmarks/bench_codes.py [--steps 800] [--rows vq,lfq,bsq,residual_lfq,fsq,simvq] [--seeds 0,1]
                                      [--work runs/codes] [--out benchmarks/codes.json]
 
 Every row is ``vq_demo.yaml``'s network, data and optimiser (the recipe study's
@@ -30,6 +30,7 @@ from vtok.builtin import builtin_crops
 from vtok.eval.psnr import psnr_per_image
 from vtok.images import pil_to_tensor
 from vtok.tokenizers.quantizers.lfq import LFQ
+from vtok.tokenizers.quantizers.residual_scalar import ResidualLFQ
 from vtok.tokenizers.train import TokenizerTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,11 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "vq": ("vq: 1024 Euclidean codes of dim 8, EMA, k-means init, restarts (vq_demo)", "vq_demo.yaml", []),
     "lfq": ("lfq: 10 sign bits as 2 sub-codes of 5, entropy 0.02, commitment 0.05", "vq_lfq_demo.yaml", []),
     "bsq": ("bsq: lfq on the unit sphere, 2 sub-codes of 5 bits", "vq_bsq_demo.yaml", []),
+    "residual_lfq": (
+        "residual_lfq: 2 levels of 5 sign bits on 5 values (4 levels a value), entropy 0.02, commitment 0.05",
+        "vq_lfq_demo.yaml",
+        [f"{Q}={{name: residual_lfq, dim: 5, bits: 5, depth: 2, entropy_weight: 0.02, commitment_weight: 0.05}}"],
+    ),
     "fsq": ("fsq: 8x5x5x5 levels (1000 codes)", "vq_demo.yaml", [f"{Q}={{name: fsq, dim: 8, levels: [8, 5, 5, 5]}}"]),
     "simvq": (
         "simvq: 1024 frozen random codes through a learned linear map",
@@ -48,6 +54,21 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
         [f"{Q}={{name: simvq, dim: 8, codebook_size: 1024}}"],
     ),
 }
+
+# The LFQ study (RESULTS.md): vq_lfq_demo with one change each. Not in the default rows.
+LFQ_STUDY: dict[str, tuple[str, str, list[str]]] = {
+    name: (what, preset, [override])
+    for name, what, preset, override in [
+        ("lfq_one_group", "one group of 10 bits", "vq_lfq_demo.yaml", f"{Q}.groups=1"),
+        ("bsq_one_group", "bsq, one group of 10 bits", "vq_bsq_demo.yaml", f"{Q}.groups=1"),
+        ("lfq_temperature_10", "entropy temperature 10", "vq_lfq_demo.yaml", f"{Q}.inv_temperature=10"),
+        ("lfq_diversity_4", "diversity weight 4", "vq_lfq_demo.yaml", f"{Q}.diversity_gamma=4.0"),
+        ("lfq_lr_1e-3", "learning rate 1e-3", "vq_lfq_demo.yaml", "train.lr=1.0e-3"),
+        ("lfq_encoder_4", "encoder of 4 blocks", "vq_lfq_demo.yaml", "model.encoder.num_blocks=4"),
+        ("lfq_projected_5", "a learned projection of 5 values to the 10 bits", "vq_lfq_demo.yaml", f"{Q}.dim=5"),
+    ]
+}
+ROWS |= LFQ_STUDY
 
 
 def crops(split: str, size: int) -> torch.Tensor:
@@ -79,7 +100,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, flo
         row["usage"] = round(row["codes_used"] / size, 4)
         row["entropy_bits"] = round(float(-(p * p.log2()).sum()), 3)
         row["max_entropy_bits"] = round(math.log2(min(size, len(codes))), 3)
-        if isinstance(tok.quantizer, LFQ):  # binary codes: bit statistics
+        if isinstance(tok.quantizer, (LFQ, ResidualLFQ)):  # binary codes: bit statistics
             bits = int(math.log2(size))
             ones = ((codes[:, None] >> torch.arange(bits - 1, -1, -1)) & 1).double().mean(0)
             row["bits_in_use"] = int(((ones > 0.01) & (ones < 0.99)).sum())
@@ -122,7 +143,7 @@ def train_row(name: str, seed: int, steps: int, work: Path) -> tuple[Path, float
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=800)
-    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--rows", default=",".join(k for k in ROWS if k not in LFQ_STUDY))
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--work", default=str(ROOT / "runs" / "codes"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "codes.json"))
