@@ -204,6 +204,11 @@ def test_fitting_the_linear_decoder_to_sign_bits_makes_more_tokens_better():
     assert errors[True][-1] < errors[False][-1]
 
 
+def test_scalar_code_init_without_the_linear_path_is_refused():
+    with pytest.raises(vtok.VtokError, match="needs model.linear_bypass"):
+        vtok.build("configs/tokenizer/oned_tiny.yaml", ["model.bypass_scalar_codes=true"])
+
+
 def test_adaptive_length_runs_on_binary_sub_code_tokens(images):
     """Adaptive length on a binary 1D tokenizer: every sample gets a length, each position keeps its sub-codes."""
     from vtok.eval.adaptive import encode_adaptive

@@ -79,7 +79,7 @@ def init_principal_components(
     _, s, v = torch.linalg.svd(x - mean, full_matrices=False)  # rows: components, by variance
     codes = encode.weight.shape[0]
     k = min(codes, v.shape[0])
-    scale = torch.full((k,), (codes / x.shape[1]) ** 0.5)  # one scale a component
+    scale = torch.full((k,), (codes / x.shape[1]) ** 0.5, device=x.device)  # one scale a component
     if unit_variance:  # components with next to no variance (past the images' rank) are not blown up
         scale = (len(x) - 1) ** 0.5 / s[:k].clamp_min(1e-3 * s[0])
     encode.weight.zero_()

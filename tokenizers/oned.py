@@ -59,6 +59,8 @@ class OneDTokenizer(Tokenizer):
             shape = (self.encoder.cfg.image_size, self.num_tokens, self.quantizer.dim)
             self.bypass_in, self.bypass_out = BypassIn(*shape), BypassOut(*shape)
             self.data_init_images = cfg.bypass_init_images
+        if cfg.bypass_scalar_codes and not cfg.linear_bypass:
+            raise VtokError("model.bypass_scalar_codes sets up the linear path: it needs model.linear_bypass: true")
         self.scalar_codes = cfg.bypass_scalar_codes
 
     @property
