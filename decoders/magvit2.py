@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vtok.config import AT_LEAST_1, ranged
 from vtok.interfaces import Decoder
 from vtok.layers import group_norm
-from vtok.magvit2_layers import AdaptiveGroupNorm, DepthToSpaceUpsample, MagvitResBlock
+from vtok.magvit2_layers import AdaptiveGroupNorm, DepthToSpaceUpsample, Magvit2Shape, MagvitResBlock
 from vtok.registry import register
 
 
@@ -23,12 +22,8 @@ class Magvit2Decoder(Decoder):
     """
 
     @dataclass
-    class Config:
+    class Config(Magvit2Shape):
         out_channels: int = 3
-        ch: int = ranged(128, AT_LEAST_1)
-        ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-        num_res_blocks: int = ranged(4, AT_LEAST_1)
-        z_channels: int = ranged(18, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

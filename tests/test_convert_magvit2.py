@@ -179,3 +179,10 @@ def test_open_magvit2_and_taming_files_are_told_apart(tmp_path, capsys):
     torch.save({"state_dict": broken}, tmp_path / "broken.ckpt")
     assert main(["convert", "--from", "open-magvit2", str(tmp_path / "broken.ckpt"), "--out", str(tmp_path / "c")]) == 2
     assert "decoder.adaptive.0.beta.bias" in capsys.readouterr().err
+
+
+def test_magvit2_widths_must_fit_group_norm():
+    import vtok
+
+    with pytest.raises(vtok.VtokError, match="multiples of 32"):
+        vtok.build("configs/tokenizer/vq_magvit2_tiny.yaml", ["model.decoder.ch=40"])

@@ -10,13 +10,33 @@ input latents. Parameter names follow Open-MAGVIT2's, so its weights load by nam
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.errors import VtokError
 from vtok.layers import group_norm
+
+
+@dataclass
+class Magvit2Shape:
+    """What the MAGVIT-v2 encoder and decoder share (Open-MAGVIT2's ``ddconfig``): base width, width
+    multiplier a level (one level a factor 2), residual blocks a level, latent channels."""
+
+    ch: int = ranged(128, AT_LEAST_1)
+    ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    num_res_blocks: int = ranged(4, AT_LEAST_1)
+    z_channels: int = ranged(18, AT_LEAST_1)
+
+    def __post_init__(self) -> None:
+        if not self.ch_mult or any(m < 1 or self.ch * m % 32 for m in self.ch_mult):
+            raise VtokError(
+                f"ch x ch_mult must be multiples of 32 (GroupNorm's 32 groups), got {self.ch} x {self.ch_mult}"
+            )
 
 
 class MagvitResBlock(nn.Module):
