@@ -22,6 +22,7 @@ LAYOUTS = {
     # Lookup-free codes factorised into sub-tokens (Open-MAGVIT2: 18 bits as 2 x 9): the depth heads predict the
     # groups of one position in turn; binary 1D tokens (8 bits as 2 x 4) with lengths.
     "lfq_sub_codes": dict(codebook_sizes=[512, 512], grid=[3, 3]),
+    "lfq_asymmetric_sub_codes": dict(codebook_sizes=[64, 4096], grid=[3, 3]),  # Open-MAGVIT2's AR split, 6 + 12
     "binary_1d_sub_codes": dict(codebook_sizes=[16, 16], grid=None, length=6, end_token=True),
 }
 
@@ -60,7 +61,10 @@ def test_every_layout_trains_and_samples_inside_the_codebook(layout):
         assert tokens.lengths is not None and bool(((tokens.lengths >= 1) & (tokens.lengths <= model.positions)).all())
 
 
-@pytest.mark.parametrize("layout", ["grid", "rq_stack", "variable_length_eos", "lfq_sub_codes", "binary_1d_sub_codes"])
+@pytest.mark.parametrize(
+    "layout",
+    ["grid", "rq_stack", "variable_length_eos", "lfq_sub_codes", "lfq_asymmetric_sub_codes", "binary_1d_sub_codes"],
+)
 def test_cached_and_uncached_sampling_give_the_same_tokens(layout):
     model = _model(layout)
     labels = torch.tensor([0, 1, 2, 3])

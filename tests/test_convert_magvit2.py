@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import vtok
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -117,11 +118,11 @@ def ref_latents(s, x):
     return _c(F.silu(_gn(h, s, "encoder.norm_out")), s, "encoder.conv_out")
 
 
-def ref_ids(s, x):
-    """(B, h*w, 2): the factorised indices, channel k of a half weighing 2^k."""
+def ref_ids(s, x, split=(BITS // 2, BITS // 2)):
+    """(B, h*w, 2): the factorised indices, channel k of a sub-code weighing 2^k."""
     bits = (ref_latents(s, x) > 0).long().flatten(2).transpose(1, 2)  # (B, hw, BITS)
-    weights = 2 ** torch.arange(BITS // 2)
-    return torch.stack([(bits[..., : BITS // 2] * weights).sum(-1), (bits[..., BITS // 2 :] * weights).sum(-1)], -1)
+    pre, post = bits[..., : split[0]], bits[..., split[0] :]
+    return torch.stack([(pre * 2 ** torch.arange(split[0])).sum(-1), (post * 2 ** torch.arange(split[1])).sum(-1)], -1)
 
 
 def _adaptive(h, z, s, name):
@@ -137,9 +138,8 @@ def _depth_to_space(x):
     return x.reshape(b, c // 4, h * 2, w * 2)
 
 
-def ref_decode(s, ids, grid):
-    weights = 2 ** torch.arange(BITS // 2)
-    bits = torch.cat([(ids[..., g, None] & weights) != 0 for g in range(2)], -1)  # (B, hw, BITS)
+def ref_decode(s, ids, grid, split=(BITS // 2, BITS // 2)):
+    bits = torch.cat([(ids[..., g, None] & 2 ** torch.arange(split[g])) != 0 for g in range(2)], -1)  # (B, hw, BITS)
     z = (bits.float() * 2 - 1).transpose(1, 2).reshape(ids.shape[0], BITS, *grid)
     h = _c(z, s, "decoder.conv_in")
     for j in range(BLOCKS):
@@ -168,6 +168,25 @@ def test_open_magvit2_matches_the_published_forward(tmp_path, ema):
         assert torch.equal(model(x).tokens.ids, want)  # the training pass (the library's LFQ) gives the same ids
 
 
+def test_the_ar_models_asymmetric_split_comes_from_their_config(tmp_path):
+    """factorized_bits from an Open-MAGVIT2 config (nested as in its AR YAML) gives unequal sub-codes that are
+    its indices for that split; the pixels do not change."""
+    used = lightning_file(tmp_path / "omv2.ckpt", ema=True)
+    (tmp_path / "ar.yaml").write_text("model:\n  init_args:\n    transformer_config:\n      params:\n"
+                                      "        factorized_bits: [3, 5]\n")  # fmt: skip
+    model = convert("open-magvit2", tmp_path / "omv2.ckpt", tmp_path / "out", config=tmp_path / "ar.yaml")
+    assert model.codebook_sizes == (8, 32)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        tokens = model.encode(x)
+        assert torch.equal(tokens.ids, ref_ids(used, x, (3, 5)))
+        want = ref_decode(used, tokens.ids, (4, 4), (3, 5))
+        torch.testing.assert_close(model.decode(tokens), want, atol=1e-5, rtol=1e-5)
+    (tmp_path / "bad.yaml").write_text("factorized_bits: [3, 3]\n")
+    with pytest.raises(vtok.VtokError, match="do not sum"):
+        convert("open-magvit2", tmp_path / "omv2.ckpt", tmp_path / "out2", config=tmp_path / "bad.yaml")
+
+
 def test_open_magvit2_and_taming_files_are_told_apart(tmp_path, capsys):
     lightning_file(tmp_path / "omv2.ckpt", ema=False)
     assert main(["convert", "--from", "taming-vqgan", str(tmp_path / "omv2.ckpt"), "--out", str(tmp_path / "a")]) == 2
@@ -182,7 +201,5 @@ def test_open_magvit2_and_taming_files_are_told_apart(tmp_path, capsys):
 
 
 def test_magvit2_widths_must_fit_group_norm():
-    import vtok
-
     with pytest.raises(vtok.VtokError, match="multiples of 32"):
         vtok.build("configs/tokenizer/vq_magvit2_tiny.yaml", ["model.decoder.ch=40"])

@@ -51,10 +51,12 @@ VARIANTS = {
         {"dim": 8, "bits": 8, "groups": 2},
         {"dim": 6, "bits": 6, "groups": 1, "diversity_gamma": 0.5},
         {"dim": 16, "bits": 6, "groups": 3, "per_sample_entropy_share": 0.5},
+        {"dim": 9, "bits": 9, "groups": 3, "sub_codes": [3, 6]},  # Open-MAGVIT2's asymmetric split, scaled down
     ],
     "bsq": [
         {"dim": 8, "bits": 8, "groups": 2},
         {"dim": 12, "bits": 6, "groups": 1},
+        {"dim": 8, "bits": 8, "groups": 2, "sub_codes": [2, 6]},
     ],
     "simvq": [
         {"dim": 8, "codebook_size": 32},
@@ -191,6 +193,22 @@ def test_lfq_sub_codes_are_the_bits_of_one_code(name):
     torch.testing.assert_close(q.lookup(ids), q.lfq.project_out(codes), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["lfq", "bsq"])
+def test_unequal_sub_codes_are_the_same_bits_split_elsewhere(name):
+    """sub_codes [6, 12] (Open-MAGVIT2's AR split) carry exactly the 18 bits of the default 9 + 9 split, and the
+    same code vectors; only the entropy groups stay 2 x 9."""
+    torch.manual_seed(0)
+    even = build_component("quantizer", {"name": name}).eval()
+    torch.manual_seed(0)
+    odd = build_component("quantizer", {"name": name, "sub_codes": [6, 12]}).eval()
+    assert odd.codebook_sizes == (64, 4096)
+    x = torch.randn(2, 16, 18)
+    a, b = even(x).ids, odd(x).ids
+    assert torch.equal(a[..., 0] * 512 + a[..., 1], b[..., 0] * 4096 + b[..., 1])
+    assert torch.equal(odd.quantize_ids(x), b)
+    torch.testing.assert_close(odd.lookup(b), even.lookup(a), rtol=0, atol=0)
+
+
 def test_lfq_refuses_bits_that_do_not_split_or_groups_too_wide():
     from vtok.errors import VtokError
 
@@ -198,6 +216,10 @@ def test_lfq_refuses_bits_that_do_not_split_or_groups_too_wide():
         build_component("quantizer", {"name": "lfq", "dim": 8, "bits": 9, "groups": 2})
     with pytest.raises(VtokError, match="groups"):
         build_component("quantizer", {"name": "lfq", "dim": 18, "bits": 18, "groups": 1})
+    with pytest.raises(VtokError, match="sum to 18"):
+        build_component("quantizer", {"name": "lfq", "sub_codes": [6, 6]})
+    with pytest.raises(VtokError, match="1 to 16 bits"):
+        build_component("quantizer", {"name": "lfq", "sub_codes": [1, 17]})
 
 
 def test_lfq_init_places_each_bit_as_a_threshold_of_one_value():

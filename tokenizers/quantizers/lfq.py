@@ -11,7 +11,7 @@ tractable (a softmax over 2 x 512 entries, not 262144).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange, reduce
@@ -28,7 +28,10 @@ MAX_GROUP_BITS = 16  # the library's per-group entropy is a softmax over 2^(bits
 
 @register("quantizer", "lfq")
 class LFQ(Quantizer):
-    """Sign bits of a projection: ids (B, L, groups), each in [0, 2^(bits / groups)).
+    """Sign bits of a projection: ids (B, L, C), sub-code c the next ``sub_codes[c]`` bits (most significant
+    first); by default C = ``groups`` sub-codes of bits / groups bits. ``sub_codes`` sets an unequal split
+    for the AR model's heads (Open-MAGVIT2's AR models: 18 bits as 6 + 12); the entropy loss keeps the
+    ``groups`` split, which only has to keep each group's softmax small.
 
     Losses (MAGVIT-v2's, weights as Open-MAGVIT2 trains them): ``entropy`` =
     ``entropy_weight`` x (mean per-sample entropy - ``diversity_gamma`` x entropy of
@@ -49,6 +52,8 @@ class LFQ(Quantizer):
         inv_temperature: float = ranged(100.0, POSITIVE)
         # A random share of the positions for the per-sample entropy, to save memory on large batches.
         per_sample_entropy_share: float = ranged(1.0, Range(0.0, 1.0, low_open=True))
+        # Bits of each token sub-code, in order (summing to ``bits``); empty: ``groups`` equal sub-codes.
+        sub_codes: list[int] = field(default_factory=list)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -60,10 +65,16 @@ class LFQ(Quantizer):
                 f"quantizer: {group_bits} bits per group is more than {MAX_GROUP_BITS}; "
                 f"raise groups (Open-MAGVIT2 codes 18 bits as 2 groups of 9)"
             )
+        sub_codes = list(cfg.sub_codes) or [group_bits] * cfg.groups
+        if sum(sub_codes) != cfg.bits or min(sub_codes) < 1 or max(sub_codes) > MAX_GROUP_BITS:
+            raise VtokError(
+                f"quantizer: sub_codes {sub_codes} must be 1 to {MAX_GROUP_BITS} bits each and sum to {cfg.bits}"
+            )
         self.cfg = cfg
         self.dim = cfg.dim
         self.group_bits = group_bits
-        self.codebook_sizes = (2**group_bits,) * cfg.groups
+        self.sub_codes = sub_codes
+        self.codebook_sizes = tuple(2**b for b in sub_codes)
         self.lfq = LibraryLFQ(
             dim=cfg.dim,
             codebook_size=2**group_bits,
@@ -86,26 +97,20 @@ class LFQ(Quantizer):
         if self.training and self.cfg.entropy_weight > 0:
             entropy = parts.per_sample_entropy - self.cfg.diversity_gamma * parts.batch_entropy
             losses["entropy"] = self.cfg.entropy_weight * entropy
-        ids = ids.long()
+        bits = unpack_bits(ids.long(), [self.group_bits] * self.cfg.groups)  # (B, L, bits)
+        ids = pack_bits(bits, self.sub_codes)  # (B, L, C)
         stats = batch_code_stats(ids[..., 0], self.codebook_sizes[0])
-        stats["bit_balance"] = self._bit_balance(ids)
+        ones = reduce(bits.float(), "b l k -> k", "mean")
+        # The least balanced bit's share of its rarer value, x 2: 1 when every bit is set half the time, 0 for
+        # a bit that never changes (a dead bit carries nothing, however many codes the others reach).
+        stats["bit_balance"] = (2 * torch.minimum(ones, 1 - ones)).min()
         return QuantizerOutput(z_q=z_q, ids=ids, losses=losses, stats=stats)
-
-    def _bit_balance(self, ids: torch.Tensor) -> torch.Tensor:
-        """The least balanced bit's share of its rarer value, x 2: 1 when every bit is set half the time, 0 for a
-        bit that never changes (a dead bit carries nothing, however many codes the others reach)."""
-        bits = (ids[..., None] >> torch.arange(self.group_bits - 1, -1, -1, device=ids.device)) & 1
-        ones = reduce(bits.float(), "b l g k -> (g k)", "mean")
-        return (2 * torch.minimum(ones, 1 - ones)).min()
 
     @torch.no_grad()
     def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
         """The signs of the projection, nothing else (no entropy, no output projection): the same ids."""
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            x = self.lfq.project_in(latents.float())
-            x = rearrange(x, "b l (g k) -> b l g k", g=self.cfg.groups)
-            weights = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=x.device)
-            return ((x > 0).long() * weights).sum(-1)  # (B, L, groups)
+            return pack_bits((self.lfq.project_in(latents.float()) > 0).long(), self.sub_codes)  # (B, L, C)
 
     @torch.no_grad()
     def init_codes(self, latents: torch.Tensor) -> None:
@@ -140,11 +145,12 @@ class LFQ(Quantizer):
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, groups) -> (B, L, dim) float32."""
-        if ids.shape[-1] != self.cfg.groups:
+        if ids.shape[-1] != len(self.sub_codes):
             raise VtokError(
-                f"{self.registry_name} ids carry {ids.shape[-1]} sub-codes; this quantizer has {self.cfg.groups}"
+                f"{self.registry_name} ids carry {ids.shape[-1]} sub-codes; this quantizer has {len(self.sub_codes)}"
             )
-        return self.lfq.indices_to_codes(ids).float()
+        groups = pack_bits(unpack_bits(ids, self.sub_codes), [self.group_bits] * self.cfg.groups)
+        return self.lfq.indices_to_codes(groups).float()
 
 
 @register("quantizer", "bsq")
@@ -171,3 +177,21 @@ def _scalar_thresholds(values: torch.Tensor, levels: int, iterations: int = 30) 
         counts = torch.bincount(cells, minlength=levels).to(v)
         centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres).sort().values
     return ((centres[1:] + centres[:-1]) / 2).tolist()
+
+
+def unpack_bits(ids: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """(..., C) ids of ``widths[c]`` bits each -> (..., sum(widths)) bits, each id most significant bit first."""
+    return torch.cat(
+        [(ids[..., c, None] >> torch.arange(w - 1, -1, -1, device=ids.device)) & 1 for c, w in enumerate(widths)],
+        dim=-1,
+    )
+
+
+def pack_bits(bits: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """(..., sum(widths)) bits -> (..., C) ids, id c the next ``widths[c]`` bits, most significant first."""
+    out, start = [], 0
+    for w in widths:
+        weights = 2 ** torch.arange(w - 1, -1, -1, device=bits.device)
+        out.append((bits[..., start : start + w] * weights).sum(-1))
+        start += w
+    return torch.stack(out, dim=-1)

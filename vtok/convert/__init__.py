@@ -45,8 +45,9 @@ SOURCES: dict[str, Mapping] = {
     "var-vqvae": var_vqvae,
     "open-magvit2": open_magvit2,
 }
-# Sources whose mapping reads the source's own config file (optional: their shapes say the rest; VAR: the scales).
-TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae"}
+# Sources whose mapping reads the source's own config file (optional: their shapes say the rest; VAR: the scales;
+# Open-MAGVIT2: its AR models' sub-code split).
+TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae", "open-magvit2"}
 # A key prefix every checkpoint of the source has: tells a file of another family before any mapping runs.
 MARKERS = {
     "llamagen-vq": "encoder.conv_blocks.0.",

@@ -8,13 +8,14 @@ they are what is converted when present; the raw training weights, ``loss.*`` an
 EMA of the loss and ``model_ema.decay`` / ``num_updates`` are dropped.
 
 The quantizer is lookup-free with no parameters: ``lfq`` with as many bits as the
-encoder's output channels (18: 2^18 implicit codes), split into 2 sub-codes. Open-MAGVIT2
-reads a code's channels least significant bit first, ``lfq`` most significant first, so
+encoder's output channels (18: 2^18 implicit codes), split into 2 sub-codes: 9 + 9 (the
+tokenizer's own ``factorized_bits`` default), or the ``factorized_bits`` of an Open-MAGVIT2
+config given with ``--config`` (its AR models' YAML: 6 + 12). Open-MAGVIT2 reads a
+sub-code's channels least significant bit first, ``lfq`` most significant first, so
 ``quant_conv`` reverses the channel order within each sub-code and ``post_quant_conv``
-restores it (1x1 permutations: exact in floating point). The sub-codes are then
-exactly Open-MAGVIT2's factorised indices over its channels [0, 9) and [9, 18) (its AR
-model's ``factorized_bits: [9, 9]``), and its full 18-bit index is
-``ids[..., 0] + 2**9 * ids[..., 1]``. Entropy and commitment weights are Open-MAGVIT2's
+restores it (1x1 permutations: exact in floating point). The sub-codes are then exactly
+Open-MAGVIT2's factorised indices (9 + 9: over its channels [0, 9) and [9, 18), and its
+full 18-bit index is ``ids[..., 0] + 2**9 * ids[..., 1]``). Entropy and commitment weights are Open-MAGVIT2's
 training values (0.1, 0.25); note that its entropy is over all 2^18 codes, ``lfq``'s per
 sub-code, which matters only for further training.
 """
@@ -52,20 +53,40 @@ def _ema_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: state[f"model_ema.{k.replace('.', '')}"] for k in own}  # LitEma names a copy by its dotless name
 
 
-def _reverse_within_groups(bits: int) -> torch.Tensor:
-    """(bits, bits, 1, 1) 1x1-conv weight: output channel g*k + j reads input channel g*k + (k - 1 - j)."""
-    k = bits // GROUPS
-    order = torch.arange(bits).view(GROUPS, k).flip(-1).reshape(-1)
-    return torch.eye(bits)[order][..., None, None]
+def _reverse_within(widths: list[int]) -> torch.Tensor:
+    """(bits, bits, 1, 1) 1x1-conv weight reversing the channel order inside each slice of ``widths`` channels."""
+    order = torch.cat([torch.arange(w).flip(0) + start for start, w in zip(_starts(widths), widths)])
+    return torch.eye(sum(widths))[order][..., None, None]
 
 
-def open_magvit2(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _starts(widths: list[int]) -> list[int]:
+    return [sum(widths[:i]) for i in range(len(widths))]
+
+
+def _find(cfg: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in a nested config (Open-MAGVIT2's AR YAML nests it twice)."""
+    if isinstance(cfg, dict):
+        if key in cfg:
+            return cfg[key]
+        cfg = list(cfg.values())
+    for value in cfg if isinstance(cfg, list) else []:
+        if (found := _find(value, key)) is not None:
+            return found
+    return None
+
+
+def open_magvit2(
+    state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     enc, dec = _cnn(state, "encoder"), _cnn(state, "decoder")
     bits = enc["z_channels"]
     if bits % GROUPS or dec["z_channels"] != bits:
         raise VtokError(f"Open-MAGVIT2 codes of {bits} bits (decoder reads {dec['z_channels']}) do not split in 2")
+    split = [int(b) for b in _find(source_cfg or {}, "factorized_bits") or [bits // GROUPS] * GROUPS]
+    if sum(split) != bits:
+        raise VtokError(f"factorized_bits {split} in the config do not sum to the checkpoint's {bits} bits")
     mapped = _ema_weights(state)
-    perm = _reverse_within_groups(bits)  # its own inverse
+    perm = _reverse_within(split)  # its own inverse
     mapped |= {
         "quant_conv.weight": perm,
         "quant_conv.bias": torch.zeros(bits),
@@ -74,5 +95,5 @@ def open_magvit2(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[s
         "quantizer.lfq.mask": 2 ** torch.arange(bits // GROUPS - 1, -1, -1),
     }
     quantizer = {"name": "lfq", "dim": bits, "bits": bits, "groups": GROUPS, "entropy_weight": 0.1,
-                 "commitment_weight": 0.25}  # fmt: skip
+                 "commitment_weight": 0.25, "sub_codes": split}  # fmt: skip
     return {"name": "grid", "encoder": enc, "quantizer": quantizer, "decoder": dec}, mapped
