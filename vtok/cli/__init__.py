@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser(
-        "convert", help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece) as a vtok model"
+        "convert",
+        help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece, VAR, Open-MAGVIT2) as a vtok model",
     )
     from vtok.convert import SOURCES
 
@@ -404,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums (optional)",
+        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums; Open-MAGVIT2: factorized_bits "
+        "(optional)",
     )
     p.add_argument("--out", required=True, help="folder for the vtok model")
     p.set_defaults(func=cmd_convert)
