@@ -2,11 +2,11 @@
 
 A position's latent is projected to ``bits`` channels and each channel is coded by
 its sign, so the implicit codebook has 2^bits entries and nothing to learn or
-collapse. The bits are split into ``groups`` sub-codes of ``bits / groups`` bits
-(Open-MAGVIT2's factorisation: 18 bits as 2 x 9): ids are (B, L, groups), one
-column per group, the first channel of a group its most significant bit. The
-entropy loss is computed per group as well, which is what keeps 2^18 codes
-tractable (a softmax over 2 x 512 entries, not 262144).
+collapse. The bits are split into sub-codes, by default ``groups`` of ``bits / groups``
+bits (Open-MAGVIT2's tokenizer: 18 bits as 2 x 9), or as ``sub_codes`` says (its AR
+models: 6 + 12): ids are (B, L, C), one column per sub-code, the first channel of a
+sub-code its most significant bit. The entropy loss is computed per equal group, which
+is what keeps 2^18 codes tractable (a softmax over 2 x 512 entries, not 262144).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class LFQ(Quantizer):
         self.dim = cfg.dim
         self.group_bits = group_bits
         self.sub_codes = sub_codes
+        self.regroup = sub_codes != [group_bits] * cfg.groups  # ids differ from the library's groups
         self.codebook_sizes = tuple(2**b for b in sub_codes)
         self.lfq = LibraryLFQ(
             dim=cfg.dim,
@@ -98,7 +99,7 @@ class LFQ(Quantizer):
             entropy = parts.per_sample_entropy - self.cfg.diversity_gamma * parts.batch_entropy
             losses["entropy"] = self.cfg.entropy_weight * entropy
         bits = unpack_bits(ids.long(), [self.group_bits] * self.cfg.groups)  # (B, L, bits)
-        ids = pack_bits(bits, self.sub_codes)  # (B, L, C)
+        ids = pack_bits(bits, self.sub_codes) if self.regroup else ids.long()  # (B, L, C)
         stats = batch_code_stats(ids[..., 0], self.codebook_sizes[0])
         ones = reduce(bits.float(), "b l k -> k", "mean")
         # The least balanced bit's share of its rarer value, x 2: 1 when every bit is set half the time, 0 for
@@ -144,13 +145,14 @@ class LFQ(Quantizer):
         self.lfq.project_out.bias.copy_(solution[-1])
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, groups) -> (B, L, dim) float32."""
+        """ids: (B, L, C) sub-codes -> (B, L, dim) float32."""
         if ids.shape[-1] != len(self.sub_codes):
             raise VtokError(
                 f"{self.registry_name} ids carry {ids.shape[-1]} sub-codes; this quantizer has {len(self.sub_codes)}"
             )
-        groups = pack_bits(unpack_bits(ids, self.sub_codes), [self.group_bits] * self.cfg.groups)
-        return self.lfq.indices_to_codes(groups).float()
+        if self.regroup:  # the same bits, as the library's equal groups
+            ids = pack_bits(unpack_bits(ids, self.sub_codes), [self.group_bits] * self.cfg.groups)
+        return self.lfq.indices_to_codes(ids).float()
 
 
 @register("quantizer", "bsq")

@@ -55,12 +55,9 @@ def _ema_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _reverse_within(widths: list[int]) -> torch.Tensor:
     """(bits, bits, 1, 1) 1x1-conv weight reversing the channel order inside each slice of ``widths`` channels."""
-    order = torch.cat([torch.arange(w).flip(0) + start for start, w in zip(_starts(widths), widths)])
+    ends = torch.tensor(widths).cumsum(0).tolist()
+    order = torch.cat([torch.arange(end - 1, end - w - 1, -1) for end, w in zip(ends, widths)])
     return torch.eye(sum(widths))[order][..., None, None]
-
-
-def _starts(widths: list[int]) -> list[int]:
-    return [sum(widths[:i]) for i in range(len(widths))]
 
 
 def _find(cfg: Any, key: str) -> Any:
