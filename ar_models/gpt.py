@@ -34,6 +34,8 @@ from vtok.tokens import Tokens
 class GPT(Pretrained, nn.Module):
     """Decoder-only transformer: RMSNorm, SwiGLU, rotary positions, class prefix."""
 
+    trained_by = "ar"  # the registered trainer that trains it (``vtok train``)
+
     @dataclass
     class Config:
         codebook_sizes: list[int] = field(default_factory=lambda: [16384])

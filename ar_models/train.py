@@ -25,6 +25,7 @@ from vtok.data import DataConfig
 from vtok.errors import VtokError
 from vtok.images import make_grid, save_image
 from vtok.io import atomic_path
+from vtok.registry import register
 from vtok.shards import TokenShards, shard_batches
 from vtok.training import Trainer
 
@@ -44,6 +45,7 @@ def layout_from_shards(model_cfg: dict[str, Any], shards: TokenShards) -> dict[s
     return cfg
 
 
+@register("trainer", "ar")
 class ARTrainer(Trainer):
     """The GPT and its optimiser of one AR run."""
 

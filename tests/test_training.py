@@ -137,3 +137,39 @@ def test_stop_on_collapse_exits_2_with_the_checkpoint_intact(tmp_path):
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert latest == "step_00000002" and (run / "checkpoints" / latest / "model.safetensors").is_file()
     assert not (run / "final").exists()
+
+
+def test_the_model_class_names_its_trainer():
+    from vtok.ar_models.train import ARTrainer
+    from vtok.registry import lookup
+    from vtok.tokenizers.train import TokenizerTrainer
+
+    assert lookup("trainer", lookup("model", "gpt").trained_by) is ARTrainer
+    for tokenizer in ("grid", "oned"):
+        assert lookup("trainer", lookup("model", tokenizer).trained_by) is TokenizerTrainer
+
+
+def test_a_model_without_a_trainer_is_refused_in_one_line(tmp_path, capsys):
+    from dataclasses import dataclass
+
+    import torch
+    import yaml
+
+    from vtok.cli import main
+    from vtok.registry import register
+
+    @register("model", "test_untrained")
+    class Untrained(torch.nn.Module):
+        @dataclass
+        class Config:
+            width: int = 1
+
+        def __init__(self, cfg: Config):
+            super().__init__()
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["model"] = {"name": "test_untrained"}
+    (tmp_path / "untrained.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "untrained.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "vtok: error: model 'test_untrained' has no trainer"

@@ -20,6 +20,7 @@ from vtok.config import build_component
 from vtok.data import iterate_batches, make_dataset
 from vtok.errors import VtokError
 from vtok.images import make_grid, save_image
+from vtok.registry import register
 from vtok.stats import CodeUsage
 from vtok.training import Trainer
 
@@ -37,6 +38,7 @@ def _lossless_state(loss_fn: torch.nn.Module) -> torch.nn.Module:
     return keep
 
 
+@register("trainer", "tokenizer")
 class TokenizerTrainer(Trainer):
     """The model, loss, generator and discriminator optimisers of one tokenizer run."""
 

@@ -126,6 +126,7 @@ class Tokenizer(Pretrained, nn.Module):
     """
 
     num_tokens: int | None = None
+    trained_by: str = "tokenizer"  # the registered trainer that trains it (``vtok train``)
     # Images of the training stream a fresh run hands to ``init_from_data`` before its first step (0: none).
     data_init_images: int = 0
 

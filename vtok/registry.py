@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import TypeVar
 
 from vtok.errors import VtokError
 
 PART_PACKAGES = ("vtok.tokenizers", "vtok.decoders", "vtok.ar_models", "vtok.eval")
+# Kinds kept in one module of each part package, imported only when that kind is looked up (trainers pull in
+# accelerate, which loading a model must not), and built from the whole run config, not a ``Config`` dataclass.
+KIND_MODULES = {"trainer": "train"}
 
 _REGISTRY: dict[str, dict[str, type]] = {}
 _loaded = False
@@ -28,11 +32,11 @@ def register(kind: str, name: str) -> Callable[[T], T]:
     """Class decorator: file ``cls`` under ``kind``/``name``.
 
     The class must define a dataclass ``Config`` and take it as its only
-    constructor argument.
+    constructor argument (trainers, and other kinds of :data:`KIND_MODULES`, excepted).
     """
 
     def wrap(cls: T) -> T:
-        if not hasattr(cls, "Config"):
+        if kind not in KIND_MODULES and not hasattr(cls, "Config"):
             raise TypeError(f"{cls.__name__} needs a nested dataclass `Config` to be registered")
         table = _REGISTRY.setdefault(kind, {})
         if name in table and table[name] is not cls:
@@ -55,10 +59,19 @@ def load_parts() -> None:
         importlib.import_module(package)
 
 
+def _load_kind_modules(kind: str) -> None:
+    """Import the module of each part package that holds ``kind`` (see :data:`KIND_MODULES`), where there is one."""
+    if kind in KIND_MODULES:
+        for package in PART_PACKAGES:
+            if importlib.util.find_spec(f"{package}.{KIND_MODULES[kind]}") is not None:
+                importlib.import_module(f"{package}.{KIND_MODULES[kind]}")
+
+
 def lookup(kind: str, name: str) -> type:
     """The class registered as ``kind``/``name``; a :class:`VtokError` naming the options if none."""
     if name not in _REGISTRY.get(kind, {}):
         load_parts()
+        _load_kind_modules(kind)
     table = _REGISTRY.get(kind, {})
     if name not in table:
         close = difflib.get_close_matches(str(name), table, n=1)
@@ -70,4 +83,5 @@ def lookup(kind: str, name: str) -> type:
 def names(kind: str) -> list[str]:
     """Every name registered under ``kind``, sorted."""
     load_parts()
+    _load_kind_modules(kind)
     return sorted(_REGISTRY.get(kind, {}))

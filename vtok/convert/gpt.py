@@ -14,12 +14,14 @@ from typing import Any
 import torch
 
 from vtok.convert.common import count_levels, rename
+from vtok.convert.sources import source
 from vtok.errors import VtokError
 
 # n_head of LlamaGen's published GPT sizes, by width (head count is not in the weights).
 LLAMAGEN_HEADS = {768: 12, 1024: 16, 1280: 20, 1536: 24, 2560: 40}
 
 
+@source("llamagen-gpt", "LlamaGen GPT", marker="tok_embeddings.")
 def llamagen_gpt(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     vocab, dim = state["tok_embeddings.weight"].shape
     if dim not in LLAMAGEN_HEADS:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from vtok.convert.common import count_levels
+from vtok.convert.sources import source
 from vtok.errors import VtokError
 
 GROUPS = 2
@@ -72,6 +73,14 @@ def _find(cfg: Any, key: str) -> Any:
     return None
 
 
+@source(
+    "open-magvit2",
+    "Open-MAGVIT2",
+    marker="decoder.adaptive.",
+    contains=("taming-vqgan",),  # taming's encoder.down.{i} layout
+    takes_config=True,
+    config_help="factorized_bits (optional)",
+)
 def open_magvit2(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from vtok.convert.common import count_levels, rename, vq_codebook
+from vtok.convert.sources import source
 from vtok.errors import VtokError
 
 TITOK_HEADS = {512: 8, 768: 12, 1024: 16}  # small, base, large
@@ -84,6 +85,9 @@ BLOCK_RULES = [(".ln_1.", ".norm1."), (".ln_2.", ".norm2."), (".attn.in_proj_wei
                (".mlp.c_fc.", ".mlp.fc1."), (".mlp.c_proj.", ".mlp.fc2.")]  # fmt: skip
 
 
+@source(
+    "titok", "TiTok", marker="encoder.patch_embed.", takes_config=True, config_help="the source's YAML or config.json"
+)
 def titok(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None, ordering: str = "none"
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -120,21 +124,7 @@ def titok(
     mapped["decoder.mask_token"] = mask.reshape(-1)
     mapped["from_code.weight"] = state.pop("decoder.decoder_embed.weight")
     mapped["from_code.bias"] = state.pop("decoder.decoder_embed.bias")
-    if "pixel_decoder.conv_in.weight" in state:
-        head = _maskgit_head(state, dec["width"])
-        mapped["decoder.pixel_head.codebook"] = state.pop("pixel_quantize.embedding.weight")
-        dpatch, last, legacy = 2 ** (len(head["channels"]) - 1), "decoder.pixel_head.decoder.conv_out", True
-    elif "decoder.conv_out.weight" in state:
-        dpatch = math.isqrt(state["decoder.ffn.0.weight"].shape[0] // 3)
-        head = {"name": "patch_conv", "width": dec["width"], "patch_size": dpatch}
-        mapped["decoder.pixel_head.ffn.weight"] = state.pop("decoder.ffn.0.weight")
-        mapped["decoder.pixel_head.ffn.bias"] = state.pop("decoder.ffn.0.bias")
-        last, legacy = "decoder.pixel_head.conv_out", False
-    else:
-        raise VtokError(
-            "a stage-1 TiTok checkpoint (decoder.ffn to proxy codes, no pixel_decoder) decodes only through the "
-            "separate MaskGIT-VQGAN; convert the stage-2 (decoder-finetuned) checkpoint instead"
-        )
+    head, dpatch, last, legacy = _pixel_head(state, mapped, dec["width"])
     rules = [("decoder.ffn.", "decoder.pixel_head.ffn."), ("decoder.conv_out.", "decoder.pixel_head.conv_out."),
              ("pixel_decoder.", "decoder.pixel_head.decoder."), ("encoder.transformer.", "encoder.blocks."),
              ("decoder.transformer.", "decoder.blocks."), ("encoder.ln_pre.", "encoder.norm_pre."),
@@ -174,6 +164,31 @@ def titok(
     return cfg, mapped
 
 
+def _pixel_head(
+    state: dict[str, torch.Tensor], mapped: dict[str, torch.Tensor], width: int
+) -> tuple[dict[str, Any], int, str, bool]:
+    """The decoder's pixel head by what the weights carry: (head config, decoder patch, last conv, legacy reshape).
+
+    Moves the head tensors that need more than renaming from ``state`` into ``mapped``.
+    """
+    if "pixel_decoder.conv_in.weight" in state:
+        head = _maskgit_head(state, width)
+        mapped["decoder.pixel_head.codebook"] = state.pop("pixel_quantize.embedding.weight")
+        dpatch, last, legacy = 2 ** (len(head["channels"]) - 1), "decoder.pixel_head.decoder.conv_out", True
+    elif "decoder.conv_out.weight" in state:
+        dpatch = math.isqrt(state["decoder.ffn.0.weight"].shape[0] // 3)
+        head = {"name": "patch_conv", "width": width, "patch_size": dpatch}
+        mapped["decoder.pixel_head.ffn.weight"] = state.pop("decoder.ffn.0.weight")
+        mapped["decoder.pixel_head.ffn.bias"] = state.pop("decoder.ffn.0.bias")
+        last, legacy = "decoder.pixel_head.conv_out", False
+    else:
+        raise VtokError(
+            "a stage-1 TiTok checkpoint (decoder.ffn to proxy codes, no pixel_decoder) decodes only through the "
+            "separate MaskGIT-VQGAN; convert the stage-2 (decoder-finetuned) checkpoint instead"
+        )
+    return head, dpatch, last, legacy
+
+
 def _maskgit_head(state: dict[str, torch.Tensor], width: int) -> dict[str, Any]:
     levels = count_levels(state, r"pixel_decoder\.up\.(\d+)\.")
     codebook = state["pixel_quantize.embedding.weight"]
@@ -188,6 +203,13 @@ def _maskgit_head(state: dict[str, torch.Tensor], width: int) -> dict[str, Any]:
     }
 
 
+@source(
+    "one-d-piece",
+    "One-D-Piece",
+    marker="encoder.patch_embed.",
+    takes_config=True,
+    config_help="the source's YAML or config.json",
+)
 def one_d_piece(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

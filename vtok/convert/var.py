@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from vtok.convert.sources import source
 from vtok.convert.vqgan import _cnn_config, _grid_config
 
 VAR_SCALES = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
@@ -28,6 +29,15 @@ PHI_RATIO = 0.5
 PHI = re.compile(r"quantize\.quant_resi\.(?:qresi_ls\.(\d+)|qresi|(\d+))\.(weight|bias)$")
 
 
+@source(
+    "var-vqvae",
+    "VAR",
+    marker="quantize.ema_vocab_hit_SV",
+    contains=("taming-vqgan",),  # taming's CNN layout
+    takes_config=True,
+    config_help="v_patch_nums",
+    default_config={"v_patch_nums": VAR_SCALES},
+)
 def var_vqvae(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

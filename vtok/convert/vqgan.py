@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vtok.convert.common import count_levels, rename, vq_codebook
+from vtok.convert.sources import source
 
 
 def _cnn_config(state: dict[str, torch.Tensor], prefix: str, level_re: str, block_name: str) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def _res_and_attn(src: str, dst: str) -> list[tuple[str, str]]:
     return [(f"{src}.res.", f"{dst}.block."), (f"{src}.attn.", f"{dst}.attn.")]
 
 
+@source("llamagen-vq", "LlamaGen VQ", marker="encoder.conv_blocks.0.")
 def llamagen_vq(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
     enc = _cnn_config(state, "encoder", "conv_blocks", "res")
@@ -64,6 +66,7 @@ def llamagen_vq(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[st
     return _grid_config(enc, quantizer, mapped), mapped
 
 
+@source("taming-vqgan", "taming VQGAN", marker="encoder.down.0.")
 def taming_vqgan(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     state = {k: v for k, v in state.items() if not k.startswith("loss.")}
     enc = _cnn_config(state, "encoder", "down", "block")

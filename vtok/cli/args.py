@@ -1,0 +1,113 @@
+"""Arguments shared by several commands, each declared once, and the parser's error contract.
+
+A command module adds its own flags and calls these for the shared ones, so a flag
+means the same (name, type, default, help) wherever it appears.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from vtok.config import AT_LEAST_1, number_arg
+from vtok.errors import VtokError
+
+COUNT = number_arg(int, AT_LEAST_1)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with vtok's error contract: one ``vtok: error:`` line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vtok: error: {self.prog}: {message}\n")
+
+
+def add_tokenizer(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--tokenizer``: a saved tokenizer, by folder or Hub id."""
+    p.add_argument(
+        "--tokenizer",
+        required=required,
+        default=None,
+        help="a saved tokenizer: folder (config.json + model.safetensors) or Hub id org/name[@revision]",
+    )
+
+
+def add_out(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """``--out``: where the command writes (required unless a ``default`` is given)."""
+    p.add_argument("--out", required=default is None, default=default, help=help)
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """The positional image inputs."""
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+
+
+def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """The positional dotted config overrides (``key=value``)."""
+    p.add_argument("overrides", nargs="*", help=help)
+
+
+def add_batch(p: argparse.ArgumentParser) -> None:
+    """``--batch-size``."""
+    p.add_argument("--batch-size", type=COUNT, default=16)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: the torch device the work runs on."""
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1 (default: cpu)")
+
+
+def add_speed(p: argparse.ArgumentParser) -> None:
+    """The speed flags read by :func:`load_fast`: ``--device``, ``--precision``, ``--compile``, ``--channels-last``."""
+    from vtok.fast import PRECISIONS
+
+    add_device(p)
+    p.add_argument(
+        "--precision", default="fp32", choices=list(PRECISIONS), help="bf16: autocast (quantization stays fp32)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (static shapes)")
+    p.add_argument("--channels-last", action="store_true", help="CNN weights and inputs in NHWC (faster on GPUs)")
+
+
+def add_size(p: argparse.ArgumentParser) -> None:
+    """``--size``: resize and center-crop the inputs."""
+    from vtok.data import IMAGE_SIZE
+
+    p.add_argument(
+        "--size", type=number_arg(int, IMAGE_SIZE), default=None, help="resize and center-crop to SIZE (ADM)"
+    )
+
+
+def load_fast(path: str, args: argparse.Namespace) -> Any:
+    """A saved model on ``--device``, sped up as the speed flags ask (compile problems: one line, before loading)."""
+    import torch
+
+    import vtok
+    from vtok.fast import accelerate, require_compile
+
+    if args.compile:
+        require_compile()
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise VtokError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+    model = vtok.load(path).to(device).eval()
+    if isinstance(model, vtok.Tokenizer):
+        accelerate(model, compile=args.compile, channels_last=args.channels_last)
+    return model
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """'1,207,360' -> [1, 207, 360]; a one-line error naming the flag otherwise."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise VtokError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+def table(rows: dict[str, object]) -> str:
+    """Rows as an aligned two-column text table, floats to 4 decimals."""
+    width = max(len(k) for k in rows)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(f"  {k:<{width}}  {fmt(v)}" for k, v in rows.items())

@@ -1,0 +1,86 @@
+"""``vtok eval``: rFID, PSNR/SSIM/LPIPS, codebook and TokBench text/face fidelity, with a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list
+from vtok.config import AT_LEAST_1, number_arg
+from vtok.errors import VtokError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="rFID, PSNR/SSIM/LPIPS, codebook and TokBench text/face fidelity, with a report"
+    )
+    add_tokenizer(p, required=False)
+    p.add_argument("--recon", default=None, help="folder of reconstructions made elsewhere, mirroring the data's files")
+    p.add_argument(
+        "--data", default="builtin", help="'builtin', an image folder, or a TokBench folder (default: builtin)"
+    )
+    p.add_argument("--metrics", default="rfid,psnr,ssim,lpips,codebook,text,face", help="comma-separated metric names")
+    p.add_argument(
+        "--resolution",
+        type=number_arg(int, AT_LEAST_1),
+        default=256,
+        help="image side; TokBench setting 256/512/1024 for text/face",
+    )
+    p.add_argument("--recognizer", default="rapidocr", help="text recogniser: rapidocr (offline) or doctr_parseq")
+    p.add_argument("--face-embedder", default="dlib", help="face embedder: dlib (offline, L2) or antelopev2 (cosine)")
+    p.add_argument("--name", default=None, help="method name in the tables (default: the folder's name)")
+    p.add_argument("--reference", default=None, help="gfid: reference statistics (ADM .npz) or a folder of real images")
+    p.add_argument(
+        "--tokens",
+        default=None,
+        help="variable-length tokenizers: token budgets for a rate-distortion plot, e.g. 32,64,128",
+    )
+    add_device(p)
+    add_out(p, "report folder: results.json, results.md, grids")
+    add_batch(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import vtok
+    from vtok.eval.evaluate import evaluate
+    from vtok.eval.report import table, write_report
+    from vtok.outputs import check_out_dir
+
+    if (args.tokenizer is None) == (args.recon is None):
+        raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
+    inputs = [p for p in (args.data, args.recon, args.tokenizer) if p and p != "builtin"]
+    check_out_dir(args.out, inputs, kind="report")
+    tokenizer = vtok.load(args.tokenizer).eval() if args.tokenizer else None
+    out = Path(args.out)
+    result = evaluate(
+        args.metrics,
+        data=args.data,
+        tokenizer=tokenizer,
+        recon_dir=args.recon,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        recognizer=args.recognizer,
+        embedder=args.face_embedder,
+        detail_dir=out / "detail_set",
+        reference=args.reference,
+        device=args.device,
+    )
+    name = args.name or Path(args.tokenizer or args.recon).name
+    write_report(result, out, name, {"tokenizer": args.tokenizer, "recon": args.recon})
+    print(f"{name} on {args.data} at {args.resolution}px ({result.info.get('seconds')} s); report in {out}")
+    print(table(result))
+    if args.tokens:
+        _rate_distortion(tokenizer, args, out, name)
+
+
+def _rate_distortion(tokenizer, args: argparse.Namespace, out: Path, name: str) -> None:
+    """``--tokens``: the metrics at each token budget, plotted."""
+    from vtok.eval.rate import rate_distortion, write_rate_distortion
+
+    if tokenizer is None:
+        raise VtokError("--tokens needs --tokenizer (reconstructions have a fixed rate)")
+    budgets = int_list(args.tokens, "--tokens")
+    rows = rate_distortion(tokenizer, budgets, args.metrics.split(","), args.data, args.resolution, args.batch_size)
+    write_rate_distortion(rows, out, name)
+    print(f"rate-distortion over {budgets} tokens: {out / 'rate_distortion.png'}")

@@ -1,0 +1,39 @@
+"""``vtok train``: train a model from a YAML preset; re-run to resume."""
+
+from __future__ import annotations
+
+import argparse
+
+from vtok.cli.args import add_out, add_overrides
+from vtok.errors import VtokError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model from a YAML preset; re-run to resume")
+    p.add_argument("config", help="YAML preset, e.g. configs/tokenizer/vq_f16.yaml")
+    add_overrides(p, "dotted overrides: train.steps=1000 model.quantizer.codebook_size=4096")
+    add_out(p, "run folder (checkpoints, metrics.jsonl, samples/, final/)")
+    p.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        help="a partial preset merged over CONFIG before the overrides, e.g. configs/finetune/decoder.yaml",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import vtok
+    from vtok.outputs import check_out_dir
+    from vtok.registry import lookup
+
+    cfg = vtok.load_config(args.config, args.overrides, args.overlay)
+    check_out_dir(
+        args.out, [args.config, *args.overlay], replaceable=lambda p: (p / "config.json").is_file(), kind="run folder"
+    )
+    name = cfg["model"]["name"]
+    trainer = getattr(lookup("model", name), "trained_by", None)  # the model class names its trainer
+    if trainer is None:
+        raise VtokError(f"model {name!r} has no trainer")
+    final = lookup("trainer", trainer)(cfg, args.out).train()
+    print(f"trained model saved to {final}")
