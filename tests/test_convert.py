@@ -286,3 +286,22 @@ def test_converted_llamagen_gpt_matches_its_published_forward(tmp_path):
         generate(model, labels, sampling=SamplingConfig(seed=1, top_k=8, use_cache=c)).ids for c in (True, False)
     )
     assert torch.equal(cached, recomputed)  # the KV cache path applies the same zeroed class rows
+
+
+def test_a_source_declared_once_reaches_convert_the_family_check_and_the_help(tmp_path, monkeypatch, capsys):
+    from vtok.convert import registry
+    from vtok.convert.registry import Source
+    from vtok.convert.vqgan import taming_vqgan
+
+    registry.sources()  # the real sources first, then one more beside them
+    declared = Source("extended-vqgan", "Extended VQGAN", "extra.", taming_vqgan, contains=("taming-vqgan",))
+    monkeypatch.setitem(registry._SOURCES, declared.name, declared)
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    assert "extended-vqgan" in capsys.readouterr().out
+    torch.save({"state_dict": {**taming_state(), "extra.flag": torch.ones(1)}}, tmp_path / "extended.ckpt")
+    assert main(["convert", "--from", "taming-vqgan", str(tmp_path / "extended.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    assert "its keys look like extended-vqgan (try --from extended-vqgan)" in capsys.readouterr().err
+    torch.save({"state_dict": taming_state()}, tmp_path / "taming.ckpt")
+    with pytest.raises(vtok.VtokError, match="is not an extended-vqgan checkpoint: its keys look like taming-vqgan"):
+        convert("extended-vqgan", tmp_path / "taming.ckpt")

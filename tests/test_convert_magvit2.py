@@ -203,3 +203,15 @@ def test_open_magvit2_and_taming_files_are_told_apart(tmp_path, capsys):
 def test_magvit2_widths_must_fit_group_norm():
     with pytest.raises(vtok.VtokError, match="multiples of 32"):
         vtok.build("configs/tokenizer/vq_magvit2_tiny.yaml", ["model.decoder.ch=40"])
+
+
+def test_messages_name_an_open_magvit2_checkpoint_with_its_article(tmp_path, capsys):
+    from .test_convert import taming_state
+
+    torch.save({"state_dict": taming_state()}, tmp_path / "taming.ckpt")
+    assert main(["convert", "--from", "open-magvit2", str(tmp_path / "taming.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    assert "is not an open-magvit2 checkpoint: its keys look like taming-vqgan" in capsys.readouterr().err
+    broken = {k: v for k, v in magvit2_state().items() if k != "encoder.conv_in.weight"}
+    torch.save({"state_dict": broken}, tmp_path / "broken.ckpt")
+    assert main(["convert", "--from", "open-magvit2", str(tmp_path / "broken.ckpt"), "--out", str(tmp_path / "b")]) == 2
+    assert "is not an open-magvit2 checkpoint: key 'encoder.conv_in.weight' is missing" in capsys.readouterr().err

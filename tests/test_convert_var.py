@@ -10,6 +10,8 @@ against itself. Released-size check against VAR's own code: README.md, "Public c
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,26 @@ def test_var_and_taming_files_are_told_apart(var_file, tmp_path, capsys):
     torch.save(taming, tmp_path / "taming.pth")
     assert main(["convert", "--from", "var-vqvae", str(tmp_path / "taming.pth"), "--out", str(tmp_path / "b")]) == 2
     assert "not a var-vqvae checkpoint" in capsys.readouterr().err
+
+
+class TrainArgs:  # a training script's own class, pickled beside the weights
+    def __init__(self):
+        self.lr = 1e-4
+
+
+def test_an_extra_pickled_object_beside_the_tensors_is_named_and_the_tensors_convert(var_file, tmp_path, caplog):
+    state, _ = var_file
+    torch.save({**state, "args": TrainArgs()}, tmp_path / "with_args.pth")
+    with caplog.at_level(logging.WARNING, logger="vtok.convert"):
+        model = convert("var-vqvae", tmp_path / "with_args.pth", config=tmp_path / "var.yaml")
+    assert f"read its {len(state)} tensors; left out 1 other entries: 'args' (an inert " in caplog.text
+    assert "TrainArgs object)" in caplog.text
+    assert model.quantizer.cfg.phi_count == PHI_COUNT
+
+
+def test_a_file_without_tensors_says_what_it_holds(tmp_path, capsys):
+    torch.save({"args": TrainArgs(), "epoch": 3}, tmp_path / "args.pth")
+    assert main(["convert", "--from", "var-vqvae", str(tmp_path / "args.pth"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no tensor state dict" in err
+    assert "it holds a dict of 2 entries ('args', 'epoch')" in err

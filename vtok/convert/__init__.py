@@ -2,7 +2,7 @@
 
 One module a source family, each mapping the source's published key layout onto
 vtok's parts (see their docstrings) and declaring its ``--from`` names with
-:func:`vtok.convert.sources.source`: :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
+:func:`vtok.convert.registry.source`: :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``),
 :mod:`~vtok.convert.gpt` (``llamagen-gpt``), :mod:`~vtok.convert.var` (``var-vqvae``) and
 :mod:`~vtok.convert.magvit2` (``open-magvit2``). Adding one: ``docs/extending-converters.md``.
@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vtok.convert.common import read_checkpoint
-from vtok.convert.sources import Source, check_family, lookup_source, sources
+from vtok.convert.registry import Source, check_family, lookup_source, sources
 from vtok.errors import VtokError
 from vtok.hub import checkpoint_file, source_config_file
 from vtok.io import file_sha256

@@ -21,7 +21,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Pickles are read weights-only; a file that also pickles other objects (a Lightning
     ``callbacks`` entry, a training script's arguments) is read again by the restricted
     unpickler (``unpickle.py``), which rebuilds the tensors and leaves every other
-    object an inert placeholder that is never called.
+    object an inert placeholder that is never called. Entries that are not tensors
+    beside the tensors of the state dict are left out and named in a warning.
     """
     path = Path(path)
     if not path.is_file():
@@ -48,9 +49,30 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise VtokError(f"{path} holds no tensor state dict (under 'model', 'state_dict' or at the top)")
-    return obj
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+    if not tensors:
+        raise VtokError(
+            f"{path} holds no tensor state dict (under 'model', 'state_dict', 'ema' or at the top): it holds "
+            f"{_describe(obj)}"
+        )
+    others = [k for k in obj if k not in tensors]
+    if others:  # e.g. a training script's arguments saved beside the weights: the tensors are the state dict
+        entries = ", ".join(f"{k!r} ({_describe(obj[k])})" for k in others[:5]) + (", ..." if len(others) > 5 else "")
+        log.warning("%s: read its %d tensors; left out %d other entries: %s", path, len(tensors), len(others), entries)
+    return tensors
+
+
+def _describe(value: object) -> str:
+    """What a pickled value is, in a few words: 'an inert train.Args object', 'a dict of 3 entries', 'an int'."""
+    from vtok.convert.unpickle import Inert
+
+    if isinstance(value, Inert):
+        return f"an inert {value.source} object"
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:4]) + (", ..." if len(value) > 4 else "")
+        return f"a dict of {len(value)} entries ({keys})" if value else "an empty dict"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _read_restricted(path: Path) -> object:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vtok.convert.common import count_levels, rename
-from vtok.convert.sources import source
+from vtok.convert.registry import source
 from vtok.errors import VtokError
 
 # n_head of LlamaGen's published GPT sizes, by width (head count is not in the weights).

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from vtok.convert.common import count_levels
-from vtok.convert.sources import source
+from vtok.convert.registry import source
 from vtok.errors import VtokError
 
 GROUPS = 2

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from vtok.convert.common import count_levels, rename, vq_codebook
-from vtok.convert.sources import source
+from vtok.convert.registry import source
 from vtok.errors import VtokError
 
 TITOK_HEADS = {512: 8, 768: 12, 1024: 16}  # small, base, large

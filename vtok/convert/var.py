@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from vtok.convert.sources import source
+from vtok.convert.registry import source
 from vtok.convert.vqgan import _cnn_config, _grid_config
 
 VAR_SCALES = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]

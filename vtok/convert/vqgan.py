@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vtok.convert.common import count_levels, rename, vq_codebook
-from vtok.convert.sources import source
+from vtok.convert.registry import source
 
 
 def _cnn_config(state: dict[str, torch.Tensor], prefix: str, level_re: str, block_name: str) -> dict[str, Any]:
