@@ -1,6 +1,7 @@
 """What every vtok training run shares: the :class:`Trainer` loop (accelerator, resume,
-EMA, the lr / log / sample / save cadence, the final save), EMA weights, the lr
-schedule, atomic checkpoints that resume exactly, and JSONL metrics.
+EMA, the lr / log / sample / save cadence, the final save), EMA weights and the lr
+schedule. The atomic checkpoints that resume exactly are in :mod:`vtok.checkpoints`,
+the JSONL metrics log in :mod:`vtok.metrics_log`.
 
 A family's trainer subclasses :class:`Trainer` and supplies only what differs: the
 model and optimisers, the batches, one optimisation step, and its sample grid."""
@@ -10,24 +11,25 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from vtok.checkpoints import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from vtok.config import instantiate
 from vtok.data import DataConfig
 from vtok.errors import VtokError
-from vtok.io import atomic_dir, atomic_path, dumps_json, write_safetensors, write_torch
+from vtok.io import atomic_path, dumps_json
+from vtok.metrics_log import MetricsLog, read_metrics
 from vtok.presets import TrainConfig
+
+# read_metrics: where the tests and benchmarks of every family read a run's curve.
+__all__ = ["EMA", "MetricsLog", "Trainer", "lr_factor", "open_run", "read_metrics"]
 
 
 def accelerator_available() -> bool:
@@ -93,163 +95,6 @@ class EMA:
         own_buffers = dict(self.model.named_buffers())
         for name, b in model.named_buffers():
             own_buffers[name].copy_(b)
-
-
-# --- checkpoints ------------------------------------------------------------------
-
-
-def checkpoint_dir(run: Path, step: int) -> Path:
-    return run / "checkpoints" / f"step_{step:08d}"
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    pointer = run / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = run / "checkpoints" / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise VtokError(f"checkpoint {path} named by {pointer} is incomplete")
-    return path
-
-
-def save_weights(module: nn.Module, path: Path) -> None:
-    from vtok.pretrained import unique_state
-
-    write_safetensors(unique_state(module), path)
-
-
-def load_weights(module: nn.Module, path: Path) -> None:
-    from vtok.pretrained import load_state_strict
-
-    load_state_strict(module, load_file(str(path)), str(path))
-
-
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-
-
-def write_pointer(run: Path, step_dir: Path) -> None:
-    with atomic_path(run / "checkpoints" / "latest") as tmp:
-        tmp.write_text(step_dir.name + "\n")
-
-
-def prune_checkpoints(run: Path, keep: int) -> None:
-    steps = sorted((run / "checkpoints").glob("step_*"))
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def save_checkpoint(
-    accelerator,
-    run: Path,
-    step: int,
-    weights: dict[str, nn.Module],
-    optimizers: dict[str, torch.optim.Optimizer],
-    keep: int,
-) -> None:
-    """Write ``run/checkpoints/step_N`` atomically from every rank, then point ``latest`` at it.
-
-    Each rank saves its RNG state; the main process writes ``<name>.safetensors`` per
-    module, ``optim.pt`` and ``state.json``. A run killed at any moment leaves the
-    previous checkpoint intact.
-    """
-    acc = accelerator
-    target = checkpoint_dir(run, step)
-    staging = target.with_name(target.name + ".staging")
-    if acc.is_main_process:
-        staging.mkdir(parents=True, exist_ok=True)
-    acc.wait_for_everyone()
-    write_torch(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        with atomic_dir(target) as tmp:
-            for f in staging.iterdir():
-                f.rename(tmp / f.name)
-            for name, module in weights.items():
-                save_weights(module, tmp / f"{name}.safetensors")
-            write_torch({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
-            (tmp / "state.json").write_text(json.dumps({"step": step, "processes": acc.num_processes}))
-        staging.rmdir()
-        write_pointer(run, target)
-        prune_checkpoints(run, keep)
-    acc.wait_for_everyone()
-
-
-def load_checkpoint(
-    accelerator, path: Path, weights: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
-) -> int:
-    """Restore what :func:`save_checkpoint` wrote (weights, optimizers, this rank's RNG); returns the step."""
-    state = json.loads((path / "state.json").read_text())
-    for name, module in weights.items():
-        load_weights(module, path / f"{name}.safetensors")
-    optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-    for name, opt in optimizers.items():
-        opt.load_state_dict(optim[name])
-    rank_file = path / f"rng_rank{accelerator.process_index}.pt"
-    if not rank_file.is_file():
-        raise VtokError(f"{path} was written by fewer processes than this run has; resume with the same number")
-    set_rng_state(torch.load(rank_file, map_location="cpu", weights_only=True))
-    return int(state["step"])
-
-
-def _records(text: str) -> list[dict[str, Any]]:
-    """Parsed JSONL records; a torn line (a write cut by power loss or a full disk) is dropped."""
-    out = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            out.append(record)
-    return out
-
-
-class MetricsLog:
-    """Append-only JSONL metrics; on resume, lines past the resumed step (and any torn line) are
-    dropped so the curve continues exactly where the checkpoint left it."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        if resume_step is not None and path.is_file():
-            kept = [r for r in _records(path.read_text(errors="replace")) if r["step"] <= resume_step]
-            with atomic_path(path) as tmp:
-                tmp.write_text("".join(f"{dumps_json(r)}\n" for r in kept))
-        elif resume_step is None and path.exists():
-            path.unlink()
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(dumps_json(record) + "\n")
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``, without a torn last line."""
-    return _records(Path(path).read_text(errors="replace"))
-
-
-def remove_stale_temporaries(run: Path) -> None:
-    """Delete what a run killed mid-write left behind: temporary and staging checkpoint folders."""
-    folder = run / "checkpoints"
-    stale_paths = [*run.glob(".*.tmp"), *folder.glob(".*.tmp"), *folder.glob(".*.old"), *folder.glob("*.staging")]
-    for stale in stale_paths:
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
 
 
 # --- the loop ------------------------------------------------------------------------
