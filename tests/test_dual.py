@@ -53,10 +53,10 @@ def test_semantic_dropout_hides_the_semantic_half_from_the_pixel_decoder_in_trai
     z = torch.randn(64, 16, tok.quantizer.dim)
     assert torch.equal(tok.eval()._training_latents(z), z)
     out = tok.train()._training_latents(z)
-    sem, pix = out[..., : tok.sem_dim], out[..., tok.sem_dim :]
-    assert torch.equal(pix, z[..., tok.sem_dim :])
+    sem, pix = out[..., : tok.semantic_dim], out[..., tok.semantic_dim :]
+    assert torch.equal(pix, z[..., tok.semantic_dim :])
     dropped = (sem == 0).flatten(1).all(1)
-    kept = (sem == z[..., : tok.sem_dim]).flatten(1).all(1)
+    kept = (sem == z[..., : tok.semantic_dim]).flatten(1).all(1)
     assert bool((dropped ^ kept).all()) and 0 < int(dropped.sum()) < 64  # whole samples, some of each
     with pytest.raises(vtok.VtokError, match="semantic_dropout must be in"):
         vtok.build(DUALTOKEN, ["model.semantic_dropout=1.0"])
