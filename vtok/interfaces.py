@@ -102,7 +102,7 @@ class Quantizer(nn.Module):
     pixel_dim: int | None = None
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) any float dtype -> QuantizerOutput with z_q (B, L', D) float32, ids (B, L', C)."""
+        """latents: (B, L, D) any float dtype -> QuantizerOutput with z_q (B, L, D) float32, ids (B, L', C)."""
         with full_precision(latents.device):
             return self._quantize(latents.float())
 
@@ -122,7 +122,7 @@ class Quantizer(nn.Module):
 
     def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
         """The part's quantization. x: (B, L, D) float32, autocast off."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} implements no _quantize")
 
     def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
         """The part's inference ids (no gradients): ``forward``'s unless the part has a leaner search.
@@ -133,7 +133,7 @@ class Quantizer(nn.Module):
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """The part's inverse of its ids, autocast off. ids: (B, L', C) int64 -> (B, L, D)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} implements no _lookup")
 
     def token_positions(self, length: int) -> int:
         """Token positions for ``length`` latent positions (more for multi-scale quantizers)."""
