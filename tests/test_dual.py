@@ -53,10 +53,10 @@ def test_semantic_dropout_hides_the_semantic_half_from_the_pixel_decoder_in_trai
     z = torch.randn(64, 16, tok.quantizer.dim)
     assert torch.equal(tok.eval()._training_latents(z), z)
     out = tok.train()._training_latents(z)
-    sem, pix = out[..., : tok.sem_dim], out[..., tok.sem_dim :]
-    assert torch.equal(pix, z[..., tok.sem_dim :])
+    sem, pix = out[..., : tok.semantic_dim], out[..., tok.semantic_dim :]
+    assert torch.equal(pix, z[..., tok.semantic_dim :])
     dropped = (sem == 0).flatten(1).all(1)
-    kept = (sem == z[..., : tok.sem_dim]).flatten(1).all(1)
+    kept = (sem == z[..., : tok.semantic_dim]).flatten(1).all(1)
     assert bool((dropped ^ kept).all()) and 0 < int(dropped.sum()) < 64  # whole samples, some of each
     with pytest.raises(vtok.VtokError, match="semantic_dropout must be in"):
         vtok.build(DUALTOKEN, ["model.semantic_dropout=1.0"])
@@ -85,3 +85,16 @@ def test_brief_training_brings_semantic_features_toward_the_teacher(preset, tmp_
     train_tokenizer(cfg, tmp_path, progress=False)
     semantic = [r["q_semantic"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     assert sum(semantic[-5:]) / 5 < sum(semantic[:5]) / 5
+
+
+@pytest.mark.parametrize("preset", [TOKENFLOW, DUALTOKEN])
+def test_dual_quantizers_declare_their_semantic_and_pixel_halves(preset):
+    tok = vtok.build(preset)
+    q = tok.quantizer
+    assert q.semantic_dim + q.pixel_dim == q.dim and tok.semantic_dim == q.semantic_dim
+    assert tok.quant_conv.out_channels == q.pixel_dim and tok.semantic_in[-1].out_channels == q.semantic_dim
+
+
+def test_a_quantizer_without_semantic_and_pixel_halves_is_refused_in_one_line():
+    with pytest.raises(vtok.VtokError, match=r"^model\.quantizer: .*; vq declares no semantic_dim and no pixel_dim$"):
+        vtok.build(TOKENFLOW, ["model.quantizer={name: vq, dim: 12, codebook_size: 64}"])

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 import vtok
-from tests.test_quantizers import cases
+from tests.test_quantizers import cases, check_float32_under_bf16_autocast
 from vtok import fast
 from vtok.ar_models.gpt import GPT
 from vtok.ar_models.sample import SamplingConfig, generate
 from vtok.builtin import builtin_crops
 from vtok.cli import main
-from vtok.config import build_component
 from vtok.images import pil_to_tensor
 from vtok.pipeline import decode_batched, encode_batched
 
@@ -36,17 +35,7 @@ def _tiny(name: str) -> tuple[vtok.Tokenizer, torch.Tensor]:
 @pytest.mark.parametrize("name,options", list(cases()))
 def test_quantizers_stay_float32_under_bf16_autocast(name, options):
     """The same float32 latents give the same ids and codes with autocast on: bf16 never reaches the search."""
-    torch.manual_seed(0)
-    q = build_component("quantizer", {"name": name, **options}).eval()
-    latents = torch.randn(4, 16, q.dim)
-    with torch.no_grad():
-        want = q(latents)
-        with fast.autocast("cpu", "bf16"):
-            got = q(latents)
-            ids = q.quantize_ids(latents)
-    assert torch.equal(got.ids, want.ids) and torch.equal(ids, want.ids)
-    assert got.z_q.dtype == torch.float32
-    torch.testing.assert_close(got.z_q, want.z_q)
+    check_float32_under_bf16_autocast(name, options)
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vtok import fast
 from vtok.config import build_component
 from vtok.registry import names
+from vtok.tokenizers.quantizers import vqlib
 
 # Small settings that exercise each quantizer's options; a new quantizer is tested as soon as it registers.
 VARIANTS = {
@@ -85,8 +87,12 @@ def cases():
             yield pytest.param(name, options, id=f"{name}-{i}")
 
 
-@pytest.mark.parametrize("name,options", list(cases()))
-def test_lookup_inverts_forward(name, options):
+# The invariants every quantizer keeps, as plain functions of a registered name and its options, so a quantizer
+# defined elsewhere (docs/extending.md's example, tests/test_extending.py) is held to the same checks.
+
+
+def check_lookup_inverts_forward(name: str, options: dict) -> None:
+    """After a few training steps, in eval: ids (B, L', C) int64, z_q float32, lookup(ids) == z_q, lean ids equal."""
     torch.manual_seed(0)
     q = build_component("quantizer", {"name": name, **options})
     x = torch.randn(4, 16, q.dim)
@@ -103,8 +109,7 @@ def test_lookup_inverts_forward(name, options):
     assert torch.equal(q.quantize_ids(x), out.ids)
 
 
-@pytest.mark.parametrize("name,options", list(cases()))
-def test_gradients_reach_the_encoder_side(name, options):
+def check_gradients_reach_the_encoder_side(name: str, options: dict) -> None:
     torch.manual_seed(0)
     q = build_component("quantizer", {"name": name, **options}).train()
     x = torch.randn(2, 16, q.dim, requires_grad=True)  # 16 positions: also a 4x4 grid
@@ -113,23 +118,33 @@ def test_gradients_reach_the_encoder_side(name, options):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_quantizes_in_float32_under_autocast():
-    q = build_component("quantizer", {"name": "vq", "dim": 8, "codebook_size": 32}).eval()
-    x = torch.randn(2, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = q(x.bfloat16())
-    assert out.z_q.dtype == torch.float32
-
-
-def test_lean_search_matches_library_on_a_large_codebook():
+def check_float32_under_bf16_autocast(name: str, options: dict) -> None:
+    """The same float32 latents give the same ids and codes with autocast on: bf16 never reaches the search."""
     torch.manual_seed(0)
-    q = build_component("quantizer", {"name": "vq", "dim": 8, "codebook_size": 4096}).eval()
-    x = torch.randn(2, 300, 8)
-    assert torch.equal(q.quantize_ids(x, chunk=128), q(x).ids)
+    q = build_component("quantizer", {"name": name, **options}).eval()
+    latents = torch.randn(4, 16, q.dim)
+    with torch.no_grad():
+        want = q(latents)
+        with fast.autocast("cpu", "bf16"):
+            got = q(latents)
+            ids = q.quantize_ids(latents)
+            codes = q.lookup(want.ids)
+    assert torch.equal(got.ids, want.ids) and torch.equal(ids, want.ids)
+    assert got.z_q.dtype == torch.float32 and codes.dtype == torch.float32
+    torch.testing.assert_close(got.z_q, want.z_q)
 
 
-@pytest.mark.parametrize("name", names("quantizer"))
-def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
+def check_evaluation_changes_no_state(name: str, options: dict) -> None:
+    """A fresh quantizer used in eval mode keeps its weights: k-means init and EMA updates are training steps."""
+    torch.manual_seed(0)
+    q = build_component("quantizer", {"name": name, **options}).eval()
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    with torch.no_grad():
+        q(torch.randn(2, 16, q.dim))
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+
+
+def check_defaults_use_more_than_one_code_per_level(name: str) -> None:
     """A quantizer built with its defaults must not collapse on its first steps (issue: silent codebook collapse)."""
     torch.manual_seed(0)
     q = build_component("quantizer", {"name": name})
@@ -153,14 +168,38 @@ def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
 
 
 @pytest.mark.parametrize("name,options", list(cases()))
-def test_evaluation_changes_no_state(name, options):
-    """A fresh quantizer used in eval mode keeps its weights: k-means init and EMA updates are training steps."""
+def test_lookup_inverts_forward(name, options):
+    check_lookup_inverts_forward(name, options)
+
+
+@pytest.mark.parametrize("name,options", list(cases()))
+def test_gradients_reach_the_encoder_side(name, options):
+    check_gradients_reach_the_encoder_side(name, options)
+
+
+def test_quantizes_in_float32_under_autocast():
+    q = build_component("quantizer", {"name": "vq", "dim": 8, "codebook_size": 32}).eval()
+    x = torch.randn(2, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(x.bfloat16())
+    assert out.z_q.dtype == torch.float32
+
+
+def test_lean_search_matches_library_on_a_large_codebook():
     torch.manual_seed(0)
-    q = build_component("quantizer", {"name": name, **options}).eval()
-    before = {k: v.clone() for k, v in q.state_dict().items()}
-    with torch.no_grad():
-        q(torch.randn(2, 16, q.dim))
-    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+    q = build_component("quantizer", {"name": "vq", "dim": 8, "codebook_size": 4096}).eval()
+    x = torch.randn(2, 300, 8)
+    assert torch.equal(q.quantize_ids(x, chunk=128), q(x).ids)
+
+
+@pytest.mark.parametrize("name", names("quantizer"))
+def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
+    check_defaults_use_more_than_one_code_per_level(name)
+
+
+@pytest.mark.parametrize("name,options", list(cases()))
+def test_evaluation_changes_no_state(name, options):
+    check_evaluation_changes_no_state(name, options)
 
 
 @pytest.mark.parametrize("name", ["vq", "rvq"])
@@ -169,8 +208,7 @@ def test_dead_code_threshold_is_a_share_of_the_mean_use_at_any_batch(name, batch
     """The restart threshold follows vectors per step / K, so batch 4 does not restart every code every step."""
     q = build_component("quantizer", {"name": name, "dim": 8, "codebook_size": 1024, "dead_code_share": 0.5}).train()
     q(torch.randn(batch, 16, 8))
-    codebooks = [q.vq._codebook] if name == "vq" else [layer._codebook for layer in q.rvq.layers]
-    for codebook in codebooks:
+    for codebook in vqlib.codebooks(q.vq if name == "vq" else q.rvq):
         assert codebook.threshold_ema_dead_code == pytest.approx(0.5 * batch * 16 / 1024)
         assert codebook.reset_cluster_size == pytest.approx(batch * 16 / 1024)
 

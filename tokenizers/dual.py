@@ -26,11 +26,23 @@ from torch import nn
 
 from vtok.config import build_component, component
 from vtok.errors import VtokError
-from vtok.interfaces import QuantizerOutput
+from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.layers import ResnetBlock
 from vtok.registry import register
 from vtok.tokenizers.grid import GridTokenizer
 from vtok.tokens import Tokens
+
+
+def dual_dims(quantizer: Quantizer) -> tuple[int, int]:
+    """(semantic_dim, pixel_dim) of a quantizer whose latents are [semantic | pixel]; a one-line error otherwise."""
+    missing = [k for k in ("semantic_dim", "pixel_dim") if getattr(quantizer, k) is None]
+    if missing:
+        name = getattr(quantizer, "registry_name", type(quantizer).__name__)
+        raise VtokError(
+            f"model.quantizer: the dual tokenizer needs a quantizer with semantic and pixel halves (tokenflow, "
+            f"dual_rvq); {name} declares no {' and no '.join(missing)}"
+        )
+    return quantizer.semantic_dim, quantizer.pixel_dim
 
 
 def _adapter(cin: int, width: int, cout: int, blocks: int) -> nn.Sequential:
@@ -64,15 +76,16 @@ class DualTokenizer(GridTokenizer):
         # Kept out of the module tree: the teacher's weights come from its source, not from our checkpoint.
         object.__setattr__(self, "teacher", teacher)
         self.teacher_spec = {**teacher.spec, "weights_sha256": teacher.sha256}
-        self.sem_dim = self.quantizer.sem_dim
-        self.semantic_in = _adapter(teacher.channels, cfg.adapter_width, self.sem_dim, cfg.adapter_blocks)
-        self.semantic_out = _adapter(self.sem_dim, cfg.adapter_width, teacher.channels, cfg.adapter_blocks)
+        self.semantic_dim = dual_dims(self.quantizer)[0]
+        self.semantic_in = _adapter(teacher.channels, cfg.adapter_width, self.semantic_dim, cfg.adapter_blocks)
+        self.semantic_out = _adapter(self.semantic_dim, cfg.adapter_width, teacher.channels, cfg.adapter_blocks)
         self.semantic_weight = cfg.semantic_weight
         self.semantic_dropout = cfg.semantic_dropout
 
     @property
     def pixel_code_dim(self) -> int:
-        return self.quantizer.pix_dim
+        """Channels of the pixel encoder's latents: the quantizer's pixel half."""
+        return dual_dims(self.quantizer)[1]
 
     # The saved config records the teacher's weights hash, so a reload checks it.
     @property
@@ -102,7 +115,7 @@ class DualTokenizer(GridTokenizer):
         return z, grid, teacher
 
     def _semantic(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        sem = rearrange(z_q[..., : self.sem_dim], "b (h w) d -> b d h w", h=grid[0])
+        sem = rearrange(z_q[..., : self.semantic_dim], "b (h w) d -> b d h w", h=grid[0])
         return self.semantic_out(sem)  # (B, C_t, h, w)
 
     def semantic_features(self, tokens: Tokens) -> torch.Tensor:
@@ -116,7 +129,7 @@ class DualTokenizer(GridTokenizer):
         if not self.training or self.semantic_dropout == 0.0:
             return z_q
         keep = torch.rand(z_q.shape[0], 1, 1, device=z_q.device) >= self.semantic_dropout  # (B, 1, 1)
-        sem, pix = z_q[..., : self.sem_dim], z_q[..., self.sem_dim :]
+        sem, pix = z_q[..., : self.semantic_dim], z_q[..., self.semantic_dim :]
         return torch.cat([sem * keep.to(sem.dtype), pix], dim=-1)
 
     def _training_terms(

@@ -1,8 +1,8 @@
 """Inference fast paths: bf16 autocast, ``torch.compile`` and channels_last, each a switch.
 
 - ``precision="bf16"`` runs encoders, decoders and the GPT under ``torch.autocast``.
-  Quantization stays float32: every quantizer part turns autocast off around its
-  nearest-code search, so bf16 moves an id only where a latent lies almost halfway
+  Quantization stays float32: the :class:`vtok.interfaces.Quantizer` base runs every part's
+  search inside :func:`full_precision` on float32 latents, so bf16 moves an id only where a latent lies almost halfway
   between two codes (``tests/test_fast.py`` bounds the share of such ids and the
   pixel error against float32).
 - ``compile=True`` compiles the encoder and decoder modules in place with static shapes
@@ -41,6 +41,16 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def full_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Autocast off for ``device``'s type: inside, operations run in their inputs' dtype.
+
+    For the regions that must stay float32 under mixed precision (quantization, loss sums):
+    the caller casts its inputs with ``.float()``; autocast would otherwise cast matmuls and
+    convolutions back down to bf16 however the inputs arrive.
+    """
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
 @functools.cache

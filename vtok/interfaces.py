@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from vtok.errors import VtokError
+from vtok.fast import full_precision
 from vtok.pretrained import Pretrained
 from vtok.tokens import Tokens
 
@@ -78,33 +80,64 @@ class Decoder(nn.Module):
 class Quantizer(nn.Module):
     """Maps (B, L, D) latents to codes; ``lookup`` is the exact inverse of the ids it returns.
 
-    Subclasses set ``codebook_sizes`` (one entry per code of a position) and ``dim``.
-    Quantization always runs in float32, also under autocast.
+    Subclasses set ``codebook_sizes`` (one entry per code of a position) and ``dim``, and
+    implement the hooks ``_quantize`` and ``_lookup`` (and ``_quantize_ids`` where a lean
+    inference search exists). The public entry points (``forward``, ``quantize_ids``,
+    ``lookup``) are here: they turn autocast off for the tensors' device and hand the hooks
+    float32 latents, so quantization runs in float32 also under mixed precision and no part
+    repeats that guard.
 
     Optional abilities, declared here so no family probes for them: ``prefix_decodable``
-    (``lookup`` takes the first d of C codes), ``token_scales`` (multi-scale layouts)
-    and ``code_vectors`` (one latent per token for the AR side).
+    (``lookup`` takes the first d of C codes), ``token_scales`` (multi-scale layouts),
+    ``code_vectors`` (one latent per token for the AR side), and ``semantic_dim`` /
+    ``pixel_dim`` (a dual-codebook quantizer's latents are ``semantic_dim`` semantic channels
+    followed by ``pixel_dim`` pixel channels; None where the latents are one kind).
     """
 
     codebook_sizes: tuple[int, ...]
     dim: int
     prefix_decodable: bool = False
     token_scales: tuple[tuple[int, int], ...] | None = None
+    semantic_dim: int | None = None
+    pixel_dim: int | None = None
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        raise NotImplementedError
+        """latents: (B, L, D) any float dtype -> QuantizerOutput with z_q (B, L, D) float32, ids (B, L', C)."""
+        with full_precision(latents.device):
+            return self._quantize(latents.float())
+
+    @torch.no_grad()
+    def quantize_ids(self, latents: torch.Tensor, **search: Any) -> torch.Tensor:
+        """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``.
+
+        ``search``: options of the part's own search, passed to ``_quantize_ids`` (e.g. vq's ``chunk``).
+        """
+        with full_precision(latents.device):
+            return self._quantize_ids(latents.float(), **search)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, C) int64 -> z_q: (B, L, D) float32."""
-        raise NotImplementedError
+        """ids: (B, L', C) int64 -> z_q: (B, L, D) float32."""
+        with full_precision(ids.device):
+            return self._lookup(ids).float()
+
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """The part's quantization. x: (B, L, D) float32, autocast off."""
+        raise NotImplementedError(f"{type(self).__name__} implements no _quantize")
+
+    def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """The part's inference ids (no gradients): ``forward``'s unless the part has a leaner search.
+
+        x: (B, L, D) float32, autocast off -> (B, L', C) int64.
+        """
+        return self.forward(x).ids
+
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """The part's inverse of its ids, autocast off. ids: (B, L', C) int64 -> (B, L, D)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no _lookup")
 
     def token_positions(self, length: int) -> int:
         """Token positions for ``length`` latent positions (more for multi-scale quantizers)."""
         return length
-
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        """Inference path: (B, L, D) latents -> (B, L', C) ids, equal to ``forward(latents).ids``."""
-        return self.forward(latents).ids
 
     def init_codes(self, latents: torch.Tensor) -> None:
         """Initialise every code from ``latents`` (B, L, D) (k-means where the part has codes to learn)."""

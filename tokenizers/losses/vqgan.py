@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtok.config import build_component, component
+from vtok.fast import full_precision
 from vtok.interfaces import TokenizerOutput
 from vtok.registry import register
 
@@ -67,7 +68,7 @@ class VQGANLoss(nn.Module):
         self, images: torch.Tensor, out: TokenizerOutput, step: int, last_layer: torch.Tensor, discriminator: nn.Module
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total generator loss and its parts. ``discriminator`` may be the DDP-wrapped one."""
-        with torch.autocast(device_type=images.device.type, enabled=False):
+        with full_precision(images.device):
             x, recon = images.float(), out.recon.float()
             rec = self.cfg.l1_weight * (x - recon).abs().mean() + self.cfg.l2_weight * (x - recon).pow(2).mean()
             nll = rec
@@ -106,7 +107,7 @@ class VQGANLoss(nn.Module):
         self, images: torch.Tensor, recon: torch.Tensor, discriminator: nn.Module
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Hinge loss (+ LeCam) for the discriminator on real images and detached reconstructions."""
-        with torch.autocast(device_type=images.device.type, enabled=False):
+        with full_precision(images.device):
             logits = discriminator(torch.cat([images.float(), recon.detach().float()])).float()
             real, fake = logits.chunk(2)
             loss = hinge_d_loss(real, fake)

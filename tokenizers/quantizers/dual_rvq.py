@@ -29,29 +29,25 @@ class DualQuantizer(Quantizer):
         super().__init__()
         self.semantic = build_component("quantizer", cfg.semantic, "model.quantizer.semantic")
         self.pixel = build_component("quantizer", cfg.pixel, "model.quantizer.pixel")
-        self.sem_dim, self.pix_dim = self.semantic.dim, self.pixel.dim
-        self.dim = self.sem_dim + self.pix_dim
+        self.semantic_dim, self.pixel_dim = self.semantic.dim, self.pixel.dim
+        self.dim = self.semantic_dim + self.pixel_dim
         self.codebook_sizes = (*self.semantic.codebook_sizes, *self.pixel.codebook_sizes)
         self.split = len(self.semantic.codebook_sizes)
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D_sem + D_pix) -> z_q (B, L, D), ids (B, L, C_sem + C_pix)."""
-        s = self.semantic(latents[..., : self.sem_dim])
-        p = self.pixel(latents[..., self.sem_dim :])
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, D_sem + D_pix) -> z_q (B, L, D), ids (B, L, C_sem + C_pix)."""
+        s = self.semantic(x[..., : self.semantic_dim])
+        p = self.pixel(x[..., self.semantic_dim :])
         losses = {"commit": sum(s.losses.values()) + sum(p.losses.values())}
         stats = {f"semantic_{k}": v for k, v in s.stats.items()} | {f"pixel_{k}": v for k, v in p.stats.items()}
         stats["perplexity"] = p.stats["perplexity"]
         return QuantizerOutput(torch.cat([s.z_q, p.z_q], -1), torch.cat([s.ids, p.ids], -1), losses, stats)
 
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        return torch.cat(
-            [
-                self.semantic.quantize_ids(latents[..., : self.sem_dim]),
-                self.pixel.quantize_ids(latents[..., self.sem_dim :]),
-            ],
-            -1,
-        )
+    def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """Each half's own inference ids, semantic first: (B, L, C_sem + C_pix)."""
+        sem = self.semantic.quantize_ids(x[..., : self.semantic_dim])
+        return torch.cat([sem, self.pixel.quantize_ids(x[..., self.semantic_dim :])], -1)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, C_sem + C_pix) -> (B, L, D_sem + D_pix)."""
         return torch.cat([self.semantic.lookup(ids[..., : self.split]), self.pixel.lookup(ids[..., self.split :])], -1)

@@ -46,14 +46,13 @@ class FSQ(Quantizer):
             noise_dropout=cfg.noise_dropout,
         )
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, 1)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            z_q, ids = self.fsq(latents.float())  # (B, L, dim), (B, L)
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, dim) float32 -> z_q (B, L, dim), ids (B, L, 1)."""
+        z_q, ids = self.fsq(x)  # (B, L, dim), (B, L)
         stats = batch_code_stats(ids.long(), self.codebook_sizes[0])
         # FSQ has no codebook or commitment term: its loss is zero.
         return QuantizerOutput(z_q=z_q, ids=ids.long().unsqueeze(-1), losses={"commit": z_q.new_zeros(())}, stats=stats)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, 1) -> (B, L, dim) float32."""
-        return self.fsq.indices_to_codes(ids[..., 0]).float()
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> (B, L, dim)."""
+        return self.fsq.indices_to_codes(ids[..., 0])

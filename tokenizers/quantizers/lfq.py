@@ -23,6 +23,8 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
+from . import vqlib
+
 MAX_GROUP_BITS = 16  # the library's per-group entropy is a softmax over 2^(bits/groups) codes per vector
 
 
@@ -88,12 +90,11 @@ class LFQ(Quantizer):
             spherical=self.spherical,
         )
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, groups)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            (z_q, ids, _), parts = self.lfq(
-                latents.float(), inv_temperature=self.cfg.inv_temperature, return_loss_breakdown=True
-            )  # (B, L, dim), (B, L, groups)
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, dim) float32 -> z_q (B, L, dim), ids (B, L, C)."""
+        (z_q, ids, _), parts = self.lfq(
+            x, inv_temperature=self.cfg.inv_temperature, return_loss_breakdown=True
+        )  # (B, L, dim), (B, L, groups)
         losses = {"commit": self.cfg.commitment_weight * parts.commitment}
         if self.training and self.cfg.entropy_weight > 0:
             entropy = parts.per_sample_entropy - self.cfg.diversity_gamma * parts.batch_entropy
@@ -107,11 +108,10 @@ class LFQ(Quantizer):
         stats["bit_balance"] = (2 * torch.minimum(ones, 1 - ones)).min()
         return QuantizerOutput(z_q=z_q, ids=ids, losses=losses, stats=stats)
 
-    @torch.no_grad()
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+    def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
         """The signs of the projection, nothing else (no entropy, no output projection): the same ids."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            return pack_bits((self.lfq.project_in(latents.float()) > 0).long(), self.sub_codes)  # (B, L, C)
+        project_in, _ = vqlib.projections(self.lfq)
+        return pack_bits((project_in(x) > 0).long(), self.sub_codes)  # (B, L, C)
 
     @torch.no_grad()
     def init_codes(self, latents: torch.Tensor) -> None:
@@ -121,7 +121,7 @@ class LFQ(Quantizer):
         projection is the least-squares map from the signs back to the values. The default projection is random
         hyperplanes through the data's mean, which code a few values with many redundant bits.
         Without a projection the signs of the values themselves are the code: nothing to place."""
-        if not self.lfq.has_projections or self.spherical:  # the sphere's normalisation mixes the thresholds
+        if not vqlib.has_projections(self.lfq) or self.spherical:  # the sphere's normalisation mixes the thresholds
             return
         x = rearrange(latents.float(), "b l d -> (b l) d")
         counts = torch.zeros(self.dim, dtype=torch.long)
@@ -136,23 +136,24 @@ class LFQ(Quantizer):
         weight = torch.zeros(self.cfg.bits, self.dim, device=x.device)
         weight[torch.arange(self.cfg.bits), torch.tensor(rows)] = 1.0
         bias = -torch.tensor(offsets, device=x.device)
-        self.lfq.project_in.weight.copy_(weight)
-        self.lfq.project_in.bias.copy_(bias)
+        project_in, project_out = vqlib.projections(self.lfq)
+        project_in.weight.copy_(weight)
+        project_in.bias.copy_(bias)
         signs = torch.where(x @ weight.t() + bias > 0, 1.0, -1.0)  # (N, bits)
         design = torch.cat([signs, torch.ones_like(signs[:, :1])], 1)
         solution = torch.linalg.lstsq(design.cpu().double(), x.cpu().double()).solution.to(x)  # (bits + 1, dim)
-        self.lfq.project_out.weight.copy_(solution[:-1].t())
-        self.lfq.project_out.bias.copy_(solution[-1])
+        project_out.weight.copy_(solution[:-1].t())
+        project_out.bias.copy_(solution[-1])
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, C) sub-codes -> (B, L, dim) float32."""
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, C) sub-codes -> (B, L, dim)."""
         if ids.shape[-1] != len(self.sub_codes):
             raise VtokError(
                 f"{self.registry_name} ids carry {ids.shape[-1]} sub-codes; this quantizer has {len(self.sub_codes)}"
             )
         if self.regroup:  # the same bits, as the library's equal groups
             ids = pack_bits(unpack_bits(ids, self.sub_codes), [self.group_bits] * self.cfg.groups)
-        return self.lfq.indices_to_codes(ids).float()
+        return self.lfq.indices_to_codes(ids)
 
 
 @register("quantizer", "bsq")

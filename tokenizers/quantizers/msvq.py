@@ -92,49 +92,43 @@ class MultiScaleVQ(Quantizer):
         dist = (r * r).sum(-1, keepdim=True) + (codes * codes).sum(-1) - 2 * r @ codes.t()  # (N, K)
         return dist.argmin(-1)
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) -> z_q (B, L, D) straight-through, ids (B, sum s^2, 1)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            side = self._side(latents.shape[1])
-            f = rearrange(latents.float(), "b (h w) d -> b d h w", h=side)  # (B, D, side, side)
-            rest, f_hat = f.detach().clone(), torch.zeros_like(f)
-            ids, loss = [], f.new_zeros(())
-            for k, s in enumerate(self.cfg.scales):
-                r = F.interpolate(rest, size=(s, s), mode="area") if s != side else rest  # (B, D, s, s)
-                idx = self._nearest(rearrange(r, "b d h w -> (b h w) d"))
-                codes = rearrange(self.embedding(idx), "(b h w) d -> b d h w", b=f.shape[0], h=s, w=s)
-                h = self._refine(codes, k, side)  # (B, D, side, side)
-                f_hat = f_hat + h
-                rest = rest - h.detach()
-                ids.append(rearrange(idx, "(b n) -> b n", b=f.shape[0]))
-                loss = loss + self.cfg.beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f.detach())
-            loss = loss / len(self.cfg.scales)
-            # Straight-through to the encoder in training (the codes learn from the loss); in eval exactly lookup(ids).
-            z_q = f + (f_hat - f).detach() if self.training else f_hat
-            ids = torch.cat(ids, dim=1)  # (B, sum s^2)
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, D) float32 -> z_q (B, L, D) straight-through, ids (B, sum s^2, 1)."""
+        side = self._side(x.shape[1])
+        f = rearrange(x, "b (h w) d -> b d h w", h=side)  # (B, D, side, side)
+        rest, f_hat = f.detach().clone(), torch.zeros_like(f)
+        ids, loss = [], f.new_zeros(())
+        for k, s in enumerate(self.cfg.scales):
+            r = F.interpolate(rest, size=(s, s), mode="area") if s != side else rest  # (B, D, s, s)
+            idx = self._nearest(rearrange(r, "b d h w -> (b h w) d"))
+            codes = rearrange(self.embedding(idx), "(b h w) d -> b d h w", b=f.shape[0], h=s, w=s)
+            h = self._refine(codes, k, side)  # (B, D, side, side)
+            f_hat = f_hat + h
+            rest = rest - h.detach()
+            ids.append(rearrange(idx, "(b n) -> b n", b=f.shape[0]))
+            loss = loss + self.cfg.beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f.detach())
+        loss = loss / len(self.cfg.scales)
+        # Straight-through to the encoder in training (the codes learn from the loss); in eval exactly lookup(ids).
+        z_q = f + (f_hat - f).detach() if self.training else f_hat
+        ids = torch.cat(ids, dim=1)  # (B, sum s^2)
         stats = batch_code_stats(ids, self.cfg.codebook_size)
         z_q = rearrange(z_q, "b d h w -> b (h w) d").contiguous()  # the layout lookup returns: the decoder rounds alike
         return QuantizerOutput(z_q, ids[..., None], {"commit": loss}, stats)
-
-    @torch.no_grad()
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.forward(latents).ids
 
     def code_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, N, 1) -> (B, N, D): each token's own code."""
         return self.embedding(ids[..., 0])
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, sum s^2, 1) -> z_q: (B, side*side, D), every scale's refined codes summed."""
         sizes = [s * s for s in self.cfg.scales]
         if ids.shape[1] != sum(sizes):
             raise VtokError(f"msvq ids need {sum(sizes)} positions over scales {self.cfg.scales}, got {ids.shape[1]}")
         side = self.cfg.scales[-1]
-        with torch.autocast(device_type=ids.device.type, enabled=False):
-            z = 0
-            for k, (part, s) in enumerate(zip(ids[..., 0].split(sizes, dim=1), self.cfg.scales)):
-                codes = rearrange(self.embedding(part), "b (h w) d -> b d h w", h=s, w=s)
-                z = z + self._refine(codes, k, side)
+        z = 0
+        for k, (part, s) in enumerate(zip(ids[..., 0].split(sizes, dim=1), self.cfg.scales)):
+            codes = rearrange(self.embedding(part), "b (h w) d -> b d h w", h=s, w=s)
+            z = z + self._refine(codes, k, side)
         return rearrange(z, "b d h w -> b (h w) d").contiguous()
 
     def extra_repr(self) -> str:

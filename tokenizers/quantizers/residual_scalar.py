@@ -39,26 +39,25 @@ class ResidualScalar(Quantizer):
         """(z_q, ids, loss) from the library module."""
         raise NotImplementedError
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, depth); -1 at levels quantize dropout skipped."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            z_q, ids, loss = self._run(latents.float())  # (B, L, dim), (B, L, depth), ()
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, dim) float32 -> z_q (B, L, dim), ids (B, L, depth); -1 at levels quantize dropout skipped."""
+        z_q, ids, loss = self._run(x)  # (B, L, dim), (B, L, depth), ()
         ids = ids.long()
         stats = batch_code_stats(ids[..., 0].clamp(min=0), self.codebook_sizes[0])
         return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": loss}, stats=stats)
 
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+    def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
         """Inference ids at full depth (no dropout in eval mode)."""
-        return eval_mode_ids(self, latents)
+        return eval_mode_ids(self, x)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, d) with 1 <= d <= depth -> (B, L, dim): the sum of the first d levels' codes."""
         d = ids.shape[-1]
         if not 1 <= d <= self.depth:
             raise VtokError(f"{type(self).__name__} ids carry {d} levels; this quantizer has 1..{self.depth}")
         # Levels past d are marked -1, which the library masks to zero (it asserts on short ids without dropout).
         ids = F.pad(ids, (0, self.depth - d), value=-1)
-        return self.stack.get_output_from_indices(ids).float()
+        return self.stack.get_output_from_indices(ids)
 
 
 @register("quantizer", "residual_lfq")

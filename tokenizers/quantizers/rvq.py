@@ -20,6 +20,7 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
+from . import vqlib
 from .upkeep import eval_mode_ids, init_only_in_training, scale_dead_code_thresholds
 
 
@@ -55,6 +56,7 @@ class ResidualQuantizer(Quantizer):
         self.cfg = cfg
         self.dim = cfg.dim
         self.codebook_sizes = (cfg.codebook_size,) * cfg.depth
+        self.quantize_dropout = cfg.quantize_dropout and cfg.depth > 1  # one level has nothing to drop
         self.rvq = ResidualVQ(
             dim=cfg.dim,
             num_quantizers=cfg.depth,
@@ -65,37 +67,30 @@ class ResidualQuantizer(Quantizer):
             decay=cfg.decay,
             kmeans_init=cfg.kmeans_init,
             threshold_ema_dead_code=cfg.dead_code_threshold or cfg.dead_code_share,
-            quantize_dropout=cfg.quantize_dropout and cfg.depth > 1,
+            quantize_dropout=self.quantize_dropout,
             commitment_weight=cfg.commitment_weight,
         )
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, depth)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            codebooks = [layer._codebook for layer in self.rvq.layers]
-            if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
-                scale_dead_code_thresholds(
-                    codebooks, latents.shape[0] * latents.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share
-                )
-            with init_only_in_training(codebooks, self.training):
-                z_q, ids, commit = self.rvq(latents.float())  # (B, L, D), (B, L, depth), (depth,)
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, D) float32 -> z_q (B, L, D), ids (B, L, depth)."""
+        books = vqlib.codebooks(self.rvq)
+        if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
+            scale_dead_code_thresholds(books, x.shape[0] * x.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share)
+        with init_only_in_training(books, self.training):
+            z_q, ids, commit = self.rvq(x)  # (B, L, D), (B, L, depth), (depth,)
         # Levels skipped by quantize dropout come back as -1; they carry no code.
         stats = batch_code_stats(ids[..., 0].clamp(min=0), self.cfg.codebook_size)
         return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": commit.sum()}, stats=stats)
 
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+    def _quantize_ids(self, x: torch.Tensor) -> torch.Tensor:
         """Inference ids at full depth (no dropout in eval mode)."""
-        return eval_mode_ids(self, latents)
+        return eval_mode_ids(self, x)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, d) with 1 <= d <= depth -> z_q: (B, L, D), the sum of the first d levels' codes."""
         d = ids.shape[-1]
         if not 1 <= d <= self.cfg.depth:
             raise VtokError(f"rvq ids carry {d} levels; this quantizer has 1..{self.cfg.depth}")
-        if d < self.cfg.depth and not self.rvq.quantize_dropout:
-            # The library refuses partial depth without dropout; a shorter sum is still well defined.
-            ids = torch.nn.functional.pad(ids, (0, self.cfg.depth - d), value=-1)
-            codes = self.rvq.get_codes_from_indices(ids.clamp(min=0))  # (depth, B, L, d_code)
-            codes = codes[:d]
-            return self.rvq.project_out(codes.sum(0)).float()
-        return self.rvq.get_output_from_indices(ids).float()
+        if d < self.cfg.depth and not self.quantize_dropout:
+            return vqlib.residual_prefix_output(self.rvq, ids)
+        return self.rvq.get_output_from_indices(ids)

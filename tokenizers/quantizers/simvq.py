@@ -51,17 +51,16 @@ class SimVQ(Quantizer):
             input_to_quantize_commit_loss_weight=cfg.input_commitment,
         )
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, dim) -> z_q (B, L, dim) float32, ids (B, L, 1)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            z_q, ids, commit = self.simvq(latents.float())  # (B, L, dim), (B, L)
-            if not self.training:  # the rotation is the code only up to rounding; outside training, the code
-                z_q = self.lookup(ids[..., None])
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, dim) float32 -> z_q (B, L, dim), ids (B, L, 1)."""
+        z_q, ids, commit = self.simvq(x)  # (B, L, dim), (B, L)
+        if not self.training:  # the rotation is the code only up to rounding; outside training, the code
+            z_q = self._lookup(ids[..., None])
         stats = batch_code_stats(ids, self.cfg.codebook_size)
         return QuantizerOutput(
             z_q=z_q, ids=ids.long().unsqueeze(-1), losses={"commit": commit.reshape(())}, stats=stats
         )
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, 1) -> (B, L, dim) float32."""
-        return self.simvq.indices_to_codes(ids[..., 0]).float()
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> (B, L, dim)."""
+        return self.simvq.indices_to_codes(ids[..., 0])

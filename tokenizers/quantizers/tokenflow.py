@@ -61,7 +61,7 @@ class SharedMultiScaleQuantizer(Quantizer):
         if sorted(cfg.scales) != cfg.scales or len(set(cfg.scales)) != len(cfg.scales):
             raise VtokError("quantizer: tokenflow scales must increase strictly, e.g. [1, 2, 4, 8, 16]")
         self.cfg = cfg
-        self.sem_dim, self.pix_dim = cfg.semantic_dim, cfg.pixel_dim
+        self.semantic_dim, self.pixel_dim = cfg.semantic_dim, cfg.pixel_dim
         self.dim = cfg.semantic_dim + cfg.pixel_dim
         self.codebook_sizes = (cfg.codebook_size,)
         k = cfg.codebook_size
@@ -86,12 +86,12 @@ class SharedMultiScaleQuantizer(Quantizer):
     def _select(self, r: torch.Tensor) -> torch.Tensor:
         """r: (N, D) residual vectors -> (N,) ids by the joint normalised distance."""
         codes = self.codebook
-        sem = F.normalize(r[:, : self.sem_dim], dim=-1) @ F.normalize(codes[:, : self.sem_dim], dim=-1).t()
-        pix = F.normalize(r[:, self.sem_dim :], dim=-1) @ F.normalize(codes[:, self.sem_dim :], dim=-1).t()
+        sem = F.normalize(r[:, : self.semantic_dim], dim=-1) @ F.normalize(codes[:, : self.semantic_dim], dim=-1).t()
+        pix = F.normalize(r[:, self.semantic_dim :], dim=-1) @ F.normalize(codes[:, self.semantic_dim :], dim=-1).t()
         # |a - b|^2 = 2 - 2 a.b for unit vectors: the argmin of the weighted sum is the argmax of this.
         return (sem + self.cfg.pixel_weight * pix).argmax(-1)
 
-    def _quantize(
+    def _quantize_scales(
         self, z: torch.Tensor, scales: list[int]
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """z: (B, D, h, w) -> (z_hat (B, D, h, w), ids per scale (B, s*s), residual vectors per scale)."""
@@ -143,31 +143,28 @@ class SharedMultiScaleQuantizer(Quantizer):
             self.ema_sum[dead] = fresh
             self.ema_count[dead] = reset
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) [semantic | pixel] -> z_q (B, L, D), ids (B, sum s^2, 1) over all scales."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            side = self._grid(latents.shape[1])
-            # Both halves are l2-normalised per position (TokenFlow): bounded residuals keep the EMA
-            # code values and the commitment term on one scale while the encoder trains.
-            x = latents.float()
-            x = torch.cat(
-                [F.normalize(x[..., : self.sem_dim], dim=-1), F.normalize(x[..., self.sem_dim :], dim=-1)], -1
-            )
-            z = rearrange(x, "b (h w) d -> b d h w", h=side)
-            scales = list(self.cfg.scales)
-            dropped = 0
-            if self.training and self.cfg.scale_drop > 0 and torch.rand(()) < self.cfg.scale_drop:
-                keep = int(torch.randint(1, len(scales), ()))
-                dropped, scales = len(scales) - keep, scales[:keep]
-            z_hat, ids, inputs = self._quantize(z, scales)
-            if self.training:
-                self._ema_update(ids, inputs)
-            commit = self.cfg.commitment_weight * F.mse_loss(z, z_hat.detach())
-            z_q = z + (z_hat - z).detach()  # straight-through
-            ids = torch.cat(ids, dim=1)  # (B, sum s^2)
-            if dropped:
-                missing = sum(s * s for s in self.cfg.scales[-dropped:])
-                ids = F.pad(ids, (0, missing), value=-1)  # skipped scales carry no code
+    def _quantize(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) float32 [semantic | pixel] -> z_q (B, L, D), ids (B, sum s^2, 1) over all scales."""
+        side = self._grid(latents.shape[1])
+        # Both halves are l2-normalised per position (TokenFlow): bounded residuals keep the EMA
+        # code values and the commitment term on one scale while the encoder trains.
+        sem, pix = latents[..., : self.semantic_dim], latents[..., self.semantic_dim :]
+        x = torch.cat([F.normalize(sem, dim=-1), F.normalize(pix, dim=-1)], -1)
+        z = rearrange(x, "b (h w) d -> b d h w", h=side)
+        scales = list(self.cfg.scales)
+        dropped = 0
+        if self.training and self.cfg.scale_drop > 0 and torch.rand(()) < self.cfg.scale_drop:
+            keep = int(torch.randint(1, len(scales), ()))
+            dropped, scales = len(scales) - keep, scales[:keep]
+        z_hat, ids, inputs = self._quantize_scales(z, scales)
+        if self.training:
+            self._ema_update(ids, inputs)
+        commit = self.cfg.commitment_weight * F.mse_loss(z, z_hat.detach())
+        z_q = z + (z_hat - z).detach()  # straight-through
+        ids = torch.cat(ids, dim=1)  # (B, sum s^2)
+        if dropped:
+            missing = sum(s * s for s in self.cfg.scales[-dropped:])
+            ids = F.pad(ids, (0, missing), value=-1)  # skipped scales carry no code
         stats = batch_code_stats(ids.clamp(min=0), self.cfg.codebook_size)
         return QuantizerOutput(rearrange(z_q, "b d h w -> b (h w) d"), ids[..., None], {"commit": commit}, stats)
 
@@ -175,7 +172,7 @@ class SharedMultiScaleQuantizer(Quantizer):
         """ids: (B, N, 1) -> (B, N, D): each token's own [semantic | pixel] code, one vector per token."""
         return self.codebook[ids[..., 0].clamp(min=0)]
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, sum s^2, 1) -> z_q: (B, h*w, D), the upsampled codes of every scale summed."""
         side = self.cfg.scales[-1]
         expected = sum(s * s for s in self.cfg.scales)
@@ -188,4 +185,5 @@ class SharedMultiScaleQuantizer(Quantizer):
         return rearrange(z_hat, "b d h w -> b (h w) d")
 
     def extra_repr(self) -> str:
-        return f"{self.cfg.codebook_size} codes, semantic {self.sem_dim}-d + pixel {self.pix_dim}-d, scales {self.cfg.scales}"
+        dims = f"semantic {self.semantic_dim}-d + pixel {self.pixel_dim}-d"
+        return f"{self.cfg.codebook_size} codes, {dims}, scales {self.cfg.scales}"

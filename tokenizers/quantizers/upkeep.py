@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import vqlib
+
 
 def global_vectors(local: int) -> int:
     """Vectors quantized this step over all ranks (the library's counts are all-reduced)."""
@@ -46,8 +48,7 @@ def scale_dead_code_thresholds(codebooks: Iterable[nn.Module], vectors: int, cod
     """
     threshold, reset = restart_levels(global_vectors(vectors), codebook_size, share)
     for codebook in codebooks:
-        codebook.threshold_ema_dead_code = threshold
-        codebook.reset_cluster_size = reset
+        vqlib.set_restart_levels(codebook, threshold, reset)
 
 
 def restart_levels(vectors: int, codebook_size: int, share: float) -> tuple[float, float]:
@@ -60,14 +61,14 @@ def restart_levels(vectors: int, codebook_size: int, share: float) -> tuple[floa
 @contextlib.contextmanager
 def init_only_in_training(codebooks: Iterable[nn.Module], training: bool) -> Iterator[None]:
     """Within this block, codebooks not yet k-means-initialised stay as they are unless ``training``."""
-    held = [] if training else [c for c in codebooks if not bool(c.initted)]
+    held = [] if training else [c for c in codebooks if not vqlib.is_initialised(c)]
     for codebook in held:
-        codebook.initted.fill_(True)
+        vqlib.set_initialised(codebook, True)
     try:
         yield
     finally:
         for codebook in held:
-            codebook.initted.fill_(False)
+            vqlib.set_initialised(codebook, False)
 
 
 @torch.no_grad()

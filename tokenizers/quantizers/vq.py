@@ -15,6 +15,7 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
+from . import vqlib
 from .upkeep import init_only_in_training, scale_dead_code_thresholds
 
 
@@ -94,26 +95,23 @@ class VQ(Quantizer):
             learnable_codebook=not cfg.ema,
         )
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, 1)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            x = latents.float()
-            if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
-                scale_dead_code_thresholds(
-                    [self.vq._codebook], x.shape[0] * x.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share
-                )
-            with init_only_in_training([self.vq._codebook], self.training):
-                z_q, ids, commit = self.vq(x)  # (B, L, D), (B, L)
-            losses = {"commit": commit.reshape(())}
-            if self.training and self.cfg.entropy_weight > 0:
-                losses["entropy"] = self.cfg.entropy_weight * self._entropy_loss(x)
+    def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, L, D) float32 -> z_q (B, L, D), ids (B, L, 1)."""
+        books = vqlib.codebooks(self.vq)
+        if self.training and self.cfg.dead_code_threshold <= 0 and self.cfg.dead_code_share > 0:
+            scale_dead_code_thresholds(books, x.shape[0] * x.shape[1], self.cfg.codebook_size, self.cfg.dead_code_share)
+        with init_only_in_training(books, self.training):
+            z_q, ids, commit = self.vq(x)  # (B, L, D), (B, L)
+        losses = {"commit": commit.reshape(())}
+        if self.training and self.cfg.entropy_weight > 0:
+            losses["entropy"] = self.cfg.entropy_weight * self._entropy_loss(x)
         stats = batch_code_stats(ids, self.cfg.codebook_size)
         return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
 
     def _codes_and_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs projected into codebook space and the codebook, both normalised if cosine."""
-        x = self.vq.project_in(x)
-        codes = self.vq.codebook
+        x = vqlib.projections(self.vq)[0](x)
+        codes = vqlib.code_matrix(self.vq)
         if self.cfg.cosine:
             x, codes = F.normalize(x, dim=-1), F.normalize(codes, dim=-1)
         return x, codes
@@ -122,25 +120,23 @@ class VQ(Quantizer):
         x, codes = self._codes_and_inputs(x)
         return code_entropy_loss(x, codes, self.cfg.entropy_temperature)
 
-    @torch.no_grad()
-    def quantize_ids(self, latents: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    def _quantize_ids(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Nearest codes without the library's training machinery: same ids, several times faster.
 
         The library's search builds per-head distance tensors and gathers codes that
-        inference does not need; here it is one normalise + matmul + argmax per chunk.
+        inference does not need; here it is one normalise + matmul + argmax per ``chunk`` vectors.
         """
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            x, codes = self._codes_and_inputs(latents.float())
-            flat = rearrange(x, "b l d -> (b l) d")
-            out = []
-            for part in flat.split(chunk):
-                if self.cfg.cosine:
-                    out.append((part @ codes.t()).argmax(-1))
-                else:
-                    # Same expanded form as the library (-(|x|^2 - 2 x.c + |c|^2)), so ties break alike.
-                    dist = -((part * part).sum(-1, keepdim=True) - 2 * part @ codes.t() + (codes * codes).sum(-1))
-                    out.append(dist.argmax(-1))
-        return rearrange(torch.cat(out), "(b l) -> b l 1", b=latents.shape[0])
+        x, codes = self._codes_and_inputs(x)
+        flat = rearrange(x, "b l d -> (b l) d")
+        out = []
+        for part in flat.split(chunk):
+            if self.cfg.cosine:
+                out.append((part @ codes.t()).argmax(-1))
+            else:
+                # Same expanded form as the library (-(|x|^2 - 2 x.c + |c|^2)), so ties break alike.
+                dist = -((part * part).sum(-1, keepdim=True) - 2 * part @ codes.t() + (codes * codes).sum(-1))
+                out.append(dist.argmax(-1))
+        return rearrange(torch.cat(out), "(b l) -> b l 1", b=x.shape[0])
 
     @torch.no_grad()
     def refresh_unused(self, latents: torch.Tensor) -> int:
@@ -175,24 +171,22 @@ class VQ(Quantizer):
             if self.cfg.cosine:
                 centroids = F.normalize(centroids, dim=-1)
             self._set_codes(latents, every, None, centroids[None])
-        self.vq._codebook.initted.fill_(True)
+        vqlib.set_initialised(vqlib.codebooks(self.vq)[0], True)
 
     def _set_codes(
         self, latents: torch.Tensor, which: torch.Tensor, used: torch.Tensor | None, centroids: torch.Tensor | None
     ) -> None:
-        from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
-
         x, _ = self._codes_and_inputs(latents.float())
         if centroids is None:
-            flat = rearrange(x, "b l d -> 1 (b l) d")
-            centroids, _ = kmeans(flat, len(which), self.cfg.kmeans_iters, self.cfg.cosine)
-        codebook = self.vq._codebook
-        codebook.embed.data[0, which] = centroids[0].to(codebook.embed.dtype)
+            flat = rearrange(x, "b l d -> (b l) d")
+            centroids = vqlib.kmeans(flat, len(which), self.cfg.kmeans_iters, self.cfg.cosine)[None]
+        codebook = vqlib.codebooks(self.vq)[0]
+        size = None
         if self.cfg.ema:  # the EMA state must agree with the new codes, or the next update pulls them back
-            size = codebook.cluster_size[0, used].mean() if used is not None else x.shape[0] * x.shape[1] / len(which)
-            codebook.cluster_size.data[0, which] = size
-            codebook.embed_avg.data[0, which] = centroids[0] * size
+            counts = vqlib.code_counts(codebook)
+            size = counts[used].mean() if used is not None else x.shape[0] * x.shape[1] / len(which)
+        vqlib.set_codes(codebook, which, centroids[0], size)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, 1) -> z_q: (B, L, D) float32."""
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> z_q: (B, L, D)."""
         return self.vq.get_output_from_indices(ids[..., 0])

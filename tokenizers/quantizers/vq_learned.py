@@ -50,8 +50,7 @@ class LearnedVQ(Quantizer):
         codes = self.embedding.weight.float()
         return F.normalize(codes, dim=-1) if self.cfg.l2_norm else codes
 
-    def _prepare(self, latents: torch.Tensor) -> torch.Tensor:
-        x = latents.float()
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.cfg.l2_norm else x
 
     def _nearest(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -59,28 +58,26 @@ class LearnedVQ(Quantizer):
         distance = (flat * flat).sum(-1, keepdim=True) - 2 * flat @ codes.t() + (codes * codes).sum(-1)  # (N, K)
         return rearrange(distance.argmin(-1), "(b l) -> b l", b=x.shape[0])
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) -> z_q (B, L, D) float32, ids (B, L, 1)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            x = self._prepare(latents)  # (B, L, D)
-            codes = self._codes()  # (K, D)
-            ids = self._nearest(x, codes)  # (B, L)
-            q = codes[ids]  # (B, L, D)
-            losses = {
-                "codebook": F.mse_loss(q, x.detach()),
-                "commit": self.cfg.beta * F.mse_loss(x, q.detach()),
-            }
-            if self.training and self.cfg.entropy_weight > 0:
-                losses["entropy"] = self.cfg.entropy_weight * code_entropy_loss(x, codes, self.cfg.entropy_temperature)
-            z_q = x + (q - x).detach()  # straight-through
+    def _quantize(self, latents: torch.Tensor) -> QuantizerOutput:
+        """latents: (B, L, D) float32 -> z_q (B, L, D), ids (B, L, 1)."""
+        x = self._prepare(latents)  # (B, L, D)
+        codes = self._codes()  # (K, D)
+        ids = self._nearest(x, codes)  # (B, L)
+        q = codes[ids]  # (B, L, D)
+        losses = {
+            "codebook": F.mse_loss(q, x.detach()),
+            "commit": self.cfg.beta * F.mse_loss(x, q.detach()),
+        }
+        if self.training and self.cfg.entropy_weight > 0:
+            losses["entropy"] = self.cfg.entropy_weight * code_entropy_loss(x, codes, self.cfg.entropy_temperature)
+        z_q = x + (q - x).detach()  # straight-through
         stats = batch_code_stats(ids, self.cfg.codebook_size)
         return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
 
-    @torch.no_grad()
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            return self._nearest(self._prepare(latents), self._codes()).unsqueeze(-1)
+    def _quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
+        """The nearest codes alone, no losses: (B, L, 1)."""
+        return self._nearest(self._prepare(latents), self._codes()).unsqueeze(-1)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L, 1) -> z_q: (B, L, D) float32."""
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L, 1) -> z_q: (B, L, D)."""
         return self._codes()[ids[..., 0]]
