@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vtok.errors import VtokError
-from vtok.pretrained import Pretrained
+from vtok.pretrained import Pretrained, Saveable
 from vtok.tokens import Tokens
 
 
@@ -39,7 +39,7 @@ class TokenizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Encoder(nn.Module):
+class Encoder(Saveable, nn.Module):
     """images (B, 3, H, W) in [-1, 1] -> latents.
 
     A grid encoder returns (B, out_channels, H/f, W/f); a 1D encoder returns
@@ -51,7 +51,7 @@ class Encoder(nn.Module):
     num_latent_tokens: int | None = None
 
 
-class Decoder(nn.Module):
+class Decoder(Saveable, nn.Module):
     """Quantized latents -> images (B, 3, H, W), unbounded (about [-1, 1]).
 
     A grid decoder reads (B, in_channels, h, w); a 1D decoder reads (B, N, in_channels)
