@@ -136,7 +136,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor], continuous: bool
             recon, ids = tok.decode(tokens), tokens.ids
         row[f"{split}_psnr"] = round(float(psnr_per_image(images, recon).mean()), 3)
         if split == "heldout":
-            row["colour_error"] = round(float((recon - images).mean((0, 2, 3)).abs().max()), 4)
+            row["color_error"] = round(float((recon - images).mean((0, 2, 3)).abs().max()), 4)
             if ids is not None:
                 row["usage"] = round(len(torch.unique(ids)) / tok.codebook_sizes[0], 3)
     return row
@@ -208,7 +208,7 @@ def print_table(report: dict) -> None:
         usage = f"{m['usage']:.1%}" if "usage" in m else "-"
         print(
             f"| {name} | {row['what']} | {len(row['seeds'])} | {m['train_psnr']:.2f} | {m['heldout_psnr']:.2f} | "
-            f"{usage} | {m['colour_error']:.3f} | {m['seconds']:.0f} |"
+            f"{usage} | {m['color_error']:.3f} | {m['seconds']:.0f} |"
         )
     print("\n| classic codec at the same bits | train PSNR | held-out PSNR | held-out bytes |")
     print("|---|---|---|---|")

@@ -63,7 +63,7 @@ class Decoder(Saveable, nn.Module):
 
     @property
     def last_layer(self) -> torch.Tensor:
-        """The output layer's weight, for the GAN loss's adaptive weight."""
+        """The output layer's weight, for the GAN loss's adaptive weight (a tokenizer's ``last_layer`` is this)."""
         raise NotImplementedError
 
     def zero_output_(self) -> None:
@@ -153,6 +153,7 @@ class Tokenizer(Pretrained, nn.Module):
     def codebook_sizes(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def last_decoder_weight(self) -> torch.Tensor:
-        """The decoder's output-layer weight, for the GAN loss's adaptive weight."""
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's output-layer weight, for the GAN loss's adaptive weight (``Decoder.last_layer``)."""
         raise NotImplementedError
