@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vtok.config import AT_LEAST_1, NON_NEGATIVE, UNIT, build_component, component, ranged
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, Range, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import QuantizerOutput
 from vtok.layers import ResnetBlock
@@ -54,7 +54,7 @@ class DualTokenizer(GridTokenizer):
         # Per training sample, the chance that the pixel decoder sees the semantic half zeroed. The decoder
         # then cannot lean on semantic codes alone for detail the pixel codes should carry: with few training
         # images, that reliance fits those images and costs held-out reconstruction.
-        semantic_dropout: float = ranged(0.0, UNIT)
+        semantic_dropout: float = ranged(0.0, Range(0, 1, high_open=True))  # a share dropped: never all
 
     def __init__(self, cfg: Config):
         if not 0.0 <= cfg.semantic_dropout < 1.0:
