@@ -172,3 +172,30 @@ def test_yaml_bool_words_read_as_the_option_of_that_name(word, want):
         return
     cfg = vtok.load_config(TINY, [f"train.mixed_precision={word}"])
     assert instantiate(TrainConfig, cfg["train"]).mixed_precision == want
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_a_part_that_builds_an_empty_layer_is_refused_in_one_line():
+    """Widths are ranged, but a combination can still give a layer no weights (the guard behind the ranges)."""
+    import dataclasses
+
+    from torch import nn
+
+    from vtok import registry
+    from vtok.config import NON_NEGATIVE, build_component, ranged
+
+    @registry.register("test_probe", "empty")
+    class Empty(nn.Module):
+        @dataclasses.dataclass
+        class Config:
+            width: int = ranged(0, NON_NEGATIVE)
+
+        def __init__(self, cfg: Config):
+            super().__init__()
+            self.proj = nn.Linear(cfg.width, 2)
+
+    try:
+        with pytest.raises(VtokError, match=r"'probe': builds an empty layer \(proj.weight has shape \(2, 0\)\)"):
+            build_component("test_probe", {"name": "empty"}, "probe")
+    finally:
+        registry._REGISTRY.pop("test_probe")
