@@ -27,6 +27,7 @@ import torch
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.config import AT_LEAST_1, ranged
 from vtok.data import DataConfig, iterate_batches
 from vtok.eval.baselines import classic_scores
 from vtok.eval.psnr import psnr_per_image
@@ -48,7 +49,7 @@ class Continuous(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 8
+        dim: int = ranged(8, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()
