@@ -16,7 +16,7 @@ unconditional model) is a one-token prefix, as in LlamaGen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from vtok.ar_models.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, ranged
 from vtok.errors import VtokError
 from vtok.pretrained import Pretrained
 from vtok.registry import register
@@ -38,19 +39,19 @@ class GPT(Pretrained, nn.Module):
 
     @dataclass
     class Config:
-        codebook_sizes: list[int] = field(default_factory=lambda: [16384])
-        grid: list[int] | None = field(default_factory=lambda: [16, 16])
-        length: int | None = None  # positions of a 1D layout (grid must be null)
-        scales: list[list[int]] | None = None  # multi-scale layouts, kept to rebuild Tokens
+        codebook_sizes: list[int] = ranged([16384], AT_LEAST_1)
+        grid: list[int] | None = ranged([16, 16], AT_LEAST_1)
+        length: int | None = ranged(None, AT_LEAST_1)  # positions of a 1D layout (grid must be null)
+        scales: list[list[int]] | None = ranged(None, AT_LEAST_1)  # multi-scale layouts, kept to rebuild Tokens
         end_token: bool = False  # variable length: an end-of-image token ends a sample
-        num_classes: int = 1000  # 0: unconditional
-        dim: int = 768
-        depth: int = 12
-        heads: int = 12
-        depth_layers: int = 2  # the depth transformer for C > 1 codes per position
-        class_dropout: float = 0.1
-        dropout: float = 0.0
-        rope_base: float = 10000.0
+        num_classes: int = ranged(1000, NON_NEGATIVE)  # 0: unconditional
+        dim: int = ranged(768, AT_LEAST_1)
+        depth: int = ranged(12, AT_LEAST_1)
+        heads: int = ranged(12, AT_LEAST_1)
+        depth_layers: int = ranged(2, NON_NEGATIVE)  # the depth transformer for C > 1 codes per position
+        class_dropout: float = ranged(0.1, UNIT)
+        dropout: float = ranged(0.0, UNIT)
+        rope_base: float = ranged(10000.0, POSITIVE)
         # LlamaGen's rotary table has (cos, sin) = (0, 0) at the class positions, which zeroes the class token's
         # query and key; false gives the class positions the identity rotation (angle 0) instead.
         zero_prefix_rotary: bool = False

@@ -36,7 +36,7 @@ class SamplingConfig:
     top_p: float = ranged(1.0, Range(0, 1, low_open=True))  # 1.0: off
     cfg_scale: float = ranged(1.0, NON_NEGATIVE)  # 1.0: the conditional model alone; 0: the unconditional one
     cfg_schedule: Literal["constant", "linear"] = "constant"  # linear: 1 -> cfg_scale over the sequence
-    seed: int = 0
+    seed: int = ranged(0, NON_NEGATIVE)
     use_cache: bool = True
 
     def __post_init__(self) -> None:

@@ -105,7 +105,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, flo
             ones = ((codes[:, None] >> torch.arange(bits - 1, -1, -1)) & 1).double().mean(0)
             row["bits_in_use"] = int(((ones > 0.01) & (ones < 0.99)).sum())
             row["least_balanced_bit"] = round(float(torch.minimum(ones, 1 - ones).min() * 2), 3)
-        row["colour_error"] = round(float((tok.decode(tokens) - images).mean((0, 2, 3)).abs().max()), 4)
+        row["color_error"] = round(float((tok.decode(tokens) - images).mean((0, 2, 3)).abs().max()), 4)
     return row
 
 

@@ -27,6 +27,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.config import AT_LEAST_1, ranged
 from vtok.eval.psnr import psnr_per_image
 from vtok.images import pil_to_tensor
 from vtok.interfaces import Quantizer, QuantizerOutput
@@ -59,8 +60,8 @@ class LibraryVQ(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 8
-        codebook_size: int = 1024
+        dim: int = ranged(8, AT_LEAST_1)
+        codebook_size: int = ranged(1024, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -27,6 +27,7 @@ import torch
 
 import vtok
 from vtok.builtin import builtin_crops
+from vtok.config import AT_LEAST_1, ranged
 from vtok.data import DataConfig, iterate_batches
 from vtok.eval.baselines import classic_scores
 from vtok.eval.psnr import psnr_per_image
@@ -48,7 +49,7 @@ class Continuous(Quantizer):
 
     @dataclass
     class Config:
-        dim: int = 8
+        dim: int = ranged(8, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -136,7 +137,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor], continuous: bool
             recon, ids = tok.decode(tokens), tokens.ids
         row[f"{split}_psnr"] = round(float(psnr_per_image(images, recon).mean()), 3)
         if split == "heldout":
-            row["colour_error"] = round(float((recon - images).mean((0, 2, 3)).abs().max()), 4)
+            row["color_error"] = round(float((recon - images).mean((0, 2, 3)).abs().max()), 4)
             if ids is not None:
                 row["usage"] = round(len(torch.unique(ids)) / tok.codebook_sizes[0], 3)
     return row
@@ -208,7 +209,7 @@ def print_table(report: dict) -> None:
         usage = f"{m['usage']:.1%}" if "usage" in m else "-"
         print(
             f"| {name} | {row['what']} | {len(row['seeds'])} | {m['train_psnr']:.2f} | {m['heldout_psnr']:.2f} | "
-            f"{usage} | {m['colour_error']:.3f} | {m['seconds']:.0f} |"
+            f"{usage} | {m['color_error']:.3f} | {m['seconds']:.0f} |"
         )
     print("\n| classic codec at the same bits | train PSNR | held-out PSNR | held-out bytes |")
     print("|---|---|---|---|")

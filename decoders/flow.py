@@ -20,6 +20,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.decoders.vit import LatentDecoder, unpatchify
 from vtok.layers import ViTShape
 from vtok.registry import register
@@ -31,8 +32,8 @@ class FlowDecoder(LatentDecoder):
 
     @dataclass
     class Config(ViTShape):
-        steps: int = 8  # Euler steps at decoding
-        seed: int = 0
+        steps: int = ranged(8, AT_LEAST_1)  # Euler steps at decoding
+        seed: int = ranged(0, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.interfaces import Decoder
 from vtok.layers import group_norm
 from vtok.magvit2_layers import AdaptiveGroupNorm, DepthToSpaceUpsample, Magvit2Shape, MagvitResBlock
@@ -23,7 +24,7 @@ class Magvit2Decoder(Decoder):
 
     @dataclass
     class Config(Magvit2Shape):
-        out_channels: int = 3
+        out_channels: int = ranged(3, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.interfaces import Decoder
 from vtok.layers import PatchShape, ResnetBlock, group_norm, zero_init_block
 from vtok.registry import register
@@ -28,8 +29,8 @@ class PatchDecoder(Decoder):
 
     @dataclass
     class Config(PatchShape):
-        refine_blocks: int = 0
-        refine_width: int = 32
+        refine_blocks: int = ranged(0, NON_NEGATIVE)
+        refine_width: int = ranged(32, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -13,6 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.decoders.patch import PatchDecoder
 from vtok.interfaces import Decoder
 from vtok.layers import Patch1DShape
@@ -25,8 +26,8 @@ class Patch1DDecoder(Decoder):
 
     @dataclass
     class Config(Patch1DShape):
-        refine_blocks: int = 0
-        refine_width: int = 32
+        refine_blocks: int = ranged(0, NON_NEGATIVE)
+        refine_width: int = ranged(32, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from einops import einsum, rearrange
 from torch import nn
 
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.decoders.maskgit_vqgan import MaskGitDecoder
 from vtok.registry import register
 
@@ -26,12 +27,12 @@ class MaskGitHead(nn.Module):
 
     @dataclass
     class Config:
-        width: int = 1024  # the ViT decoder's width
-        hidden: int = 2048  # the 1x1-conv MLP's width (TiTok: 2 x width)
-        codebook_size: int = 1024
-        code_dim: int = 256
-        channels: list[int] = field(default_factory=lambda: [128, 128, 256, 256, 512])
-        num_res_blocks: int = 2
+        width: int = ranged(1024, AT_LEAST_1)  # the ViT decoder's width
+        hidden: int = ranged(2048, AT_LEAST_1)  # the 1x1-conv MLP's width (TiTok: 2 x width)
+        codebook_size: int = ranged(1024, AT_LEAST_1)
+        code_dim: int = ranged(256, AT_LEAST_1)
+        channels: list[int] = ranged([128, 128, 256, 256, 512], AT_LEAST_1)
+        num_res_blocks: int = ranged(2, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -60,8 +61,8 @@ class PatchConvHead(nn.Module):
 
     @dataclass
     class Config:
-        width: int = 768
-        patch_size: int = 16
+        width: int = ranged(768, AT_LEAST_1)
+        patch_size: int = ranged(16, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

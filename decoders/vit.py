@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vtok.config import build_component, component
+from vtok.config import NON_NEGATIVE, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Decoder
 from vtok.layers import ViTShape
@@ -51,7 +51,7 @@ class ViTLatentDecoder(LatentDecoder):
 
     @dataclass
     class Config(ViTShape):
-        conv_head: int = 0  # 3x3 conv layers after unpatchify (0: linear unpatchify only)
+        conv_head: int = ranged(0, NON_NEGATIVE)  # 3x3 conv layers after unpatchify (0: linear unpatchify only)
         class_token: bool = False  # a learned token beside the latents and patch queries (TiTok)
         prefix_only: bool = False  # leave positions past each length out of attention (see the module docstring)
         pixel_head: dict | None = component("pixel_head", optional=True)  # replaces the linear unpatchify

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.errors import VtokError
 from vtok.eval.frechet import (
     FeatureReservoir,
@@ -138,7 +139,7 @@ class ReconstructionFID(_FrechetMetric):
     class Config:
         weights: str | None = None
         kid: bool = True
-        kid_capacity: int = 5000
+        kid_capacity: int = ranged(5000, AT_LEAST_1)
         device: str = "cpu"
 
     def __init__(self, cfg: Config):

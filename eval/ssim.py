@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vtok.config import AT_LEAST_1, POSITIVE, ranged
 from vtok.eval.metric import PerImageMean, to_unit
 from vtok.registry import register
 
@@ -55,8 +56,8 @@ class SSIM(PerImageMean):
 
     @dataclass
     class Config:
-        window: int = 11
-        sigma: float = 1.5
+        window: int = ranged(11, AT_LEAST_1)
+        sigma: float = ranged(1.5, POSITIVE)
 
     def __init__(self, cfg: Config | None = None) -> None:
         self.cfg = cfg or self.Config()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vtok.config import build_component
+from vtok.config import NON_NEGATIVE, build_component, ranged
 from vtok.eval.annotations import Word
 from vtok.eval.bins import TEXT_EDGES, bin_labels, binned_means
 from vtok.eval.metric import MetricUnavailable, WorstCases
@@ -59,7 +59,7 @@ class RapidOCRRecognizer(Recognizer):
 
     @dataclass
     class Config:
-        threads: int = 0  # 0: onnxruntime's default
+        threads: int = ranged(0, NON_NEGATIVE)  # 0: onnxruntime's default
 
     def __init__(self, cfg: Config | None = None):
         cfg = cfg or self.Config()

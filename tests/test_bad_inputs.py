@@ -149,7 +149,7 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         None,
         "model.quantizer.codebook_size",
     ),
-    "train-zero-width": (["train", *TRAIN, "model.encoder.ch=0", "--out", "{w}/r"], None, "empty layer"),
+    "train-zero-width": (["train", *TRAIN, "model.encoder.ch=0", "--out", "{w}/r"], None, "model.encoder.ch"),  # ranged: refused before any layer is built
     "train-alias-bomb": (["train", "{w}/alias_bomb.yaml", "--out", "{w}/r"], None, "aliases"),
     # 7. bad numbers on the command line
     "encode-zero-size": ([*ENC[:-1], "0", "--out", "{w}/t.safetensors"], None, "--size"),

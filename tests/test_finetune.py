@@ -43,7 +43,7 @@ def test_a_run_initialised_from_a_model_starts_at_its_loss(saved, tmp_path):
     loss_fn = build_component("loss", cfg["loss"], "loss")
     x = next(iterate_batches(DataConfig(**cfg["data"]), cfg["train"]["batch_size"], cfg["train"]["seed"]))
     with torch.no_grad():
-        total, _ = loss_fn.generator_loss(x, model(x), 0, model.last_decoder_weight(), loss_fn.discriminator)
+        total, _ = loss_fn.generator_loss(x, model(x), 0, model.last_layer, loss_fn.discriminator)
     assert abs(logged - float(total)) < 1e-4
     record = json.loads((tmp_path / "ft" / "init_from.json").read_text())
     assert record["init_from"] == str(saved) and len(record["sha256"]) == 64 and record["skipped"] == []

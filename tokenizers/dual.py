@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vtok.config import build_component, component
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, Range, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.layers import ResnetBlock
@@ -60,13 +60,13 @@ class DualTokenizer(GridTokenizer):
     class Config(GridTokenizer.Config):
         quantizer: dict = component("quantizer", {"name": "tokenflow"})
         teacher: dict = component("teacher", {"name": "effnet_lite0"})
-        adapter_width: int = 256
-        adapter_blocks: int = 2
-        semantic_weight: float = 1.0
+        adapter_width: int = ranged(256, AT_LEAST_1)
+        adapter_blocks: int = ranged(2, NON_NEGATIVE)
+        semantic_weight: float = ranged(1.0, NON_NEGATIVE)
         # Per training sample, the chance that the pixel decoder sees the semantic half zeroed. The decoder
         # then cannot lean on semantic codes alone for detail the pixel codes should carry: with few training
         # images, that reliance fits those images and costs held-out reconstruction.
-        semantic_dropout: float = 0.0
+        semantic_dropout: float = ranged(0.0, Range(0, 1, high_open=True))  # a share dropped: never all
 
     def __init__(self, cfg: Config):
         if not 0.0 <= cfg.semantic_dropout < 1.0:

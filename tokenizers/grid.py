@@ -148,5 +148,6 @@ class GridTokenizer(Tokenizer):
         """The training pass's losses and stats beyond the reconstruction (the quantizer's own)."""
         return q.losses, q.stats
 
-    def last_decoder_weight(self) -> torch.Tensor:
+    @property
+    def last_layer(self) -> torch.Tensor:
         return self.decoder.last_layer

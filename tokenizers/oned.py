@@ -151,5 +151,6 @@ class OneDTokenizer(Tokenizer):
         tokens = Tokens(ids=q.ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
         return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
 
-    def last_decoder_weight(self) -> torch.Tensor:
+    @property
+    def last_layer(self) -> torch.Tensor:
         return self.decoder.last_layer

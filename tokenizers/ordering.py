@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vtok.config import AT_LEAST_1, UNIT, ranged
 from vtok.registry import register
 
 
@@ -49,8 +50,8 @@ class TailDrop(Ordering):
 
     @dataclass
     class Config:
-        p: float = 1.0
-        min_tokens: int = 1
+        p: float = ranged(1.0, UNIT)
+        min_tokens: int = ranged(1, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -70,7 +71,7 @@ class NestedDropout(Ordering):
     @dataclass
     class Config:
         powers_of_two: bool = False
-        min_tokens: int = 1
+        min_tokens: int = ranged(1, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.config import AT_LEAST_1, Range, ranged
 from vtok.errors import VtokError
 from vtok.registry import register
 
@@ -56,7 +57,7 @@ class EffNetTeacher(Teacher):
 
     @dataclass
     class Config:
-        stage: int = 3
+        stage: int = ranged(3, Range(0, 4))
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -84,7 +85,7 @@ class TimmTeacher(Teacher):
     @dataclass
     class Config:
         model: str = "vit_base_patch16_siglip_256"
-        image_size: int = 256
+        image_size: int = ranged(256, AT_LEAST_1)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):

@@ -106,7 +106,7 @@ class TokenizerTrainer(Trainer):
         t, acc = self.tcfg, self.accelerator
         gan = self.loss_fn.gan_active(self.step)
         self.opt_g.zero_grad(set_to_none=True)
-        last_layer = acc.unwrap_model(self.model).last_decoder_weight()
+        last_layer = acc.unwrap_model(self.model).last_layer
         recons, logs = [], {}
         for i, x in enumerate(micro):
             sync = acc.no_sync(self.model) if i < len(micro) - 1 else contextlib.nullcontext()

@@ -5,6 +5,10 @@
 >>> tokens = tok.encode(images)          # images: (B, 3, H, W) in [-1, 1]
 >>> recon = tok.decode(tokens)
 >>> tok.save_pretrained("out/tok"); tok = vtok.load("out/tok")
+
+Every registered module records its resolved config when built, so one made in code
+saves and loads the same way: ``GPT(GPT.Config(...)).save_pretrained(d)``, then
+``GPT.from_pretrained(d)`` (which refuses a folder holding another class).
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ CLI's flags (:func:`number_arg`), so a value is checked alike wherever it enters
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import math
@@ -28,6 +27,24 @@ import yaml
 from vtok import registry
 from vtok.errors import VtokError
 
+# The ranges live in their own module; these names stay importable from here, where every part reads them.
+from vtok.ranges import (  # noqa: F401
+    AT_LEAST_1,
+    DECAY,
+    LEVEL,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    UNIT,
+    Range,
+    check_range,
+    check_ranges,
+    fail,
+    field_arg,
+    number_arg,
+    ranged,
+)
+
 
 def component(kind: str, default: Mapping[str, Any] | None = None, optional: bool = False) -> Any:
     """Declare a dataclass field holding a component spec of registry ``kind``."""
@@ -37,88 +54,6 @@ def component(kind: str, default: Mapping[str, Any] | None = None, optional: boo
     if default is None:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
-
-
-@dataclasses.dataclass(frozen=True)
-class Range:
-    """The interval a numeric value must lie in; an open end (``low_open``) excludes the bound."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def problem(self, value: float) -> str | None:
-        """Why ``value`` is out of range, or None when it is in."""
-        if not math.isfinite(value):
-            return f"must be a finite number, got {value}"
-        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        return f"must be {self}, got {value}" if below or above else None
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
-        if self.low is None:
-            return f"{'less than' if self.high_open else 'at most'} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-
-POSITIVE = Range(0, low_open=True)
-AT_LEAST_1 = Range(1)
-NON_NEGATIVE = Range(0)
-UNIT = Range(0, 1)  # shares, ratios
-DECAY = Range(0, 1, high_open=True)  # EMA decays, Adam betas
-
-
-def ranged(default: Any, valid: Range) -> Any:
-    """Declare a numeric dataclass field (or a list of numbers) whose values must lie in ``valid``."""
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"range": valid})
-    return dataclasses.field(default=default, metadata={"range": valid})
-
-
-def number_arg(kind: type, valid: Range) -> typing.Callable[[str], Any]:
-    """An argparse ``type`` reading an int or float that must lie in ``valid``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        problem = valid.problem(value)
-        if problem:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    return parse
-
-
-def field_arg(cls: type, name: str) -> typing.Callable[[str], Any]:
-    """The argparse ``type`` of a CLI flag that sets field ``name`` of dataclass ``cls``: its type and range."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    kind = typing.get_type_hints(cls)[name]
-    return number_arg(kind, f.metadata.get("range", Range()))
-
-
-def check_ranges(obj: Any, where: str) -> None:
-    """Check every ranged field of dataclass instance ``obj`` (for objects built in code, not from YAML)."""
-    for f in dataclasses.fields(obj):
-        if "range" in f.metadata:
-            _check_range(f.metadata["range"], getattr(obj, f.name), f"{where}.{f.name}")
-
-
-def _check_range(valid: Range, value: Any, where: str) -> None:
-    for v in value if isinstance(value, list) else [value]:
-        problem = None if v is None else valid.problem(v)
-        if problem:
-            _fail(where, problem)
-
-
-def _fail(where: str, message: str) -> typing.NoReturn:
-    raise VtokError(f"config key '{where}': {message}")
 
 
 _YAML_TRUE, _YAML_FALSE = ("yes", "on", "true", "y"), ("no", "off", "false", "n")
@@ -136,36 +71,35 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:  # X | None: X's own message says more than "expected X | None"
             return _check_value(options[0], value, where)
-        errors = []
-        for option in (a for a in args if a is not type(None)):
+        for option in options:
             try:
                 return _check_value(option, value, where)
-            except VtokError as err:
-                errors.append(str(err))
-        _fail(where, f"expected {_type_name(tp)}, got {value!r}")
+            except VtokError:
+                pass
+        fail(where, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         # YAML 1.1 reads a bare no / yes / off / on as a bool; where the options are those words, take the word.
         if isinstance(value, bool):
             value = next((a for a in args if str(a).lower() in (_YAML_TRUE if value else _YAML_FALSE)), value)
         if value not in args:
-            _fail(where, f"expected one of {list(args)}, got {value!r}")
+            fail(where, f"expected one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, list | tuple):
-            _fail(where, f"expected a list, got {value!r}")
+            fail(where, f"expected a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                _fail(where, f"expected {len(args)} items, got {len(value)}")
+                fail(where, f"expected {len(args)} items, got {len(value)}")
             return [_check_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         item = args[0] if args else Any
         return [_check_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            _fail(where, f"expected true/false, got {value!r}")
+            fail(where, f"expected true/false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(where, f"expected an integer, got {value!r}")
+            fail(where, f"expected an integer, got {value!r}")
         return value
     if tp is float:
         # PyYAML reads "1e-4" (no dot) as a string: accept numeric strings here.
@@ -173,19 +107,19 @@ def _check_value(tp: Any, value: Any, where: str) -> Any:
             try:
                 value = float(value)
             except ValueError:
-                _fail(where, f"expected a number, got {value!r}")
+                fail(where, f"expected a number, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            _fail(where, f"expected a number, got {value!r}")
+            fail(where, f"expected a number, got {value!r}")
         if not math.isfinite(value):
-            _fail(where, f"expected a finite number, got {value!r}")
+            fail(where, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            _fail(where, f"expected a string, got {value!r}")
+            fail(where, f"expected a string, got {value!r}")
         return value
     if tp is dict or origin is dict:
         if not isinstance(value, Mapping):
-            _fail(where, f"expected a mapping, got {value!r}")
+            fail(where, f"expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return resolve(tp, value, where)
@@ -210,7 +144,7 @@ def resolve(cls: type, raw: Mapping[str, Any] | None, where: str = "") -> dict[s
     """
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        _fail(where or "<root>", f"expected a mapping, got {raw!r}")
+        fail(where or "<root>", f"expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -237,7 +171,7 @@ def resolve(cls: type, raw: Mapping[str, Any] | None, where: str = "") -> dict[s
         else:
             out[name] = _check_value(hints[name], value, key)
             if "range" in f.metadata:
-                _check_range(f.metadata["range"], out[name], key)
+                check_range(f.metadata["range"], out[name], key)
     return out
 
 
@@ -288,8 +222,23 @@ def build_component(kind: str, spec: Mapping[str, Any], where: str = "") -> Any:
                 f"config key '{where or kind}': builds an empty layer ({empty[0]} has shape {empty[1]}); "
                 "a width, channel count or size is 0"
             )
-    obj.spec = resolved
-    return obj
+    return obj  # its ``spec`` (== resolved) was recorded by the registry's wrapper of __init__
+
+
+def spec_of(cls: type, cfg: Any) -> dict[str, Any]:
+    """The resolved spec ``{"name": ..., **fields}`` of registered ``cls`` built with ``cfg`` (None: defaults).
+
+    Checked like a spec read from YAML, so what ``save_pretrained`` writes rebuilds the same object.
+    """
+    if cfg is None:
+        fields: dict[str, Any] = {}
+    elif dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        fields = dataclasses.asdict(cfg)
+    elif isinstance(cfg, Mapping):
+        fields = dict(cfg)
+    else:
+        raise VtokError(f"{cls.__name__} takes a {cls.__name__}.Config, got {type(cfg).__name__}")
+    return resolve_component(cls.registry_kind, {"name": cls.registry_name, **fields}, cls.registry_kind)
 
 
 def _join(prefix: str, key: str) -> str:

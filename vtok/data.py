@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from vtok.builtin import WINDOWS_PER_PHOTO, builtin_crops, photo, photo_names
-from vtok.config import NON_NEGATIVE, Range, ranged
+from vtok.config import NON_NEGATIVE, SHARE, Range, ranged
 from vtok.errors import VtokError
 from vtok.images import IMAGE_EXTENSIONS, center_crop_arr, load_image, pil_to_tensor
 
@@ -61,8 +61,8 @@ class DataConfig:
     random_flip: bool = True
     num_workers: int = ranged(0, NON_NEGATIVE)
     held_out: str = "builtin"
-    crop_scale: list[float] | None = None
-    color_jitter: list[float] | None = None
+    crop_scale: list[float] | None = ranged(None, SHARE)
+    color_jitter: list[float] | None = ranged(None, NON_NEGATIVE)
 
     def __post_init__(self) -> None:
         if self.color_jitter is not None and (

@@ -10,7 +10,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.fast import full_precision
-from vtok.pretrained import Pretrained
+from vtok.pretrained import Pretrained, Saveable
 from vtok.tokens import Tokens
 
 
@@ -41,7 +41,7 @@ class TokenizerOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Encoder(nn.Module):
+class Encoder(Saveable, nn.Module):
     """images (B, 3, H, W) in [-1, 1] -> latents.
 
     A grid encoder returns (B, out_channels, H/f, W/f); a 1D encoder returns
@@ -53,7 +53,7 @@ class Encoder(nn.Module):
     num_latent_tokens: int | None = None
 
 
-class Decoder(nn.Module):
+class Decoder(Saveable, nn.Module):
     """Quantized latents -> images (B, 3, H, W), unbounded (about [-1, 1]).
 
     A grid decoder reads (B, in_channels, h, w); a 1D decoder reads (B, N, in_channels)
@@ -65,7 +65,7 @@ class Decoder(nn.Module):
 
     @property
     def last_layer(self) -> torch.Tensor:
-        """The output layer's weight, for the GAN loss's adaptive weight."""
+        """The output layer's weight, for the GAN loss's adaptive weight (a tokenizer's ``last_layer`` is this)."""
         raise NotImplementedError
 
     def zero_output_(self) -> None:
@@ -187,6 +187,7 @@ class Tokenizer(Pretrained, nn.Module):
     def codebook_sizes(self) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def last_decoder_weight(self) -> torch.Tensor:
-        """The decoder's output-layer weight, for the GAN loss's adaptive weight."""
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's output-layer weight, for the GAN loss's adaptive weight (``Decoder.last_layer``)."""
         raise NotImplementedError

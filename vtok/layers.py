@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vtok.config import AT_LEAST_1, ranged
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
 from vtok.errors import VtokError
 
 
@@ -118,13 +118,13 @@ def attention_levels(levels: list[int], num_levels: int) -> set[int]:
 class ViTShape:
     """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
 
-    image_size: int = 256
-    patch_size: int = 16
-    width: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    num_latent_tokens: int = 32
+    image_size: int = ranged(256, AT_LEAST_1)
+    patch_size: int = ranged(16, AT_LEAST_1)
+    width: int = ranged(768, AT_LEAST_1)
+    depth: int = ranged(12, AT_LEAST_1)
+    heads: int = ranged(12, AT_LEAST_1)
+    mlp_ratio: float = ranged(4.0, POSITIVE)
+    num_latent_tokens: int = ranged(32, AT_LEAST_1)
 
 
 @dataclass
@@ -132,10 +132,10 @@ class PatchShape:
     """What the patch encoder and decoder share: patch size, width and residual blocks of the latent grid,
     latent channels."""
 
-    patch_size: int = 8
-    width: int = 128
-    num_blocks: int = 2
-    z_channels: int = 64
+    patch_size: int = ranged(8, AT_LEAST_1)
+    width: int = ranged(128, AT_LEAST_1)
+    num_blocks: int = ranged(2, NON_NEGATIVE)
+    z_channels: int = ranged(64, AT_LEAST_1)
 
     def __post_init__(self) -> None:
         for name in ("width", *(["refine_width"] if hasattr(self, "refine_width") else [])):

@@ -10,7 +10,7 @@ input latents. Parameter names follow Open-MAGVIT2's, so its weights load by nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ class Magvit2Shape:
     multiplier a level (one level a factor 2), residual blocks a level, latent channels."""
 
     ch: int = ranged(128, AT_LEAST_1)
-    ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
+    ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
     num_res_blocks: int = ranged(4, AT_LEAST_1)
     z_channels: int = ranged(18, AT_LEAST_1)
 

@@ -33,7 +33,7 @@ class TrainConfig:
     ema_decay: float | None = ranged(0.999, DECAY)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     compile: bool = False  # torch.compile the model's forward (and so its backward); state names unchanged
-    seed: int = 0
+    seed: int = ranged(0, NON_NEGATIVE)
     log_every: int = ranged(50, AT_LEAST_1)
     save_every: int = ranged(1000, AT_LEAST_1)
     keep_checkpoints: int = ranged(2, AT_LEAST_1)

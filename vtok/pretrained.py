@@ -1,4 +1,10 @@
-"""vtok's release format: ``config.json`` (names, arguments, format_version) + ``model.safetensors``."""
+"""vtok's release format: ``config.json`` (names, arguments, format_version) + ``model.safetensors``.
+
+``config.json`` holds ``{"format_version": 1, "kind": K, "model": spec}``: ``K`` is the
+registry kind of the saved module (``"model"`` for a tokenizer or an AR model, as
+every vtok has written; ``"quantizer"``, ``"encoder"``, ... for a part saved alone)
+and ``spec`` its resolved config, ``{"name": ..., **fields}``.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +30,45 @@ def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
-class Pretrained:
-    """Mixin for registered top-level models (tokenizers, AR models).
+class Saveable:
+    """``save_pretrained`` / ``from_pretrained`` for every registered torch module.
 
-    ``build_component`` sets ``self.spec`` (the resolved config of the model); it is
-    what ``config.json`` stores and what :func:`vtok.load` rebuilds from.
+    :func:`vtok.registry.register` records ``self.spec`` (the resolved config) when an
+    instance is built, and gives these two methods to registered modules that lack
+    them, so a part built alone (``VQ(VQ.Config(dim=8))``) saves and loads like a model.
     """
 
     spec: dict[str, Any]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
+        spec = getattr(self, "spec", None)
+        kind = getattr(type(self), "registry_kind", None)
+        if spec is None or kind is None:
+            raise VtokError(f"{type(self).__name__} is not a registered class, so it has no config to save")
+        config = {"format_version": FORMAT_VERSION, "kind": kind, "model": spec}
+        if getattr(self, "source", None) is not None:
+            config["source"] = self.source
+        with atomic_dir(directory) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+            write_safetensors(unique_state(self), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        return Path(directory)
+
+    @classmethod
+    def from_pretrained(cls, ref: str | Path, map_location: str | torch.device = "cpu") -> Any:
+        """Rebuild the module saved in ``ref`` (a folder or a Hub id ``org/name[@revision]``), weights loaded strictly.
+
+        The folder must hold this class; a base class that is not registered itself
+        (``Tokenizer``) takes any of its registered subclasses. Returned in eval mode.
+        """
+        from vtok.hub import model_dir
+
+        return load_pretrained(model_dir(ref), map_location, expect=cls)
+
+
+class Pretrained(Saveable):
+    """Mixin for registered top-level models (tokenizers, AR models): what a loadable model has besides its weights."""
+
     # Where the weights came from when not trained by vtok (``vtok convert``): family, file, sha256, Hub id.
     source: dict[str, Any] | None = None
     # Top-level modules that belong to a named part for ``train.freeze`` (e.g. quant_conv to the encoder).
@@ -40,16 +77,6 @@ class Pretrained:
     def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Another model's weights, mapped for ``train.init_from`` (e.g. a class table grown to this size)."""
         return state
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
-        config = {"format_version": FORMAT_VERSION, "kind": "model", "model": self.spec}
-        if self.source is not None:
-            config["source"] = self.source
-        with atomic_dir(directory) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            write_safetensors(unique_state(self), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-        return Path(directory)
 
     def fingerprint(self) -> str:
         """sha256 over the config and every weight: token files record it, decode checks it.
@@ -92,12 +119,35 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Rebuild the model saved in ``directory`` and load its weights strictly."""
+def saved_kind(config: dict[str, Any], directory: str | Path) -> tuple[str, str]:
+    """The registry kind and name of the module a ``config.json`` describes (kind ``model`` when unstated)."""
+    kind, spec = config.get("kind", "model"), config["model"]
+    if not isinstance(kind, str) or not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise VtokError(f"{Path(directory) / CONFIG_NAME} names no registered module (bad 'kind' or 'model.name')")
+    return kind, spec["name"]
+
+
+def check_expected(expect: type, kind: str, name: str, directory: str | Path) -> None:
+    """One line refusing a folder whose module is not ``expect`` (or, for an unregistered base, not of it)."""
+    from vtok.registry import lookup
+
+    if "registry_name" in expect.__dict__:
+        ok = (kind, name) == (expect.registry_kind, expect.registry_name)
+    else:
+        ok = issubclass(lookup(kind, name), expect)
+    if not ok:
+        raise VtokError(f"{directory} holds the {kind} {name!r}, not a {expect.__name__}; load it with vtok.load")
+
+
+def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu", expect: type | None = None) -> Any:
+    """Rebuild the module saved in ``directory`` and load its weights strictly; ``expect``: the class it must be."""
     from vtok.config import build_component
 
     config = read_config(directory)
-    model = build_component("model", config["model"], "model")
+    kind, name = saved_kind(config, directory)
+    if expect is not None:
+        check_expected(expect, kind, name, directory)
+    model = build_component(kind, config["model"], kind)
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise VtokError(f"{directory} has no {WEIGHTS_NAME}")

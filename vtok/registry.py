@@ -5,15 +5,20 @@ not registered yet imports the part packages (``vtok.tokenizers``,
 ``vtok.decoders``, ``vtok.ar_models``, ``vtok.eval``), whose modules register
 their classes with :func:`register` as they load. ``import vtok`` stays light and
 dependencies point one way: parts -> core.
+
+Registering also makes every instance record its resolved config as ``spec`` when
+it is built, however it is built (``GPT(GPT.Config(...))`` as much as from YAML),
+and gives every registered torch module ``save_pretrained`` / ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vtok.errors import VtokError
 
@@ -32,7 +37,10 @@ def register(kind: str, name: str) -> Callable[[T], T]:
     """Class decorator: file ``cls`` under ``kind``/``name``.
 
     The class must define a dataclass ``Config`` and take it as its only
-    constructor argument (trainers, and other kinds of :data:`KIND_MODULES`, excepted).
+    constructor argument (None may stand for the defaults; trainers, and other kinds of
+    :data:`KIND_MODULES`, excepted). Its instances record ``spec`` (``{"name": name, **every
+    field}``, nested parts resolved alike) once built; a torch module also gets
+    ``save_pretrained`` and ``from_pretrained``.
     """
 
     def wrap(cls: T) -> T:
@@ -44,9 +52,37 @@ def register(kind: str, name: str) -> Callable[[T], T]:
         table[name] = cls
         cls.registry_kind = kind
         cls.registry_name = name
+        if not hasattr(cls, "Config"):  # a trainer: not built from a config, nothing to record
+            return cls
+        _record_spec_on_init(cls)
+        if hasattr(cls, "state_dict"):  # a torch module (the registry itself does not import torch)
+            from vtok.pretrained import Saveable
+
+            for method in ("save_pretrained", "from_pretrained"):
+                if not hasattr(cls, method):
+                    setattr(cls, method, Saveable.__dict__[method])
         return cls
 
     return wrap
+
+
+def _record_spec_on_init(cls: type) -> None:
+    """Wrap ``cls.__init__`` so an instance of exactly ``cls`` records its resolved config as ``spec``.
+
+    A registered subclass (``RedundantPad`` of ``NestedDropout``) calls its base's
+    ``__init__`` with its own config: only the outermost, exact class records.
+    """
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if type(self) is cls:
+            from vtok.config import spec_of
+
+            self.spec = spec_of(cls, args[0] if args else kwargs.get("cfg"))
+
+    cls.__init__ = __init__
 
 
 def load_parts() -> None:

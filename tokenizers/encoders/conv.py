@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.config import AT_LEAST_1, LEVEL, NON_NEGATIVE, UNIT, ranged
 from vtok.interfaces import Encoder
 from vtok.layers import AttnBlock, Downsample, MidBlock, ResnetBlock, attention_levels, group_norm
 from vtok.registry import register
@@ -22,13 +23,13 @@ class ConvEncoder(Encoder):
 
     @dataclass
     class Config:
-        in_channels: int = 3
-        ch: int = 128
-        ch_mult: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 4])
-        num_res_blocks: int = 2
-        attn_levels: list[int] = field(default_factory=lambda: [-1])
-        z_channels: int = 256
-        dropout: float = 0.0
+        in_channels: int = ranged(3, AT_LEAST_1)
+        ch: int = ranged(128, AT_LEAST_1)
+        ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
+        num_res_blocks: int = ranged(2, NON_NEGATIVE)
+        attn_levels: list[int] = ranged([-1], LEVEL)
+        z_channels: int = ranged(256, AT_LEAST_1)
+        dropout: float = ranged(0.0, UNIT)
 
     def __init__(self, cfg: Config):
         super().__init__()

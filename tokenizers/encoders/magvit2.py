@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.interfaces import Encoder
 from vtok.layers import group_norm
 from vtok.magvit2_layers import Magvit2Shape, MagvitResBlock
@@ -25,7 +26,7 @@ class Magvit2Encoder(Encoder):
 
     @dataclass
     class Config(Magvit2Shape):
-        in_channels: int = 3
+        in_channels: int = ranged(3, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

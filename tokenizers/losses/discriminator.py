@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vtok.config import AT_LEAST_1, ranged
 from vtok.registry import register
 
 
@@ -16,8 +17,8 @@ class PatchGAN(nn.Module):
 
     @dataclass
     class Config:
-        ndf: int = 64
-        n_layers: int = 3
+        ndf: int = ranged(64, AT_LEAST_1)
+        n_layers: int = ranged(3, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

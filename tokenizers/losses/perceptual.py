@@ -12,7 +12,7 @@ as LPIPS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from torch import nn
 
 from vtok.backbones import freeze, load_effnet_lite0, torch_hub_file
 from vtok.compat import ensure_torchvision
+from vtok.config import Range, ranged
 from vtok.errors import VtokError
 from vtok.registry import register
 
@@ -37,7 +38,7 @@ class EffNetLite0Distance(Perceptual):
 
     @dataclass
     class Config:
-        stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+        stages: list[int] = ranged([0, 1, 2, 3, 4], Range(0, 4))
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -69,7 +69,7 @@ class SemanticRegularizer(nn.Module):
     class Config:
         teacher: dict = component("teacher", {"name": "effnet_lite0"})
         features: str = "decoder.conv_in"
-        channels: int | None = None  # the features' channels where the module does not tell
+        channels: int | None = ranged(None, AT_LEAST_1)  # the features' channels where the module does not tell
         proj_layers: int = ranged(3, AT_LEAST_1)  # REPA's 3-layer MLP; 1 is VA-VAE's linear map
         proj_width: int = ranged(512, AT_LEAST_1)
         cosine_weight: float = ranged(0.5, NON_NEGATIVE)

@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+<<<<<<< HEAD
 from vtok.config import build_component, component
 from vtok.fast import full_precision
+=======
+from vtok.config import DECAY, NON_NEGATIVE, build_component, component, ranged
+>>>>>>> wt/spec
 from vtok.interfaces import TokenizerOutput
 from vtok.registry import register
 
@@ -30,20 +34,20 @@ class VQGANLoss(nn.Module):
 
     @dataclass
     class Config:
-        l1_weight: float = 1.0
-        l2_weight: float = 0.0
-        perceptual_weight: float = 1.0
+        l1_weight: float = ranged(1.0, NON_NEGATIVE)
+        l2_weight: float = ranged(0.0, NON_NEGATIVE)
+        perceptual_weight: float = ranged(1.0, NON_NEGATIVE)
         perceptual: dict = component("perceptual", {"name": "effnet_lite0"})
-        codebook_weight: float = 1.0
+        codebook_weight: float = ranged(1.0, NON_NEGATIVE)
         discriminator: dict = component("discriminator", {"name": "patchgan"})
-        disc_weight: float = 0.5
-        disc_start: int = 20000
+        disc_weight: float = ranged(0.5, NON_NEGATIVE)
+        disc_start: int = ranged(20000, NON_NEGATIVE)
         # The generator's GAN weight ramps from 0 over these steps after disc_start, so a discriminator trained
         # from scratch (e.g. when fine-tuning a released generator) is not followed while it is still random.
-        disc_warmup_steps: int = 0
+        disc_warmup_steps: int = ranged(0, NON_NEGATIVE)
         adaptive_weight: bool = False
-        lecam_weight: float = 0.0
-        lecam_decay: float = 0.999
+        lecam_weight: float = ranged(0.0, NON_NEGATIVE)
+        lecam_decay: float = ranged(0.999, DECAY)
         # A teacher alignment of the tokenizer's features (``semantic``: GigaTok's / VA-VAE's), or none.
         regularizer: dict | None = component("regularizer", optional=True)
 

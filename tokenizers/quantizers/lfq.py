@@ -11,7 +11,7 @@ is what keeps 2^18 codes tractable (a softmax over 2 x 512 entries, not 262144).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange, reduce
@@ -55,7 +55,7 @@ class LFQ(Quantizer):
         # A random share of the positions for the per-sample entropy, to save memory on large batches.
         per_sample_entropy_share: float = ranged(1.0, Range(0.0, 1.0, low_open=True))
         # Bits of each token sub-code, in order (summing to ``bits``); empty: ``groups`` equal sub-codes.
-        sub_codes: list[int] = field(default_factory=list)
+        sub_codes: list[int] = ranged([], AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

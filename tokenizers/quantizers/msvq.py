@@ -17,7 +17,7 @@ here are learned by gradient, with VAR's loss: per scale, beta * |sg(f_hat) - f|
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class MultiScaleVQ(Quantizer):
     class Config:
         dim: int = ranged(32, AT_LEAST_1)
         codebook_size: int = ranged(4096, AT_LEAST_1)
-        scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 8, 10, 13, 16])
+        scales: list[int] = ranged([1, 2, 3, 4, 5, 6, 8, 10, 13, 16], AT_LEAST_1)
         phi_count: int = ranged(4, NON_NEGATIVE)  # 0: one phi a scale; 1: one for all
         phi_ratio: float = ranged(0.5, UNIT)  # r in (1 - r) h + r conv(h); 0: no phi
         cosine: bool = False  # nearest code by cosine (VAR's using_znorm) instead of Euclidean distance

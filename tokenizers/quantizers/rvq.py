@@ -35,7 +35,7 @@ class ResidualQuantizer(Quantizer):
         dim: int = ranged(256, AT_LEAST_1)
         depth: int = ranged(4, AT_LEAST_1)
         codebook_size: int = ranged(16384, AT_LEAST_1)
-        codebook_dim: int | None = None
+        codebook_dim: int | None = ranged(None, AT_LEAST_1)
         shared_codebook: bool = True
         cosine: bool = False
         decay: float = ranged(0.99, DECAY)

@@ -32,7 +32,7 @@ class SimVQ(Quantizer):
     class Config:
         dim: int = ranged(8, AT_LEAST_1)
         codebook_size: int = ranged(16384, AT_LEAST_1)
-        frozen_dim: int | None = None  # the frozen codebook's width (default: dim)
+        frozen_dim: int | None = ranged(None, AT_LEAST_1)  # the frozen codebook's width (default: dim)
         rotation_trick: bool = True
         commitment_weight: float = ranged(1.0, NON_NEGATIVE)
         input_commitment: float = ranged(0.25, NON_NEGATIVE)

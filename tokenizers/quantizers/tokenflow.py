@@ -17,7 +17,7 @@ update, so every rank keeps the same codebooks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -48,8 +48,8 @@ class SharedMultiScaleQuantizer(Quantizer):
         semantic_dim: int = ranged(32, AT_LEAST_1)
         pixel_dim: int = ranged(8, AT_LEAST_1)
         codebook_size: int = ranged(16384, AT_LEAST_1)
-        scales: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-        pixel_weight: float = 1.0
+        scales: list[int] = ranged([1, 2, 4, 8, 16], AT_LEAST_1)
+        pixel_weight: float = ranged(1.0, NON_NEGATIVE)
         decay: float = ranged(0.99, DECAY)
         dead_code_share: float = ranged(1.0, NON_NEGATIVE)  # restart under this share of a code's mean use
         dead_code_threshold: float = ranged(0.0, NON_NEGATIVE)  # > 0: an absolute EMA count instead of the share

@@ -55,7 +55,7 @@ class VQ(Quantizer):
     class Config:
         dim: int = ranged(8, AT_LEAST_1)
         codebook_size: int = ranged(16384, AT_LEAST_1)
-        codebook_dim: int | None = None
+        codebook_dim: int | None = ranged(None, AT_LEAST_1)
         cosine: bool = True
         ema: bool = True
         decay: float = ranged(0.99, DECAY)

@@ -46,7 +46,7 @@ def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool 
         "images": len(crops),
         "image_size": image_size,
         "psnr": psnr.compute()["PSNR"],
-        "colour_error": [round(float(e), 4) for e in (recon - images).mean((0, 2, 3))],
+        "color_error": [round(float(e), 4) for e in (recon - images).mean((0, 2, 3))],
         "codebook_usage": stats["usage"],
         "codebook": usage_verdict(stats["usage"]),
         "perplexity": stats["perplexity"],
@@ -97,7 +97,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None, progress: bool
         protocol={
             "data": "built-in held-out crops (photographs chelsea, flower, rocket, coins; 13 windows each)",
             "psnr": "per image on 8-bit [0, 1] RGB, then averaged",
-            "colour_error": "mean of reconstruction - original per channel (R, G, B), [-1, 1] units",
+            "color_error": "mean of reconstruction - original per channel (R, G, B), [-1, 1] units",
             "codebook": "ids of all held-out crops; usage = distinct ids / codebook size; perplexity = 2^entropy",
         },
         model=str(final),
