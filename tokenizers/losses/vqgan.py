@@ -8,12 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-<<<<<<< HEAD
-from vtok.config import build_component, component
-from vtok.fast import full_precision
-=======
 from vtok.config import DECAY, NON_NEGATIVE, build_component, component, ranged
->>>>>>> wt/spec
+from vtok.fast import full_precision
 from vtok.interfaces import TokenizerOutput
 from vtok.registry import register
 

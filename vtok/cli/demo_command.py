@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> None:
     result = run_demo(args.out, args.overrides)
     rows = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
     rows["classic_vq psnr (same bits)"] = result["classic_vq"]["psnr"]
-    rows["colour_error (R, G, B)"] = ", ".join(f"{e:+.3f}" for e in result["colour_error"])
+    rows["color_error (R, G, B)"] = ", ".join(f"{e:+.3f}" for e in result["color_error"])
     print(f"held-out reconstructions: {Path(args.out) / 'heldout.png'}  (originals above reconstructions)")
     print(table(rows))
