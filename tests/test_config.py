@@ -68,7 +68,12 @@ def _config_dataclasses():
 
     registry.load_parts()
     todo = [(RunConfig, "run"), (TrainConfig, "train"), (DataConfig, "data"), (SamplingConfig, "sampling")]
-    todo += [(cls.Config, f"{kind}:{name}") for kind, table in registry._REGISTRY.items() for name, cls in table.items()]
+    todo += [
+        (cls.Config, f"{kind}:{name}")
+        for kind, table in registry._REGISTRY.items()
+        for name, cls in table.items()
+        if hasattr(cls, "Config")  # trainers take a run, not a config
+    ]
     seen = set()
     while todo:
         cls, where = todo.pop(0)
