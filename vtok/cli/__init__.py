@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece, VAR, Open-MAGVIT2) as a vtok model",
+        help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece, VAR, Open-MAGVIT2, RQ-VAE) as a vtok "
+        "model",
     )
     from vtok.convert import SOURCES
 
@@ -405,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums; Open-MAGVIT2: factorized_bits "
-        "(optional)",
+        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums; Open-MAGVIT2: factorized_bits; "
+        "RQ-VAE: its stage-1 config.yaml (EMA decay, restarts, latent loss weight) (optional)",
     )
     p.add_argument("--out", required=True, help="folder for the vtok model")
     p.set_defaults(func=cmd_convert)
