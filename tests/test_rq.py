@@ -49,3 +49,29 @@ def test_reconstruction_error_falls_with_depth_after_brief_training(tmp_path):
     with torch.no_grad():
         errors = [float((tok.decode(tokens.levels(d)) - x).pow(2).mean()) for d in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2], errors
+
+
+def test_collapse_alarm_reads_levels_that_quantize_dropout_removed():
+    """A window in which dropout stopped every step above level 1 judges level 1 alone (it read 0% before)."""
+    from vtok.config import build_component
+    from vtok.stats import CodeUsage
+    from vtok.tokenizers.train import collapse_reading
+
+    torch.manual_seed(0)
+    q = build_component("quantizer", {"name": "rvq", "dim": 8, "depth": 3, "codebook_size": 64}).train()
+    x = torch.randn(4, 64, 8)
+    for _ in range(50):  # until dropout keeps only the first level
+        ids = q(x).ids
+        if (ids[..., 1:] == -1).all():
+            break
+    assert (ids[..., 1:] == -1).all() and (ids[..., 0] >= 0).all()
+    usage = CodeUsage(q.codebook_sizes)
+    usage.update(ids)
+    levels = usage.compute()
+    window_usage, floor = collapse_reading(levels, q.codebook_sizes)
+    assert window_usage == levels[0]["distinct"] / 64 > 0.1 and floor == levels[0]["perplexity"] > 2
+    # A level that was reached but uses one code still reads as collapsed.
+    ids = torch.stack([ids[..., 0], torch.zeros_like(ids[..., 0]), torch.full_like(ids[..., 0], -1)], -1)
+    usage.reset()
+    usage.update(ids)
+    assert collapse_reading(usage.compute(), q.codebook_sizes) == (1 / 64, 1.0)

@@ -12,6 +12,7 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     lfq,
     msvq,
     residual_scalar,
+    rq_shared,
     rvq,
     simvq,
     tokenflow,

@@ -38,6 +38,21 @@ def _lossless_state(loss_fn: torch.nn.Module) -> torch.nn.Module:
     return keep
 
 
+def collapse_reading(levels: list[dict[str, float]], sizes: tuple[int, ...]) -> tuple[float, float]:
+    """(window usage, perplexity floor) of a logging window, from :meth:`CodeUsage.compute`'s per-level rows.
+
+    Collapse is judged on the worst level, each against as many codes as the window's tokens
+    could have used, so small batches do not read as collapse. A level no token of the window
+    reached (quantize dropout stopped every step of the window above it) has nothing to judge and
+    is left out: counted, it read as 0% usage and a perplexity of 1 whenever dropout removed it.
+    """
+    seen = [(lv, size) for lv, size in zip(levels, sizes) if lv["count"] > 0]
+    if not seen:
+        return 0.0, 0.0
+    usage = min(lv["distinct"] / max(1.0, min(size, lv["count"])) for lv, size in seen)
+    return usage, min(lv["perplexity"] for lv, _ in seen)
+
+
 @register("trainer", "tokenizer")
 class TokenizerTrainer(Trainer):
     """The model, loss, generator and discriminator optimisers of one tokenizer run."""
@@ -133,15 +148,12 @@ class TokenizerTrainer(Trainer):
     def window_stats(self) -> dict[str, Any]:
         levels = self.usage.compute()
         self.usage.reset()
-        # The first codebook (level) as before; collapse is judged on the worst level, against as many
-        # codes as the window's tokens could have used, so small batches do not read as collapse.
-        sizes = self.usage.codebook_sizes
-        window_usage = min(lv["distinct"] / max(1.0, min(size, lv["count"])) for lv, size in zip(levels, sizes))
+        window_usage, floor = collapse_reading(levels, self.usage.codebook_sizes)
+        # The first codebook (level) as before.
         stats: dict[str, Any] = {"codebook_usage": levels[0]["usage"], "perplexity": levels[0]["perplexity"]}
         stats["window_usage"] = window_usage
         t = self.tcfg
         if self.step > t.warmup_steps and levels[0]["count"] > 0:
-            floor = min(lv["perplexity"] for lv in levels)
             stats["collapse"] = window_usage < t.collapse_usage or floor < t.collapse_perplexity
         return stats
 

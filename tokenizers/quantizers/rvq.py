@@ -1,4 +1,8 @@
-"""Residual quantization (RQ-VAE) through vector-quantize-pytorch's ``ResidualVQ``.
+"""Residual quantization through vector-quantize-pytorch's ``ResidualVQ``.
+
+The published RQ-VAE's quantizer (per-level EMA of one shared codebook, its restarts, no
+dropout) is the ``rq_shared`` part; this one keeps the library's dynamics (k-means init,
+batch-relative restarts, quantize dropout) and offers separate codebooks per level.
 
 Each position gets ``depth`` codes: level 1 quantizes the latent, level k the
 residual left by levels 1..k-1, and the quantized latent is the sum of the chosen
