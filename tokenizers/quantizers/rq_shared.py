@@ -69,17 +69,15 @@ class SharedResidualQuantizer(Quantizer):
         norms = residual.pow(2.0).sum(dim=1, keepdim=True) + codebook_t.pow(2.0).sum(dim=0, keepdim=True)
         return torch.addmm(norms, residual, codebook_t, alpha=-2.0).argmin(dim=-1)  # (N,)
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """latents: (B, L, D) -> z_q (B, L, D) float32 (straight-through), ids (B, L, depth)."""
-        if latents.shape[-1] != self.dim:
-            raise VtokError(f"rq_shared: latents have {latents.shape[-1]} channels, the codebook {self.dim}")
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            z = latents.float()  # (B, L, D)
-            ids, partial_sums = self._residual_codes(z.detach().flatten(0, 1), update=self.training)
-            ids = ids.view(*z.shape[:2], -1)  # (B, L, depth)
-            partial_sums = [s.view_as(z) for s in partial_sums]
-            commit = torch.stack([(z - s).pow(2.0).mean() for s in partial_sums]).mean()
-            z_q = z + (partial_sums[-1] - z).detach()  # (B, L, D)
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: (B, L, D) float32 -> z_q (B, L, D) float32 (straight-through), ids (B, L, depth)."""
+        if z.shape[-1] != self.dim:
+            raise VtokError(f"rq_shared: latents have {z.shape[-1]} channels, the codebook {self.dim}")
+        ids, partial_sums = self._residual_codes(z.detach().flatten(0, 1), update=self.training)
+        ids = ids.view(*z.shape[:2], -1)  # (B, L, depth)
+        partial_sums = [s.view_as(z) for s in partial_sums]
+        commit = torch.stack([(z - s).pow(2.0).mean() for s in partial_sums]).mean()
+        z_q = z + (partial_sums[-1] - z).detach()  # (B, L, D)
         # All levels draw from one codebook: the batch's usage counts every level's ids.
         stats = batch_code_stats(ids, self.cfg.codebook_size)
         return QuantizerOutput(
@@ -144,15 +142,14 @@ class SharedResidualQuantizer(Quantizer):
         counts = n * (self.cluster_size_ema + eps) / (n + k * eps)
         self.codebook.copy_(self.embed_ema / counts[:, None])
 
-    def quantize_ids(self, latents: torch.Tensor) -> torch.Tensor:
-        """Inference ids (B, L, depth); never updates the codebook, also in training mode."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
-            ids, _ = self._residual_codes(latents.detach().float().flatten(0, 1), update=False)
-        return ids.view(*latents.shape[:2], -1)
+    def _quantize_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """Inference ids (B, L, depth) of z: (B, L, D) float32; never updates the codebook, also in training mode."""
+        ids, _ = self._residual_codes(z.flatten(0, 1), update=False)
+        return ids.view(*z.shape[:2], -1)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, L, d) with 1 <= d <= depth -> z_q: (B, L, D), the sum of the first d levels' codes."""
         d = ids.shape[-1]
         if not 1 <= d <= self.cfg.depth:
             raise VtokError(f"rq_shared ids carry {d} levels; this quantizer has 1..{self.cfg.depth}")
-        return F.embedding(ids, self.codebook).sum(dim=-2).float()  # (B, L, d, D) -> (B, L, D)
+        return F.embedding(ids, self.codebook).sum(dim=-2)  # (B, L, d, D) -> (B, L, D)
