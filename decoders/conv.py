@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtok.interfaces import Decoder
-from vtok.layers import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
+from vtok.nets.vqgan import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
 from vtok.registry import register
 
 

@@ -20,8 +20,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vtok.decoders.vit import LatentDecoder, unpatchify
-from vtok.layers import ViTShape
+from vtok.decoders.vit import LatentDecoder
+from vtok.nets.vit import ViTShape, unpatchify
 from vtok.registry import register
 
 

@@ -18,7 +18,8 @@ from einops import rearrange
 from torch import nn
 
 from vtok.interfaces import Decoder
-from vtok.layers import PatchShape, ResnetBlock, group_norm, zero_init_block
+from vtok.nets.patch import PatchShape
+from vtok.nets.vqgan import ResnetBlock, group_norm, zero_init_block
 from vtok.registry import register
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from vtok.config import build_component, component
 from vtok.errors import VtokError
 from vtok.interfaces import QuantizerOutput
-from vtok.layers import ResnetBlock
+from vtok.nets.vqgan import ResnetBlock
 from vtok.registry import register
 from vtok.tokenizers.grid import GridTokenizer
 from vtok.tokens import Tokens

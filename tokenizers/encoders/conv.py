@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtok.interfaces import Encoder
-from vtok.layers import AttnBlock, Downsample, MidBlock, ResnetBlock, attention_levels, group_norm
+from vtok.nets.vqgan import AttnBlock, Downsample, MidBlock, ResnetBlock, attention_levels, group_norm
 from vtok.registry import register
 
 
