@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import PRESETS, ROOT, colour_error_cell, crop_splits, psnr_cell
+from common import PRESETS, ROOT, color_error_cell, crop_splits, psnr_cell
 
 import vtok
 from vtok.eval.heldout import reconstruct
@@ -99,7 +99,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, flo
             ones = ((codes[:, None] >> torch.arange(bits - 1, -1, -1)) & 1).double().mean(0)
             row["bits_in_use"] = int(((ones > 0.01) & (ones < 0.99)).sum())
             row["least_balanced_bit"] = round(float(torch.minimum(ones, 1 - ones).min() * 2), 3)
-        row["colour_error"] = colour_error_cell(rec)
+        row["colour_error"] = color_error_cell(rec)
     return row
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import ROOT, colour_error_cell, crop_splits, psnr_cell
+from common import ROOT, color_error_cell, crop_splits, psnr_cell
 
 import vtok
 from vtok.eval.baselines import classic_scores, training_stream
@@ -127,7 +127,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor], continuous: bool
             rec = reconstruct(tok, images)
         row[f"{split}_psnr"] = psnr_cell(rec)
         if split == "heldout":
-            row["colour_error"] = colour_error_cell(rec)
+            row["colour_error"] = color_error_cell(rec)
             if rec.tokens is not None:
                 row["usage"] = round(rec.codes_used() / tok.codebook_sizes[0], 3)
     return row

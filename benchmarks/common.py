@@ -27,6 +27,6 @@ def psnr_cell(rec: Reconstruction) -> float:
     return round(rec.psnr(), 3)
 
 
-def colour_error_cell(rec: Reconstruction) -> float:
-    """The largest per-channel colour cast (|mean of reconstruction - original|, [-1, 1] units), to 4 decimals."""
-    return round(float(rec.colour_error().abs().max()), 4)
+def color_error_cell(rec: Reconstruction) -> float:
+    """The largest per-channel color cast (|mean of reconstruction - original|, [-1, 1] units), to 4 decimals."""
+    return round(float(rec.color_error().abs().max()), 4)

@@ -1,4 +1,4 @@
-"""A tokenizer scored on a set of images: reconstruct them, then read PSNR, colour error and codes in use.
+"""A tokenizer scored on a set of images: reconstruct them, then read PSNR, color error and codes in use.
 
 The demo and every benchmark score tokenizers this one way, most often on the built-in
 crops (:func:`crops`: 13 fixed windows of each built-in photograph, 182 for training and 52
@@ -53,8 +53,8 @@ class Reconstruction:
         """Mean per-image PSNR in dB (:func:`mean_psnr`)."""
         return mean_psnr(self.images, self.recon)
 
-    def colour_error(self) -> torch.Tensor:
-        """(3,) mean of reconstruction - original per channel (R, G, B), in [-1, 1] units: a colour cast."""
+    def color_error(self) -> torch.Tensor:
+        """(3,) mean of reconstruction - original per channel (R, G, B), in [-1, 1] units: a color cast."""
         return (self.recon - self.images).mean((0, 2, 3))
 
     def codes_used(self) -> int:

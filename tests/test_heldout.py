@@ -32,7 +32,7 @@ def test_reconstruct_scores_what_one_batch_of_encode_and_decode_gives(tiny_token
     assert torch.allclose(held.recon, recon, atol=1e-5)
     assert held.psnr() == pytest.approx(float(psnr_per_image(images, recon).double().mean()), abs=1e-4)
     assert held.codes_used() == len(torch.unique(tokens.ids))
-    assert torch.allclose(held.colour_error(), (recon - images).mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(held.color_error(), (recon - images).mean((0, 2, 3)), atol=1e-5)
 
 
 def test_a_reconstruction_without_tokens_has_psnr_but_no_codes():

@@ -39,7 +39,7 @@ def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool 
         "images": len(names),
         "image_size": image_size,
         "psnr": held.psnr(),
-        "colour_error": [round(float(e), 4) for e in held.colour_error()],
+        "colour_error": [round(float(e), 4) for e in held.color_error()],
         "codebook_usage": stats["usage"],
         "codebook": usage_verdict(stats["usage"]),
         "perplexity": stats["perplexity"],
