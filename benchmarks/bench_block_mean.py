@@ -15,18 +15,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import ROOT
 
-from vtok.builtin import builtin_crops
-from vtok.eval.psnr import psnr_per_image
-from vtok.images import pil_to_tensor
-
-ROOT = Path(__file__).resolve().parent.parent
+from vtok.eval.heldout import crops, mean_psnr
 
 
 def block_mean_psnr(images: torch.Tensor, grid: int) -> float:
     """images (B, 3, S, S) in [-1, 1] -> mean PSNR against their grid x grid block means, upsampled."""
     low = F.interpolate(F.adaptive_avg_pool2d(images, grid), size=images.shape[-2:], mode="bilinear")
-    return float(psnr_per_image(images, low.clamp(-1, 1)).mean())
+    return mean_psnr(images, low.clamp(-1, 1))
 
 
 def main() -> None:
@@ -37,7 +34,7 @@ def main() -> None:
     grids = [g for g in (1, 2, 4, 8, 16) if g <= args.size]
     report = {}
     for split in ("train", "heldout"):
-        images = torch.stack([pil_to_tensor(im) for _, im in builtin_crops(split, args.size)])
+        images = crops(split, args.size)
         report[split] = {str(g): round(block_mean_psnr(images, g), 2) for g in grids}
     print("| crops | " + " | ".join(f"{g}x{g} means" for g in grids) + " |")
     print("|---|" + "---|" * len(grids))

@@ -24,17 +24,14 @@ import time
 from pathlib import Path
 
 import torch
+from common import PRESETS, ROOT, color_error_cell, crop_splits, psnr_cell
 
 import vtok
-from vtok.builtin import builtin_crops
-from vtok.eval.psnr import psnr_per_image
-from vtok.images import pil_to_tensor
+from vtok.eval.heldout import reconstruct
 from vtok.tokenizers.quantizers.lfq import LFQ
 from vtok.tokenizers.quantizers.residual_scalar import ResidualLFQ
 from vtok.tokenizers.train import TokenizerTrainer
 
-ROOT = Path(__file__).resolve().parent.parent
-PRESETS = ROOT / "configs" / "tokenizer"
 Q = "model.quantizer"
 
 # name -> (what, preset, overrides)
@@ -71,10 +68,6 @@ LFQ_STUDY: dict[str, tuple[str, str, list[str]]] = {
 ROWS |= LFQ_STUDY
 
 
-def crops(split: str, size: int) -> torch.Tensor:
-    return torch.stack([pil_to_tensor(im) for _, im in builtin_crops(split, size)])
-
-
 def joined_ids(tokens: vtok.Tokens) -> torch.Tensor:
     """(B, L, C) sub-codes -> (B * L,) one code per position (mixed radix, first sub-code most significant)."""
     ids = tokens.ids.reshape(-1, tokens.ids.shape[-1])
@@ -88,10 +81,11 @@ def joined_ids(tokens: vtok.Tokens) -> torch.Tensor:
 def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, float]:
     row: dict[str, float] = {}
     for split, images in splits.items():
-        tokens = tok.encode(images)
-        row[f"{split}_psnr"] = round(float(psnr_per_image(images, tok.decode(tokens)).mean()), 3)
+        rec = reconstruct(tok, images)
+        row[f"{split}_psnr"] = psnr_cell(rec)
         if split != "heldout":
             continue
+        tokens = rec.tokens
         codes = joined_ids(tokens)
         size = math.prod(tokens.codebook_sizes)
         counts = torch.bincount(codes, minlength=size).double()
@@ -105,7 +99,7 @@ def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, flo
             ones = ((codes[:, None] >> torch.arange(bits - 1, -1, -1)) & 1).double().mean(0)
             row["bits_in_use"] = int(((ones > 0.01) & (ones < 0.99)).sum())
             row["least_balanced_bit"] = round(float(torch.minimum(ones, 1 - ones).min() * 2), 3)
-        row["color_error"] = round(float((tok.decode(tokens) - images).mean((0, 2, 3)).abs().max()), 4)
+        row["color_error"] = color_error_cell(rec)
     return row
 
 
@@ -149,7 +143,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "codes.json"))
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    splits = {"train": crops("train", 64), "heldout": crops("heldout", 64)}
+    splits = crop_splits(64)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report["budget"] = {"steps": args.steps, "batch_size": 16, "image_size": 64, "bits_per_image": 640}

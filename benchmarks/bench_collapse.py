@@ -23,18 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import ROOT, psnr_cell
 from vector_quantize_pytorch import VectorQuantize
 
 import vtok
-from vtok.builtin import builtin_crops
 from vtok.config import AT_LEAST_1, ranged
-from vtok.eval.psnr import psnr_per_image
-from vtok.images import pil_to_tensor
+from vtok.eval.heldout import crops, reconstruct
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.tokenizers.train import TokenizerTrainer
 
-ROOT = Path(__file__).resolve().parent.parent
 CNN = "{name: conv, ch: 64, ch_mult: [1, 2, 2, 4], num_res_blocks: 1, attn_levels: [-1], z_channels: 128}"
 SETUP = [
     f"model.encoder={CNN}",
@@ -133,11 +131,10 @@ class ScoredTrainer(TokenizerTrainer):
         super().on_logged(record)
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
-        tokens = model.encode(self.heldout)
-        recon = model.decode(tokens)
+        held = reconstruct(model, self.heldout)
         self.scores[self.step] = {
-            "heldout_psnr": round(float(psnr_per_image(self.heldout, recon).mean()), 3),
-            "codes_used": len(torch.unique(tokens.ids)),
+            "heldout_psnr": psnr_cell(held),
+            "codes_used": held.codes_used(),
             "train_loss": round(float(record.get("loss", record.get("total", float("nan")))), 5),
         }
 
@@ -171,7 +168,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "collapse.json"))
     args = p.parse_args()
     torch.manual_seed(0)
-    heldout = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", 64)])
+    heldout = crops("heldout", 64)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report["setup"] = {

@@ -13,31 +13,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import ROOT, crop_splits, psnr_cell
 from einops import rearrange
 
 import vtok
-from vtok.builtin import builtin_crops
-from vtok.eval import PSNR, SSIM
-from vtok.images import pil_to_tensor
+from vtok.eval import SSIM
+from vtok.eval.heldout import mean_psnr, reconstruct
 from vtok.tokenizers.dual import DualTokenizer
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @torch.no_grad()
 def score(tokenizer: vtok.Tokenizer, splits: dict[str, torch.Tensor]) -> dict[str, float]:
     row: dict[str, float] = {}
     for split, images in splits.items():
-        tokens = tokenizer.encode(images)
-        recon = tokenizer.decode(tokens)
-        psnr = PSNR()
-        psnr.update(images, recon)
-        row[f"{split}_psnr"] = round(psnr.compute()["PSNR"], 3)
+        rec = reconstruct(tokenizer, images)
+        tokens, recon = rec.tokens, rec.recon
+        row[f"{split}_psnr"] = psnr_cell(rec)
         if tokenizer.quantizer.prefix_decodable:  # residual levels: decode from every first d
             for d in range(1, len(tokens.codebook_sizes)):
-                partial = PSNR()
-                partial.update(images, tokenizer.decode(tokens.levels(d)))
-                row[f"{split}_psnr_depth{d}"] = round(partial.compute()["PSNR"], 3)
+                row[f"{split}_psnr_depth{d}"] = round(mean_psnr(images, tokenizer.decode(tokens.levels(d))), 3)
         if split != "heldout":
             continue
         ssim = SSIM()
@@ -56,9 +50,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "dual_seeds.json"))
     args = p.parse_args()
-    splits = {
-        s: torch.stack([pil_to_tensor(im) for _, im in builtin_crops(s, args.size)]) for s in ("train", "heldout")
-    }
+    splits = crop_splits(args.size)
     results = {}
     for path in args.tokenizers:
         results[path] = score(vtok.load(path).eval(), splits)

@@ -196,8 +196,7 @@ def fid_rows(args, device: torch.device) -> list[dict]:
 
 def bf16_fidelity(trained: str | None, device: torch.device) -> dict:
     """bf16 against float32 on the built-in held-out crops: equal ids, and PSNR between the two decodes."""
-    from vtok.builtin import builtin_crops
-    from vtok.images import pil_to_tensor
+    from vtok.eval.heldout import crops
 
     if trained:
         tok, source = vtok.load(trained), trained
@@ -206,7 +205,7 @@ def bf16_fidelity(trained: str | None, device: torch.device) -> dict:
         tok, source = vtok.build(ROOT / "configs" / "tokenizer" / "vq_demo.yaml"), "vq_demo.yaml, random weights"
     tok = tok.eval().to(device)
     size = 64  # the demos' size
-    x = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", size)]).to(device)
+    x = crops("heldout", size).to(device)
     with torch.inference_mode():
         ref = tok.encode(x)
         with autocast(device, "bf16"):

@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 import torch
+from common import ROOT, psnr_cell
 
 import vtok
 from vtok.builtin import photo
-from vtok.eval.psnr import psnr_per_image
+from vtok.eval.heldout import reconstruct
 from vtok.images import center_crop_arr, pil_to_tensor
 from vtok.tokenizers.train import TokenizerTrainer
 
-ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "configs" / "tokenizer" / "vq_demo.yaml"
 OLD = {"train": ["astronaut", "coffee", "motorcycle_left", "hubble_deep_field", "china", "grace_hopper", "ihc",
                  "retina"], "heldout": ["chelsea", "flower", "rocket"]}  # fmt: skip
@@ -67,7 +67,7 @@ def windows(names: list[str], size: int = 64) -> torch.Tensor:
 @torch.no_grad()
 def score(model_dir: Path, sets: dict[str, torch.Tensor]) -> dict[str, float]:
     tok = vtok.load(model_dir)
-    return {name: round(float(psnr_per_image(x, tok.decode(tok.encode(x))).mean()), 3) for name, x in sets.items()}
+    return {name: psnr_cell(reconstruct(tok, x)) for name, x in sets.items()}
 
 
 def train(overrides: list[str], run: Path, overlays: list[Path] = ()) -> tuple[Path, float]:

@@ -29,17 +29,16 @@ import time
 from pathlib import Path
 
 import torch
+from common import ROOT, crop_splits
 from PIL import Image
 
 import vtok
-from vtok.builtin import builtin_crops
 from vtok.eval.adaptive import TARGETS, encode_adaptive, meets, parse_target
-from vtok.eval.baselines import encoded
+from vtok.eval.baselines import classic_scores, encoded, training_stream
+from vtok.eval.heldout import crops
 from vtok.eval.psnr import psnr_per_image
 from vtok.eval.rate import rate_distortion, write_rate_distortion
 from vtok.images import make_grid, pil_to_tensor, save_image, tensor_to_pil
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def smallest_file(image: Image.Image, min_psnr: float, fmt: str) -> int | None:
@@ -93,16 +92,8 @@ def summarise(res, reachable: torch.Tensor, select: torch.Tensor) -> dict[str, f
 
 def classic(tok, preset: str, size: int) -> dict:
     """The classic codecs at no more bits than the tokenizer's full sequence, on its training stream's images."""
-    import itertools
-
-    from vtok.data import DataConfig, iterate_batches
-    from vtok.eval.baselines import classic_scores
-
-    stream = torch.cat(
-        list(itertools.islice(iterate_batches(DataConfig(**vtok.load_config(preset)["data"]), 16, 0), 64))
-    )
-    splits = {"train": torch.stack([pil_to_tensor(im) for _, im in builtin_crops("train", size)]),
-              "heldout": torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", size)])}  # fmt: skip
+    stream = training_stream(vtok.load_config(preset)["data"], seed=0)
+    splits = crop_splits(size)
     bits = tok.num_tokens * math.log2(tok.codebook_sizes[0])
     side = max(s for s in range(1, size + 1) if size % s == 0 and s * s * math.log2(tok.codebook_sizes[0]) <= bits)
     depth = max(1, int(bits // (side * side * math.log2(tok.codebook_sizes[0]))))
@@ -130,7 +121,7 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
 
-    held_out = torch.stack([pil_to_tensor(im) for _, im in builtin_crops("heldout", args.size)])
+    held_out = crops("heldout", args.size)
     flat = torch.zeros(12, 3, args.size, args.size) + torch.linspace(-0.8, 0.8, 12)[:, None, None, None]
     with torch.inference_mode():
         t0 = time.perf_counter()

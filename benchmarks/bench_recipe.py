@@ -16,7 +16,6 @@ the same crops. Runs are kept in ``--work`` and reused when run again.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import time
@@ -24,19 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from common import ROOT, color_error_cell, crop_splits, psnr_cell
 
 import vtok
-from vtok.builtin import builtin_crops
 from vtok.config import AT_LEAST_1, ranged
-from vtok.data import DataConfig, iterate_batches
-from vtok.eval.baselines import classic_scores
-from vtok.eval.psnr import psnr_per_image
-from vtok.images import pil_to_tensor
+from vtok.eval.baselines import classic_scores, training_stream
+from vtok.eval.heldout import Reconstruction, reconstruct
 from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.tokenizers.train import TokenizerTrainer
 
-ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "configs" / "tokenizer" / "vq_demo.yaml"
 VQ = "model.quantizer"
 WIDTH = ["model.encoder.width={w}", "model.decoder.width={w}"]
@@ -122,24 +118,19 @@ ROWS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
 }
 
 
-def crops(split: str, size: int) -> torch.Tensor:
-    return torch.stack([pil_to_tensor(im) for _, im in builtin_crops(split, size)])
-
-
 @torch.no_grad()
 def score(tok: vtok.Tokenizer, splits: dict[str, torch.Tensor], continuous: bool) -> dict[str, float]:
     row = {}
     for split, images in splits.items():
         if continuous:  # nothing to decode from: the training pass's reconstruction in eval mode
-            recon, ids = tok(images).recon.clamp(-1, 1), None
+            rec = Reconstruction(images, tok(images).recon.clamp(-1, 1))
         else:
-            tokens = tok.encode(images)
-            recon, ids = tok.decode(tokens), tokens.ids
-        row[f"{split}_psnr"] = round(float(psnr_per_image(images, recon).mean()), 3)
+            rec = reconstruct(tok, images)
+        row[f"{split}_psnr"] = psnr_cell(rec)
         if split == "heldout":
-            row["color_error"] = round(float((recon - images).mean((0, 2, 3)).abs().max()), 4)
-            if ids is not None:
-                row["usage"] = round(len(torch.unique(ids)) / tok.codebook_sizes[0], 3)
+            row["color_error"] = color_error_cell(rec)
+            if rec.tokens is not None:
+                row["usage"] = round(rec.codes_used() / tok.codebook_sizes[0], 3)
     return row
 
 
@@ -171,13 +162,13 @@ def main() -> None:
     args = p.parse_args()
     cfg = vtok.load_config(PRESET)
     size, batch = cfg["data"]["image_size"], cfg["train"]["batch_size"]
-    splits = {"train": crops("train", size), "heldout": crops("heldout", size)}
+    splits = crop_splits(size)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report.update(budget={"steps": args.steps, "batch_size": batch, "image_size": size}, preset=str(PRESET.name))
     if "codecs" not in report:
         # The classic codecs see what the tokenizer sees: 1024 images of its training stream.
-        stream = torch.cat(list(itertools.islice(iterate_batches(DataConfig(**cfg["data"]), 16, 0), 64)))
+        stream = training_stream(cfg["data"], seed=0)
         q = cfg["model"]["quantizer"]
         report["codecs"] = classic_scores(8, q["codebook_size"], 1, stream, splits)
         report["codecs"]["classic_vq_fixed_crops"] = classic_scores(8, q["codebook_size"], 1, splits["train"], splits)[

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_codes import ROWS, crops, score, train_row
+from bench_codes import ROWS, score, train_row
+from common import ROOT, crop_splits
 
 import vtok
-from vtok.builtin import builtin_crops, photo_names
-from vtok.images import pil_to_tensor
+from vtok.builtin import photo_names
+from vtok.eval.heldout import crops, named_crops
 
-ROOT = Path(__file__).resolve().parent.parent
 ROWS["vq_semantic"] = (
     "vq with GigaTok's regulariser (decoder stage -> EfficientNet-Lite0, cosine 0.5)",
     "vq_semantic_demo.yaml",
@@ -54,11 +54,10 @@ def probe(tok: vtok.Tokenizer) -> float:
     from sklearn.linear_model import LogisticRegression
 
     classes = photo_names("train")
-    named = builtin_crops("train", 64)
-    images = torch.stack([pil_to_tensor(im) for _, im in named])
+    names, images = named_crops("train", 64)
     images = torch.cat([images, images.flip(-1)])
-    labels = np.array([classes.index(n.rsplit("_", 1)[0]) for n, _ in named] * 2)
-    window = np.array([int(n.rsplit("_", 1)[1]) for n, _ in named] * 2)
+    labels = np.array([classes.index(n.rsplit("_", 1)[0]) for n in names] * 2)
+    window = np.array([int(n.rsplit("_", 1)[1]) for n in names] * 2)
     feats = tok.lookup(tok.encode(images)).flatten(1).numpy()  # (N, L * D)
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
     test = np.isin(window, PROBE_TEST_WINDOWS)
@@ -98,7 +97,7 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / "runs" / "codes"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "semantic.json"))
     args = p.parse_args()
-    splits = {"train": crops("train", 64), "heldout": crops("heldout", 64)}
+    splits = crop_splits(64)
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report["budget"] = {"tokenizer_steps": args.steps, "gpt_steps": args.gpt_steps}

@@ -10,7 +10,7 @@ from torch import nn
 
 from vtok.config import AT_LEAST_1, LEVEL, NON_NEGATIVE, UNIT, ranged
 from vtok.interfaces import Decoder
-from vtok.layers import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
+from vtok.nets.vqgan import AttnBlock, MidBlock, ResnetBlock, Upsample, attention_levels, group_norm
 from vtok.registry import register
 
 

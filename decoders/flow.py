@@ -21,8 +21,8 @@ from einops import rearrange
 from torch import nn
 
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
-from vtok.decoders.vit import LatentDecoder, unpatchify
-from vtok.layers import ViTShape
+from vtok.decoders.vit import LatentDecoder
+from vtok.nets.vit import ViTShape, unpatchify
 from vtok.registry import register
 
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from vtok.config import AT_LEAST_1, ranged
 from vtok.interfaces import Decoder
-from vtok.layers import group_norm
-from vtok.magvit2_layers import AdaptiveGroupNorm, DepthToSpaceUpsample, Magvit2Shape, MagvitResBlock
+from vtok.nets.magvit2 import AdaptiveGroupNorm, DepthToSpaceUpsample, Magvit2Shape, MagvitResBlock
+from vtok.nets.vqgan import group_norm
 from vtok.registry import register
 
 

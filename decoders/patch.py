@@ -19,7 +19,8 @@ from torch import nn
 
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.interfaces import Decoder
-from vtok.layers import PatchShape, ResnetBlock, group_norm, zero_init_block
+from vtok.nets.patch import PatchShape
+from vtok.nets.vqgan import ResnetBlock, group_norm, zero_init_block
 from vtok.registry import register
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, ranged
 from vtok.decoders.patch import PatchDecoder
 from vtok.interfaces import Decoder
-from vtok.layers import Patch1DShape
+from vtok.nets.patch import Patch1DShape
 from vtok.registry import register
 
 

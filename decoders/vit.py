@@ -16,19 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from vtok.config import NON_NEGATIVE, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Decoder
-from vtok.layers import ViTShape
+from vtok.nets.vit import ViTShape, transformer_blocks, unpatchify
 from vtok.registry import register
-
-
-def unpatchify(patches: torch.Tensor, grid: int, patch: int) -> torch.Tensor:
-    """(B, grid*grid, 3*patch*patch) -> images (B, 3, grid*patch, grid*patch)."""
-    return rearrange(patches, "b (h w) (c p q) -> b c (h p) (w q)", h=grid, p=patch, q=patch, c=3)
 
 
 class LatentDecoder(Decoder):
@@ -58,12 +52,10 @@ class ViTLatentDecoder(LatentDecoder):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        from timm.models.vision_transformer import Block
-
         self.patch_queries = nn.Parameter(torch.randn(1, self.grid * self.grid, cfg.width) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.width) * 0.02) if cfg.class_token else None
         self.norm_pre = nn.LayerNorm(cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth))
+        self.blocks = transformer_blocks(cfg)
         self.norm = nn.LayerNorm(cfg.width)
         if cfg.pixel_head is not None:
             if cfg.conv_head:

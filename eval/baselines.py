@@ -3,21 +3,26 @@
 Fixed ones (identity, downscale-upscale, JPEG at a quality) are reconstruct functions
 (B, 3, H, W) in [-1, 1] -> same shape, usable wherever a tokenizer's
 ``decode(encode(x))`` is. The classic codecs at a tokenizer's bits (:class:`ClassicVQ`,
-:class:`BlockMeans`, :func:`codec_at_bytes`) are what a trained tokenizer must beat.
+:class:`BlockMeans`, :func:`codec_at_bytes`) are what a trained tokenizer must beat; they
+are fitted on the images a tokenizer trains on (:func:`training_stream`).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
 
+from vtok.data import DataConfig, iterate_batches
+from vtok.eval.heldout import mean_psnr
 from vtok.images import pil_to_tensor, tensor_to_pil
 
 
@@ -190,6 +195,31 @@ def _decoded(data: bytes) -> torch.Tensor:
         return pil_to_tensor(im.convert("RGB"))
 
 
+def training_stream(data: dict[str, Any], seed: int, count: int = 1024) -> torch.Tensor:
+    """The first ``count`` images of a preset's training stream (its ``data`` section, batches of 16 drawn
+    from ``seed``) as (count, 3, S, S) in [-1, 1]: what the classic codecs are fitted on, so they see what
+    the tokenizer sees."""
+    if count % 16:
+        raise ValueError(f"the training stream comes in batches of 16; {count} images is not a whole number of them")
+    return torch.cat(list(itertools.islice(iterate_batches(DataConfig(**data), 16, seed), count // 16)))
+
+
+def classic_vq_scores(
+    patch: int, codebook_size: int, depth: int, fit: torch.Tensor, splits: dict[str, torch.Tensor], seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """PSNR (dB, unrounded) of :class:`ClassicVQ` fitted on ``fit``, on each split: {"classic_vq": {split: dB,
+    "bits": bits per image}}, and with ``depth`` > 1 also ``classic_vq_d{d}`` for the first d < ``depth`` levels."""
+    size = next(iter(splits.values())).shape[-1]
+    classic = ClassicVQ(patch, codebook_size, depth, seed).fit(fit)
+    bits = classic.bits_per_image(size, size)
+    rows: dict[str, dict[str, float]] = {}
+    for d in range(1, depth + 1):
+        name = "classic_vq" if d == depth else f"classic_vq_d{d}"
+        rows[name] = {s: mean_psnr(x, classic.reconstruct(x, d)) for s, x in splits.items()}
+        rows[name]["bits"] = bits * d / depth
+    return rows
+
+
 def classic_scores(
     patch: int, codebook_size: int, depth: int, fit: torch.Tensor, splits: dict[str, torch.Tensor], seed: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -199,25 +229,20 @@ def classic_scores(
     ``classic_vq`` and ``block_means`` are fitted on ``fit`` (the images the tokenizer trains on);
     JPEG and WebP get the same bytes (or their smallest file, with its size, where that is larger).
     Residual ``classic_vq`` is also scored at every depth d < ``depth`` (``classic_vq_d{d}``).
+    PSNRs are rounded to 3 decimals.
     """
-    from vtok.eval.psnr import psnr_per_image
-
-    def mean_psnr(images: torch.Tensor, recon: torch.Tensor) -> float:
-        return round(float(psnr_per_image(images, recon).mean()), 3)
-
     size = next(iter(splits.values())).shape[-1]
-    classic = ClassicVQ(patch, codebook_size, depth, seed).fit(fit)
-    bits = classic.bits_per_image(size, size)
-    rows: dict[str, dict[str, float]] = {}
-    for d in range(1, depth + 1):
-        name = "classic_vq" if d == depth else f"classic_vq_d{d}"
-        rows[name] = {s: mean_psnr(x, classic.reconstruct(x, d)) for s, x in splits.items()}
-        rows[name]["bits"] = bits * d / depth
+    rows = {
+        name: {k: v if k == "bits" else round(v, 3) for k, v in row.items()}
+        for name, row in classic_vq_scores(patch, codebook_size, depth, fit, splits, seed).items()
+    }
+    bits = ClassicVQ(patch, codebook_size, depth).bits_per_image(size, size)
     # One palette colour per block: at depth > 1 the palette would outnumber the blocks, so the means are exact.
     colours = codebook_size**depth
     blocks = BlockMeans(patch, colours, seed).fit(fit) if colours * 4 <= len(patches_of(fit, patch)) else None
     rows["block_means"] = {
-        s: mean_psnr(x, blocks.reconstruct(x) if blocks else _bilinear_means(x, patch)) for s, x in splits.items()
+        s: round(mean_psnr(x, blocks.reconstruct(x) if blocks else _bilinear_means(x, patch)), 3)
+        for s, x in splits.items()
     }
     rows["block_means"]["bits"] = bits if blocks else float(size // patch) ** 2 * 24
     for fmt in ("JPEG", "WEBP"):
@@ -225,7 +250,7 @@ def classic_scores(
         rows[name] = {}
         for s, x in splits.items():
             recon, mean_bytes, _ = codec_at_bytes(x, bits / 8, fmt)
-            rows[name][s] = mean_psnr(x, recon)
+            rows[name][s] = round(mean_psnr(x, recon), 3)
             rows[name][f"{s}_bytes"] = round(mean_bytes, 1)
         rows[name]["bits"] = bits
     return rows

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
+from types import ModuleType
 
 import torch
 
@@ -115,6 +117,21 @@ def convert_fid_helper_weights(path: str | Path | None = None) -> dict[str, torc
     return state
 
 
+@contextmanager
+def _network_given(pf: ModuleType, net: torch.nn.Module) -> Iterator[None]:
+    """While open, pytorch-fid's ``fid_inception_v3()`` returns ``net``, its network with weights already loaded.
+
+    pytorch-fid's ``InceptionV3`` wrapper gets its network from that function, which
+    would download the weights; this lends the wrapper ours and restores the function on exit.
+    """
+    original = pf.fid_inception_v3
+    pf.fid_inception_v3 = lambda: net
+    try:
+        yield
+    finally:
+        pf.fid_inception_v3 = original
+
+
 def _build(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     from pytorch_fid import inception as pf
 
@@ -125,7 +142,7 @@ def _build(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     if missing or unexpected:
         raise VtokError(f"FID weights: missing {missing[:3]}, unexpected {unexpected[:3]}")
     # pytorch-fid's wrapper (resize to 299, [0,1] -> [-1,1], block order) around these weights.
-    with mock.patch.object(pf, "fid_inception_v3", lambda: net):
+    with _network_given(pf, net):
         model = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
     return model.eval().requires_grad_(False)
 

@@ -192,3 +192,10 @@ def test_classic_vq_codes_k_flat_patches_exactly_at_the_tokenizers_bits():
     rows = classic_scores(p, k, 2, images, {"x": images})
     assert rows["classic_vq"]["bits"] == 2 * tokenizer_bits and rows["classic_vq_d1"]["x"] > 60
     assert set(rows) >= {"classic_vq", "classic_vq_d1", "block_means", "jpeg", "webp"}
+
+
+def test_loading_the_fid_network_leaves_pytorch_fid_as_it_was(fid_network):
+    from pytorch_fid import inception as pf
+
+    # The wrapper borrowed vtok's network only while it was built; pytorch-fid's own loader is back.
+    assert pf.fid_inception_v3.__name__ == "fid_inception_v3"

@@ -27,7 +27,7 @@ from torch import nn
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, Range, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Quantizer, QuantizerOutput
-from vtok.layers import ResnetBlock
+from vtok.nets.vqgan import ResnetBlock
 from vtok.registry import register
 from vtok.tokenizers.grid import GridTokenizer
 from vtok.tokens import Tokens

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtok.interfaces import Encoder
-from vtok.layers import PatchShape, ResnetBlock, group_norm, zero_init_block
+from vtok.nets.patch import PatchShape
+from vtok.nets.vqgan import ResnetBlock, group_norm, zero_init_block
 from vtok.registry import register
 
 

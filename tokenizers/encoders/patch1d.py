@@ -16,7 +16,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.interfaces import Encoder
-from vtok.layers import Patch1DShape
+from vtok.nets.patch import Patch1DShape
 from vtok.registry import register
 from vtok.tokenizers.encoders.patch import PatchEncoder
 

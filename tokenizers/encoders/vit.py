@@ -17,7 +17,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.interfaces import Encoder
-from vtok.layers import ViTShape
+from vtok.nets.vit import ViTShape, transformer_blocks
 from vtok.registry import register
 
 
@@ -47,8 +47,6 @@ class ViTLatentEncoder(Encoder):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from timm.models.vision_transformer import Block
-
         if cfg.image_size % cfg.patch_size:
             raise VtokError("vit1d encoder: image_size must be a multiple of patch_size")
         self.cfg = cfg
@@ -62,7 +60,7 @@ class ViTLatentEncoder(Encoder):
         self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_latent_tokens, cfg.width) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.width) * 0.02) if cfg.class_token else None
         self.norm_pre = nn.LayerNorm(cfg.width)
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(cfg.depth))
+        self.blocks = transformer_blocks(cfg)
         self.norm = nn.LayerNorm(cfg.width)
         prefix = self.grid * self.grid + int(cfg.class_token)
         mask = latent_attention_mask(prefix, cfg.num_latent_tokens, cfg.causal_latents)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import vtok
-from vtok.builtin import builtin_crops
 from vtok.errors import VtokError
-from vtok.images import make_grid, pil_to_tensor, save_image
+from vtok.images import make_grid, save_image
 from vtok.io import atomic_path, dumps_json
-from vtok.pipeline import decode_batched, encode_batched
 from vtok.stats import CodeUsage, usage_verdict
 from vtok.tokens import save_tokens
 
@@ -31,46 +28,40 @@ def demo_config_path() -> Path:
 
 def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool = True) -> dict[str, Any]:
     """PSNR, colour error and codebook statistics of ``tokenizer`` on the built-in held-out crops."""
-    from vtok.eval import PSNR
+    from vtok.eval.heldout import named_crops, reconstruct
 
-    crops = builtin_crops("heldout", image_size)
-    images = torch.stack([pil_to_tensor(im) for _, im in crops])
-    tokens = encode_batched(tokenizer, images, progress=progress)
-    recon = decode_batched(tokenizer, tokens, progress=progress)
-    psnr = PSNR()
-    psnr.update(images, recon)
-    usage = CodeUsage(tokens.codebook_sizes)
-    usage.update(tokens.ids)
+    names, images = named_crops("heldout", image_size)
+    held = reconstruct(tokenizer, images, progress=progress)
+    usage = CodeUsage(held.tokens.codebook_sizes)
+    usage.update(held.tokens.ids)
     stats = usage.compute()[0]
     return {
-        "images": len(crops),
+        "images": len(names),
         "image_size": image_size,
-        "psnr": psnr.compute()["PSNR"],
-        "color_error": [round(float(e), 4) for e in (recon - images).mean((0, 2, 3))],
+        "psnr": held.psnr(),
+        "color_error": [round(float(e), 4) for e in held.color_error()],
         "codebook_usage": stats["usage"],
         "codebook": usage_verdict(stats["usage"]),
         "perplexity": stats["perplexity"],
-        "tokens_per_image": tokens.num_positions,
+        "tokens_per_image": held.tokens.num_positions,
         "_images": images,
-        "_recon": recon,
-        "_tokens": tokens,
-        "_names": [n for n, _ in crops],
+        "_recon": held.recon,
+        "_tokens": held.tokens,
+        "_names": names,
     }
 
 
 def classic_baseline(cfg: dict[str, Any], tokenizer: vtok.Tokenizer, images: torch.Tensor) -> dict[str, Any]:
     """k-means VQ of raw patches at the tokenizer's tokens and codebook, fitted on 1024 images of its
     training stream, on the same held-out crops: the score the tokenizer is read against."""
-    from vtok.data import DataConfig, iterate_batches
-    from vtok.eval.baselines import ClassicVQ
-    from vtok.eval.psnr import psnr_per_image
+    from vtok.eval.baselines import classic_vq_scores, training_stream
 
-    stream = torch.cat(list(itertools.islice(iterate_batches(DataConfig(**cfg["data"]), 16, cfg["train"]["seed"]), 64)))
+    stream = training_stream(cfg["data"], cfg["train"]["seed"])
     sizes = tokenizer.codebook_sizes
-    classic = ClassicVQ(tokenizer.downsample_factor, sizes[0], len(sizes)).fit(stream)
+    row = classic_vq_scores(tokenizer.downsample_factor, sizes[0], len(sizes), stream, {"heldout": images})
     return {
-        "psnr": float(psnr_per_image(images, classic.reconstruct(images)).mean()),
-        "bits_per_image": classic.bits_per_image(*images.shape[-2:]),
+        "psnr": row["classic_vq"]["heldout"],
+        "bits_per_image": row["classic_vq"]["bits"],
         "protocol": "k-means (scikit-learn, k-means++) over raw patches of the tokenizer's downsampling factor, "
         "one centroid per code, fitted on 1024 images of the training stream; same held-out crops",
     }

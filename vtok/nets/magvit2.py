@@ -1,6 +1,7 @@
-"""MAGVIT-v2's convolutional blocks, as Open-MAGVIT2's image tokenizer builds them.
+"""MAGVIT-v2's convolutional blocks (Yu et al., "Language Model Beats Diffusion", 2024), as Open-MAGVIT2's
+image tokenizer builds them.
 
-They differ from VQGAN's (:mod:`vtok.layers`) in ways a released checkpoint depends on:
+They differ from VQGAN's (:mod:`vtok.nets.vqgan`) in ways a released checkpoint depends on:
 residual blocks have bias-free convolutions and no attention anywhere, downsampling is a
 stride-2 3x3 conv with symmetric padding, upsampling is a 3x3 conv to 4x the channels
 then depth-to-space, and every decoder level starts with an adaptive group norm whose
@@ -19,7 +20,7 @@ from torch import nn
 
 from vtok.config import AT_LEAST_1, ranged
 from vtok.errors import VtokError
-from vtok.layers import group_norm
+from vtok.nets.vqgan import group_norm
 
 
 @dataclass

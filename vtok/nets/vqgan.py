@@ -1,4 +1,5 @@
-"""VQGAN's convolutional building blocks, shared by CNN encoders and decoders.
+"""VQGAN's convolutional building blocks (Esser et al., "Taming Transformers", 2021), shared by CNN encoders
+and decoders.
 
 They compute exactly the functions of the published VQGAN code (taming-transformers,
 LlamaGen), so released checkpoints load into them: GroupNorm(32, eps 1e-6), swish,
@@ -8,18 +9,14 @@ stride-2 3x3 downsampling after (0, 1, 0, 1) padding, nearest x2 upsampling then
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
-from vtok.errors import VtokError
-
 
 def group_norm(channels: int) -> nn.GroupNorm:
+    """VQGAN's normalisation: GroupNorm with 32 groups, eps 1e-6, affine (``channels`` a multiple of 32)."""
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
@@ -112,46 +109,3 @@ def attention_levels(levels: list[int], num_levels: int) -> set[int]:
             raise ValueError(f"attention level {level} is outside the {num_levels} levels")
         out.add(level % num_levels)
     return out
-
-
-@dataclass
-class ViTShape:
-    """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
-
-    image_size: int = ranged(256, AT_LEAST_1)
-    patch_size: int = ranged(16, AT_LEAST_1)
-    width: int = ranged(768, AT_LEAST_1)
-    depth: int = ranged(12, AT_LEAST_1)
-    heads: int = ranged(12, AT_LEAST_1)
-    mlp_ratio: float = ranged(4.0, POSITIVE)
-    num_latent_tokens: int = ranged(32, AT_LEAST_1)
-
-
-@dataclass
-class PatchShape:
-    """What the patch encoder and decoder share: patch size, width and residual blocks of the latent grid,
-    latent channels."""
-
-    patch_size: int = ranged(8, AT_LEAST_1)
-    width: int = ranged(128, AT_LEAST_1)
-    num_blocks: int = ranged(2, NON_NEGATIVE)
-    z_channels: int = ranged(64, AT_LEAST_1)
-
-    def __post_init__(self) -> None:
-        for name in ("width", *(["refine_width"] if hasattr(self, "refine_width") else [])):
-            if getattr(self, name) % 32:
-                raise VtokError(f"{name} must be a multiple of 32 (the blocks' GroupNorm has 32 groups)")
-
-
-@dataclass
-class Patch1DShape(PatchShape):
-    """The patch network's shape plus the fixed image size and the number of latent tokens."""
-
-    image_size: int = ranged(64, AT_LEAST_1)
-    num_latent_tokens: int = ranged(32, AT_LEAST_1)
-    token_width: int = ranged(64, AT_LEAST_1)
-
-    def grid(self) -> int:
-        if self.image_size % self.patch_size:
-            raise VtokError("patch1d: image_size must be a multiple of patch_size")
-        return self.image_size // self.patch_size
