@@ -126,3 +126,69 @@ class DualTokenizer(GridTokenizer):
         cosine = F.cosine_similarity(predicted.float(), teacher.float(), dim=1).mean()
         losses = {**q.losses, "semantic": self.semantic_weight * (1 - cosine)}
         return losses, {**q.stats, "semantic_cosine": cosine.detach()}
+
+
+def _task_layer(cin: int, cout: int) -> nn.Sequential:
+    """TokenFlow's task layer on tokens: Linear -> Tanh -> Linear."""
+    return nn.Sequential(nn.Linear(cin, cin), nn.Tanh(), nn.Linear(cin, cout))
+
+
+@register("model", "tokenflow")
+class TokenFlowTokenizer(GridTokenizer):
+    """TokenFlow as published (ByteFlow-AI/TokenFlow): a trained semantic encoder, one shared id, two decoders.
+
+    images -> semantic encoder (a CLIP ViT, trained with the rest, so in the checkpoint) -> task layer
+    (Linear, Tanh, Linear) -> semantic latents (D_sem); images -> CNN pixel encoder -> quant_conv -> pixel
+    latents (D_pix); [semantic | pixel] -> ``tokenflow_learned``. Pixels are decoded from the pixel half
+    alone (post_quant_conv -> CNN decoder); the semantic half goes to the ``semantic_decoder``, whose
+    output is what ``semantic_features`` returns. Unlike ``dual`` there is no frozen teacher in the
+    model: TokenFlow's distillation target is computed by its loss, which vtok does not carry yet.
+    """
+
+    @dataclass
+    class Config(GridTokenizer.Config):
+        quantizer: dict = component("quantizer", {"name": "tokenflow_learned"})
+        semantic_encoder: dict = component("encoder", {"name": "open_clip"})
+        semantic_decoder: dict = component("semantic_decoder", {"name": "vit"})
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.sem_dim = self.quantizer.sem_dim
+        # The pixel decoder reads the pixel half only (GridTokenizer's would read all D_sem + D_pix channels).
+        self.post_quant_conv = nn.Conv2d(self.quantizer.pix_dim, self.decoder.in_channels, 1)
+        self.semantic_encoder = build_component("encoder", cfg.semantic_encoder, "model.semantic_encoder")
+        self.semantic_in = _task_layer(self.semantic_encoder.out_channels, self.sem_dim)
+        self.semantic_decoder = build_component("semantic_decoder", cfg.semantic_decoder, "model.semantic_decoder")
+        if self.semantic_decoder.in_channels != self.sem_dim:
+            raise VtokError(
+                f"model.semantic_decoder.in_channels ({self.semantic_decoder.in_channels}) must equal "
+                f"model.quantizer.semantic_dim ({self.sem_dim})"
+            )
+
+    @property
+    def pixel_code_dim(self) -> int:
+        return self.quantizer.pix_dim
+
+    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], None]:
+        pix = self._pixel_latents(images)  # (B, D_pix, h, w)
+        feats = self.semantic_encoder(images)  # (B, C_enc, h', w')
+        if feats.shape[-2:] != pix.shape[-2:]:
+            raise VtokError(
+                f"semantic grid {tuple(feats.shape[-2:])} differs from the pixel grid {tuple(pix.shape[-2:])}: "
+                "set the semantic encoder's image_size to the images' size"
+            )
+        sem = self.semantic_in(rearrange(feats, "b c h w -> b (h w) c"))  # (B, L, D_sem)
+        z = torch.cat([sem, rearrange(pix, "b d h w -> b (h w) d")], dim=-1)  # (B, L, D_sem + D_pix)
+        return z, (pix.shape[2], pix.shape[3]), None
+
+    def _render(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return super()._render(z_q[..., self.sem_dim :], grid)  # (B, 3, H, W) from the pixel half
+
+    def _semantic(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        sem = rearrange(z_q[..., : self.sem_dim], "b (h w) d -> b d h w", h=grid[0])
+        return self.semantic_decoder(sem)  # (B, C_sem_out, h, w)
+
+    def semantic_features(self, tokens: Tokens) -> torch.Tensor:
+        """Tokens -> (B, h*w, C): the semantic decoder's features, what an understanding model reads."""
+        self._check(tokens)
+        return rearrange(self._semantic(self.quantizer.lookup(tokens.ids), tokens.grid), "b c h w -> b (h w) c")
