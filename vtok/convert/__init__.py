@@ -4,7 +4,7 @@ One module a source family, each mapping the source's published key layout onto
 vtok's parts (see their docstrings): :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``) and
 :mod:`~vtok.convert.gpt` (``llamagen-gpt``), :mod:`~vtok.convert.var` (``var-vqvae``) and
-:mod:`~vtok.convert.magvit2` (``open-magvit2``).
+:mod:`~vtok.convert.magvit2` (``open-magvit2``), :mod:`~vtok.convert.tokenflow` (``tokenflow``).
 
 The config is derived from the tensors' shapes (and from the source's config file
 where the weights cannot say, e.g. TiTok's head counts); every source tensor must
@@ -26,6 +26,7 @@ from vtok.convert.common import read_checkpoint
 from vtok.convert.gpt import llamagen_gpt
 from vtok.convert.magvit2 import open_magvit2
 from vtok.convert.titok import one_d_piece, titok
+from vtok.convert.tokenflow import tokenflow
 from vtok.convert.var import var_vqvae
 from vtok.convert.vqgan import llamagen_vq, taming_vqgan
 from vtok.errors import VtokError
@@ -44,10 +45,11 @@ SOURCES: dict[str, Mapping] = {
     "llamagen-gpt": llamagen_gpt,
     "var-vqvae": var_vqvae,
     "open-magvit2": open_magvit2,
+    "tokenflow": tokenflow,
 }
 # Sources whose mapping reads the source's own config file (optional: their shapes say the rest; VAR: the scales;
 # Open-MAGVIT2: its AR models' sub-code split).
-TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae", "open-magvit2"}
+TAKES_CONFIG = {"titok", "one-d-piece", "var-vqvae", "open-magvit2", "tokenflow"}
 # A key prefix every checkpoint of the source has: tells a file of another family before any mapping runs.
 MARKERS = {
     "llamagen-vq": "encoder.conv_blocks.0.",
@@ -57,9 +59,10 @@ MARKERS = {
     "llamagen-gpt": "tok_embeddings.",
     "var-vqvae": "quantize.ema_vocab_hit_SV",
     "open-magvit2": "decoder.adaptive.",
+    "tokenflow": "quantize.embedding_vqkd.",
 }
 # Sources whose layout contains others' markers: a file of one of those is not one of the first.
-SUPERSETS = {"taming-vqgan": ("var-vqvae", "open-magvit2")}
+SUPERSETS = {"taming-vqgan": ("var-vqvae", "open-magvit2"), "llamagen-vq": ("tokenflow",)}
 
 
 def check_family(state: dict[str, torch.Tensor], source: str, path: str | Path) -> None:
