@@ -35,6 +35,10 @@ class OpenClipEncoder(Encoder):
         pretrained: str | None = None  # None: random weights (converted checkpoints bring their own)
         image_size: int = ranged(224, AT_LEAST_1)
         quick_gelu: bool = True  # OpenAI's CLIP weights were trained with QuickGELU
+        # Optional changes to the named model's vision tower (random weights only; heads = width // 64).
+        width: int | None = None
+        layers: int | None = None
+        patch_size: int | None = None
         # Per-channel normalisation of the [0, 1] image; None feeds the [-1, 1] image as it is (TokenFlow's CLIP).
         mean: list[float] | None = None
         std: list[float] | None = None
@@ -53,8 +57,12 @@ class OpenClipEncoder(Encoder):
             model_cfg = open_clip.get_model_config(cfg.model)
             if model_cfg is None:
                 raise VtokError(f"open_clip encoder: unknown model {cfg.model!r}")
+            sizes = {"width": cfg.width, "layers": cfg.layers, "patch_size": cfg.patch_size}
             vision = {**model_cfg["vision_cfg"], "image_size": cfg.image_size}
+            vision.update({k: v for k, v in sizes.items() if v is not None})
             self.net = _build_vision_tower(model_cfg["embed_dim"], vision, quick_gelu=cfg.quick_gelu)
+        elif (cfg.width, cfg.layers, cfg.patch_size) != (None, None, None):
+            raise VtokError("open_clip encoder: width / layers / patch_size change random towers only, not pretrained")
         else:
             try:
                 model = open_clip.create_model(

@@ -19,7 +19,8 @@ text-to-image setting runs 256 px images (``--image-size 256 --infer_interpolate
 forward resizes both tables each call with the DINO recipe (bicubic, ``scale_factor``
 (16 + 0.1) / 14); the converter applies that same operation once, so the converted model
 computes the same numbers. ``--config`` takes a YAML/JSON with ``image_size`` (224: the tables
-as stored, scales 1..14; 256, the default: scales 1..16).
+as stored, scales 1..14; 256, the default: scales 1..16) and, for other sizes, TokenFlow's
+``scale_rq_layers``.
 
 Only the CLIP variant (``clipb_224``) maps onto vtok's parts so far: the SigLIP
 (``tokenflow_siglip_32k``, transformers' ``SiglipVisionModel``) and ViTamin (timm) semantic encoders
@@ -37,7 +38,6 @@ import torch.nn.functional as F
 from vtok.convert.common import count_levels, rename
 from vtok.errors import VtokError
 
-CLIP_PATCH = 16  # ViT-B/16; the CNN's factor is 16 too
 CLIP_SCALES = {224: [1, 2, 4, 6, 8, 10, 12, 14], 256: [1, 2, 4, 6, 8, 10, 12, 14, 16]}
 DROPPED = {"quantize.codebook_used"}  # a rolling log of recent ids, for the usage statistic only
 PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.embedding_vq", "encoder_vqkd.",
@@ -116,10 +116,16 @@ def tokenflow(
         raise VtokError("TokenFlow's SigLIP tokenizer (transformers' SiglipVisionModel) is not supported yet; clipb is")
     if "encoder_vqkd.conv1.weight" not in state:
         raise VtokError("TokenFlow's ViTamin tokenizer (timm) is not supported yet; clipb (CLIP ViT-B/16) is")
-    image_size = int((source_cfg or {}).get("image_size", 256))
-    if image_size not in CLIP_SCALES:
-        raise VtokError(f"TokenFlow's clipb tokenizer runs at 224 or 256 px (image_size), got {image_size}")
-    side = image_size // CLIP_PATCH
+    source_cfg = source_cfg or {}
+    image_size = int(source_cfg.get("image_size", 256))
+    patch = state["encoder_vqkd.conv1.weight"].shape[-1]
+    side = image_size // patch
+    scales = [int(s) for s in source_cfg.get("scale_rq_layers") or CLIP_SCALES.get(image_size, [])]
+    if not scales or scales[-1] != side:
+        raise VtokError(
+            f"TokenFlow clipb at {image_size} px has a {side}x{side} grid: give scale_rq_layers ending in {side} "
+            "(224 and 256 px have TokenFlow's own)"
+        )
     state = {k: v for k, v in state.items() if k not in DROPPED}
     unknown = sorted(k for k in state if not k.startswith(PREFIXES))
     if unknown:
@@ -140,15 +146,16 @@ def tokenflow(
     mapped.update(dec_mapped)
     width = state["encoder_vqkd.conv1.weight"].shape[0]
     layers = count_levels(state, r"encoder_vqkd\.transformer\.resblocks\.(\d+)\.")
-    if (width, layers, state["encoder_vqkd.conv1.weight"].shape[-1]) != (768, 12, CLIP_PATCH):
-        raise VtokError(f"TokenFlow clipb: expected CLIP ViT-B/16's semantic encoder, got width {width}, {layers} layers")
+    clip = {"name": "open_clip", "model": "ViT-B-16", "image_size": image_size, "quick_gelu": True}
+    if (width, layers, patch) != (768, 12, 16):  # another CLIP than ViT-B/16: its sizes, OpenAI's 64-d heads
+        clip.update(width=width, layers=layers, patch_size=patch)
     cfg = {
         "name": "tokenflow",
         "encoder": enc,
         "decoder": dec,
         "quantizer": {"name": "tokenflow_learned", "semantic_dim": semantic.shape[1], "pixel_dim": pixel.shape[1],
-                      "codebook_size": semantic.shape[0], "scales": CLIP_SCALES[image_size]},  # fmt: skip
-        "semantic_encoder": {"name": "open_clip", "model": "ViT-B-16", "image_size": image_size, "quick_gelu": True},
+                      "codebook_size": semantic.shape[0], "scales": scales},  # fmt: skip
+        "semantic_encoder": clip,
         "semantic_decoder": sem_dec,
     }
     return cfg, mapped
