@@ -85,3 +85,35 @@ def test_brief_training_brings_semantic_features_toward_the_teacher(preset, tmp_
     train_tokenizer(cfg, tmp_path, progress=False)
     semantic = [r["q_semantic"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     assert sum(semantic[-5:]) / 5 < sum(semantic[:5]) / 5
+
+
+PUBLISHED = "configs/tokenizer/dual_tokenflow_clipb_tiny.yaml"
+
+
+def test_published_tokenflow_reads_pixels_from_the_pixel_half_and_semantics_from_the_other():
+    tok = vtok.build(PUBLISHED).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        out = tok(x)
+        tokens = tok.encode(x)
+        assert torch.equal(tokens.ids, out.tokens.ids) and tokens.ids.shape == (2, 1 + 4 + 9 + 16, 1)
+        # The straight-through latents of the forward are the codes lookup gives for its ids.
+        z_q = tok.quantizer(tok.quantizer_inputs(x)).z_q
+        torch.testing.assert_close(z_q, tok.quantizer.lookup(tokens.ids), atol=1e-5, rtol=1e-5)
+        pixels, semantic = tok.decode(tokens), tok.semantic_features(tokens)
+        tok.quantizer.semantic_codes.add_(1.0)  # other semantic codes: pixels keep, features move
+        assert torch.equal(tok.decode(tokens), pixels)
+        assert not torch.allclose(tok.semantic_features(tokens), semantic)
+    assert semantic.shape == (2, 16, 16)
+
+
+def test_published_tokenflow_trains_every_part_and_drops_one_inner_scale():
+    tok = vtok.build(PUBLISHED, ["model.quantizer.scale_drop=1.0"]).train()
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    ids = out.tokens.ids[..., 0]
+    dropped = [i for i, part in enumerate(ids.split([1, 4, 9, 16], dim=1)) if bool((part == -1).all())]
+    assert len(dropped) == 1 and dropped[0] != 0  # one scale, never the first (TokenFlow's drop_scale)
+    assert set(out.losses) == {"codebook", "commit"}
+    (out.recon.square().mean() + sum(out.losses.values())).backward()
+    for part in ("semantic_encoder", "semantic_in", "encoder", "quantizer"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(tok, part).parameters()), part
