@@ -11,8 +11,8 @@ The state dict (``"model"``, or ``"ema"`` where training kept one) holds:
   (a usage counter for logging) is dropped.
 - ``encoder_vqkd.*``: the CLIP ViT-B/16 semantic encoder (OpenAI's names, ``proj`` deleted) -> the
   ``open_clip`` encoder; ``encode_task_layer.{0,2}`` -> ``semantic_in``.
-- ``decoder_vqkd.*``: BEiT-v2's ViT (``q_bias``/``v_bias`` become timm's fused qkv bias with a zero
-  k part) and ``decode_task_layer.{0,2}`` -> the ``vit`` semantic decoder.
+- ``decoder_vqkd.*``: BEiT-v2's ViT (names as timm's ``Beit``) and ``decode_task_layer.{0,2}`` -> the
+  ``vit`` semantic decoder.
 
 Both position tables are stored for 14x14 patches (CLIP at 224 px). TokenFlow's released
 text-to-image setting runs 256 px images (``--image-size 256 --infer_interpolate``): its
@@ -87,13 +87,9 @@ def _semantic_decoder(state: dict[str, torch.Tensor], side: int) -> tuple[dict[s
     """BEiT-v2's ViT + task layer -> the ``vit`` semantic decoder's config and tensors."""
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith("decoder_vqkd."):
+        if key.startswith("decoder_vqkd."):  # timm's Beit has BEiT's names
             name = key[len("decoder_vqkd.") :]
-            if name.endswith(".attn.q_bias"):
-                v = state[key.replace("q_bias", "v_bias")]
-                mapped["semantic_decoder.vit." + name.replace("q_bias", "qkv.bias")] = torch.cat([value, torch.zeros_like(v), v])
-            elif not name.endswith(".attn.v_bias"):
-                mapped["semantic_decoder.vit." + name] = dino_resize(value[0], side)[None] if name == "pos_embed" else value
+            mapped["semantic_decoder.vit." + name] = dino_resize(value[0], side)[None] if name == "pos_embed" else value
         elif key.startswith("decode_task_layer."):
             mapped["semantic_decoder.head." + key[len("decode_task_layer.") :]] = value
     width = state["decoder_vqkd.cls_token"].shape[-1]
