@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece, VAR, Open-MAGVIT2) as a vtok model",
+        help="a public checkpoint (LlamaGen VQ/GPT, taming VQGAN, TiTok, One-D-Piece, VAR, Open-MAGVIT2, TokenFlow) as a vtok model",
     )
     from vtok.convert import SOURCES
 
@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums; Open-MAGVIT2: factorized_bits "
+        help="TiTok / One-D-Piece: the source's YAML or config.json; VAR: v_patch_nums; Open-MAGVIT2: factorized_bits; "
+        "TokenFlow: image_size (256 or 224), scale_rq_layers "
         "(optional)",
     )
     p.add_argument("--out", required=True, help="folder for the vtok model")
