@@ -7,7 +7,8 @@ CNN, the shared-id multi-scale quantizer (area pooling of the un-normalised resi
 l2-normalised halves, summed squared distances to l2-normalised codes, straight-through codes
 bicubic-upsampled and subtracted), BEiT-v2's ViT semantic decoder (q and v biases) and the pixel decoder
 reading the pixel half only. vtok's converted model is checked against it, not against itself.
-Released-size check against TokenFlow's own code: README.md, "Public checkpoints".
+Released-size check against TokenFlow's own code (commit 9812da01, clipb_224 enhanced at 256 px, random
+weights, 2 built-in crops): ids 1634/1634 equal, pixels within 3e-5, semantic features within 1.5e-6.
 """
 
 from __future__ import annotations
