@@ -141,8 +141,11 @@ class TokenFlowTokenizer(GridTokenizer):
     (Linear, Tanh, Linear) -> semantic latents (D_sem); images -> CNN pixel encoder -> quant_conv -> pixel
     latents (D_pix); [semantic | pixel] -> ``tokenflow_learned``. Pixels are decoded from the pixel half
     alone (post_quant_conv -> CNN decoder); the semantic half goes to the ``semantic_decoder``, whose
-    output is what ``semantic_features`` returns. Unlike ``dual`` there is no frozen teacher in the
-    model: TokenFlow's distillation target is computed by its loss, which vtok does not carry yet.
+    output is what ``semantic_features`` returns. Training distils the semantic decoder's output
+    towards a frozen ``teacher`` (TokenFlow's clipb: OpenAI CLIP's projected patch tokens, the
+    ``open_clip`` teacher) with TokenFlow's loss, 1 - cosine per position; like ``dual``'s, the
+    teacher's weights are not in the checkpoint, its name and hash are. Without a teacher the model
+    encodes and decodes but does not train.
     """
 
     @dataclass
@@ -150,6 +153,8 @@ class TokenFlowTokenizer(GridTokenizer):
         quantizer: dict = component("quantizer", {"name": "tokenflow_learned"})
         semantic_encoder: dict = component("encoder", {"name": "open_clip"})
         semantic_decoder: dict = component("semantic_decoder", {"name": "vit"})
+        teacher: dict | None = component("teacher", optional=True)
+        semantic_weight: float = 1.0
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -164,12 +169,32 @@ class TokenFlowTokenizer(GridTokenizer):
                 f"model.semantic_decoder.in_channels ({self.semantic_decoder.in_channels}) must equal "
                 f"model.quantizer.semantic_dim ({self.sem_dim})"
             )
+        teacher = build_component("teacher", cfg.teacher, "model.teacher") if cfg.teacher else None
+        if teacher is not None and teacher.channels != self.semantic_decoder.out_channels:
+            raise VtokError(
+                f"model.semantic_decoder.out_channels ({self.semantic_decoder.out_channels}) must equal the "
+                f"teacher's channels ({teacher.channels})"
+            )
+        object.__setattr__(self, "teacher", teacher)  # frozen, from its source: not in the module tree
+        self.teacher_spec = {**teacher.spec, "weights_sha256": teacher.sha256} if teacher is not None else None
+        self.semantic_weight = cfg.semantic_weight
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: dict[str, Any]) -> None:
+        value = copy.deepcopy(value)
+        if self.teacher_spec is not None:  # the saved config records the teacher's weights hash
+            value["teacher"] = self.teacher_spec
+        object.__setattr__(self, "_spec", value)
 
     @property
     def pixel_code_dim(self) -> int:
         return self.quantizer.pix_dim
 
-    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], None]:
+    def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
         pix = self._pixel_latents(images)  # (B, D_pix, h, w)
         feats = self.semantic_encoder(images)  # (B, C_enc, h', w')
         if feats.shape[-2:] != pix.shape[-2:]:
@@ -179,7 +204,7 @@ class TokenFlowTokenizer(GridTokenizer):
             )
         sem = self.semantic_in(rearrange(feats, "b c h w -> b (h w) c"))  # (B, L, D_sem)
         z = torch.cat([sem, rearrange(pix, "b d h w -> b (h w) d")], dim=-1)  # (B, L, D_sem + D_pix)
-        return z, (pix.shape[2], pix.shape[3]), None
+        return z, (pix.shape[2], pix.shape[3]), images
 
     def _render(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         return super()._render(z_q[..., self.sem_dim :], grid)  # (B, 3, H, W) from the pixel half
@@ -192,3 +217,18 @@ class TokenFlowTokenizer(GridTokenizer):
         """Tokens -> (B, h*w, C): the semantic decoder's features, what an understanding model reads."""
         self._check(tokens)
         return rearrange(self._semantic(self.quantizer.lookup(tokens.ids), tokens.grid), "b c h w -> b (h w) c")
+
+    def _training_terms(
+        self, q: QuantizerOutput, grid: tuple[int, int], images: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if not self.training:
+            return q.losses, q.stats
+        if self.teacher is None:
+            raise VtokError("training the tokenflow model needs model.teacher (its semantic decoder's target)")
+        self.teacher.to(images.device)
+        target = self.teacher(images)  # (B, C, h', w')
+        if target.shape[-2:] != grid:
+            target = F.interpolate(target, size=grid, mode="bilinear", align_corners=False)
+        cosine = F.cosine_similarity(self._semantic(q.z_q, grid).float(), target.float(), dim=1).mean()
+        losses = {**q.losses, "semantic": self.semantic_weight * (1 - cosine)}
+        return losses, {**q.stats, "semantic_cosine": cosine.detach()}
