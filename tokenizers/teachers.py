@@ -136,8 +136,10 @@ class OpenClipTeacher(Teacher):
         from vtok.compat import ensure_torchvision
 
         ensure_torchvision()
-        import open_clip
-
+        try:
+            import open_clip
+        except ImportError:
+            raise VtokError("the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)") from None
         try:
             model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size)
         except Exception as err:  # hub unreachable, unknown tag: one line, no traceback

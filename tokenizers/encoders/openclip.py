@@ -48,8 +48,11 @@ class OpenClipEncoder(Encoder):
         from vtok.compat import ensure_torchvision
 
         ensure_torchvision()  # open_clip imports torchvision
-        import open_clip
-        from open_clip.model import _build_vision_tower
+        try:
+            import open_clip
+            from open_clip.model import _build_vision_tower
+        except ImportError:
+            raise VtokError("the open_clip encoder needs the open_clip_torch package (pip install open_clip_torch)") from None
 
         if (cfg.mean is None) != (cfg.std is None):
             raise VtokError("open_clip encoder: give mean and std together, or neither")
