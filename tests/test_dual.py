@@ -98,3 +98,43 @@ def test_dual_quantizers_declare_their_semantic_and_pixel_halves(preset):
 def test_a_quantizer_without_semantic_and_pixel_halves_is_refused_in_one_line():
     with pytest.raises(vtok.VtokError, match=r"^model\.quantizer: .*; vq declares no semantic_dim and no pixel_dim$"):
         vtok.build(TOKENFLOW, ["model.quantizer={name: vq, dim: 12, codebook_size: 64}"])
+
+
+PUBLISHED = "configs/tokenizer/dual_tokenflow_clipb_tiny.yaml"
+
+
+def test_published_tokenflow_reads_pixels_from_the_pixel_half_and_semantics_from_the_other():
+    tok = vtok.build(PUBLISHED).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        out = tok(x)
+        tokens = tok.encode(x)
+        assert torch.equal(tokens.ids, out.tokens.ids) and tokens.ids.shape == (2, 1 + 4 + 9 + 16, 1)
+        # The straight-through latents of the forward are the codes lookup gives for its ids.
+        z_q = tok.quantizer(tok.quantizer_inputs(x)).z_q
+        torch.testing.assert_close(z_q, tok.quantizer.lookup(tokens.ids), atol=1e-5, rtol=1e-5)
+        pixels, semantic = tok.decode(tokens), tok.semantic_features(tokens)
+        tok.quantizer.semantic_codes.add_(1.0)  # other semantic codes: pixels keep, features move
+        assert torch.equal(tok.decode(tokens), pixels)
+        assert not torch.allclose(tok.semantic_features(tokens), semantic)
+    assert semantic.shape == (2, 16, 112)
+
+
+def test_published_tokenflow_trains_every_part_and_drops_one_inner_scale(tmp_path):
+    tok = vtok.build(PUBLISHED, ["model.quantizer.scale_drop=1.0"]).train()
+    out = tok(torch.rand(2, 3, 32, 32) * 2 - 1)
+    ids = out.tokens.ids[..., 0]
+    dropped = [i for i, part in enumerate(ids.split([1, 4, 9, 16], dim=1)) if bool((part == -1).all())]
+    assert len(dropped) == 1 and dropped[0] != 0  # one scale, never the first (TokenFlow's drop_scale)
+    assert set(out.losses) == {"codebook", "commit", "semantic"}  # semantic: 1 - cosine to the teacher
+    (out.recon.square().mean() + sum(out.losses.values())).backward()
+    for part in ("semantic_encoder", "semantic_in", "semantic_decoder", "encoder", "quantizer", "decoder"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(tok, part).parameters()), part
+    tok.save_pretrained(tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "config.json").read_text())["model"]["teacher"]["weights_sha256"]
+    again = vtok.load(tmp_path / "tok").eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(again.encode(x).ids, tok.eval().encode(x).ids)
+    no_teacher = vtok.build(PUBLISHED, ["model.teacher=null"]).train()
+    with pytest.raises(vtok.VtokError, match="needs model.teacher"):
+        no_teacher(x)

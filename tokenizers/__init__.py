@@ -3,8 +3,8 @@
 Importing this package registers every part it holds.
 """
 
-from vtok.tokenizers import dual, grid, oned, ordering, teachers  # noqa: F401
-from vtok.tokenizers.encoders import conv, magvit2, patch, patch1d, vit  # noqa: F401
+from vtok.tokenizers import dual, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
+from vtok.tokenizers.encoders import conv, magvit2, openclip, patch, patch1d, vit  # noqa: F401
 from vtok.tokenizers.losses import discriminator, perceptual, semantic, vqgan  # noqa: F401
 from vtok.tokenizers.quantizers import (  # noqa: F401
     dual_rvq,
@@ -16,6 +16,7 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     rvq,
     simvq,
     tokenflow,
+    tokenflow_learned,
     vq,
     vq_learned,
 )

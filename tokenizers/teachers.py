@@ -115,3 +115,52 @@ class TimmTeacher(Teacher):
         tokens = tokens[:, prefix:]
         side = int(tokens.shape[1] ** 0.5)
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+
+@register("teacher", "open_clip")
+class OpenClipTeacher(Teacher):
+    """A frozen open_clip CLIP's patch tokens in its joint embedding space: ``ln_post`` tokens @ ``proj``.
+
+    TokenFlow's distillation target for its ``clipb_224`` tokenizer (OpenAI's ViT-B/16, the image
+    scaled to [0, 1] and normalised with CLIP's mean and std). Weights come through open_clip (the Hub).
+    """
+
+    @dataclass
+    class Config:
+        model: str = "ViT-B-16"
+        pretrained: str = "openai"
+        image_size: int = 224  # the position table is resized to it by open_clip when loading
+        weights_sha256: str | None = None
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        from vtok.compat import ensure_torchvision
+
+        ensure_torchvision()
+        try:
+            import open_clip
+        except ImportError:
+            raise VtokError("the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)") from None
+        try:
+            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size)
+        except Exception as err:  # hub unreachable, unknown tag: one line, no traceback
+            raise VtokError(f"open_clip teacher {cfg.model!r} ({cfg.pretrained}) could not be loaded ({err})") from None
+        self.net = model.visual
+        self.net.output_tokens = True
+        mean = getattr(self.net, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+        std = getattr(self.net, "image_std", None) or open_clip.OPENAI_DATASET_STD
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.image_size = cfg.image_size
+        self.channels, self.stride = self.net.proj.shape[1], self.net.conv1.kernel_size[0]
+        self.check(cfg.weights_sha256)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = ((images.float() + 1) / 2).clamp(0, 1)
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic")
+        _, tokens = self.net((x - self.mean) / self.std)  # (B, N, width) after ln_post
+        tokens = tokens @ self.net.proj  # (B, N, C)
+        side = int(tokens.shape[1] ** 0.5)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
