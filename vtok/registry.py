@@ -71,3 +71,9 @@ def names(kind: str) -> list[str]:
     """Every name registered under ``kind``, sorted."""
     load_parts()
     return sorted(_REGISTRY.get(kind, {}))
+
+
+def kinds() -> list[str]:
+    """Every kind with a registered part, sorted (the registry-wide tests walk them all)."""
+    load_parts()
+    return sorted(_REGISTRY)
