@@ -146,3 +146,26 @@ def test_a_gpt_trains_and_samples_on_every_tiny_tokenizer(preset: Path, image_fo
     with torch.no_grad():
         images = tokenizer.decode(cached)
     assert images.shape == (2, 3, size, size) and torch.isfinite(images).all()
+
+
+def test_a_multiscale_gpt_places_each_token_at_the_centre_of_its_area_and_refuses_other_layouts():
+    scales = [[1, 1], [2, 2], [4, 4]]
+    tiny = dict(codebook_sizes=[16], num_classes=2, dim=32, depth=1, heads=2)
+    model = GPT(GPT.Config(grid=[4, 4], scales=scales, **tiny))
+    assert model.positions == 21 and model.step_scale.tolist() == [0] + [1] * 4 + [2] * 16
+    coords = model._coords(model.positions)
+    assert coords[0].tolist() == [1.5, 1.5]  # scale 1 covers the whole 4x4 grid
+    assert coords[1:5].tolist() == [[0.5, 0.5], [0.5, 2.5], [2.5, 0.5], [2.5, 2.5]]  # scale 2: 2x2 blocks
+    assert coords[5:].tolist() == [[r, c] for r in range(4) for c in range(4)]  # the last scale: the grid itself
+    plain = GPT(GPT.Config(grid=[4, 4], **tiny))
+    assert torch.equal(model.angles[6:], plain.angles[1:])  # the last scale rotates as a plain grid does
+    for bad, message in [
+        (dict(grid=[2, 2], scales=scales), "must be its last scale"),
+        (dict(grid=None, length=20, scales=scales), "must be the scales' 21 positions"),
+        (dict(grid=[4, 4], scales=scales, end_token=True), "fixed length"),
+    ]:
+        with pytest.raises(vtok.VtokError, match=message):
+            GPT(GPT.Config(**{**tiny, **bad}))
+    ids = torch.zeros(1, 21, 1, dtype=torch.long)
+    with pytest.raises(vtok.VtokError, match="scales"):
+        model.check_tokens(vtok.Tokens(ids, (16,), (4, 4), scales=((1, 1),) * 5 + ((4, 4),)))  # 21 positions too
