@@ -3,6 +3,8 @@
 Presets are found on disk, so a new YAML file is tested with no edit here. Every preset is built on the meta device
 (no memory, no time: its parameter count), and those under :data:`CPU_BUILD_LIMIT` parameters are built for real on
 the CPU and code one image. Fine-tuning overlays are merged over every preset they fit, as ``--overlay`` does.
+Every tiny tokenizer preset trains every parameter in one pass, and its tokens, written to shards, train and feed
+a GPT built from the shards' layout as ``vtok train`` builds it (grids, stacks, sub-codes, dual, 1D, multi-scale).
 """
 
 from __future__ import annotations
@@ -169,3 +171,17 @@ def test_a_multiscale_gpt_places_each_token_at_the_centre_of_its_area_and_refuse
     ids = torch.zeros(1, 21, 1, dtype=torch.long)
     with pytest.raises(vtok.VtokError, match="scales"):
         model.check_tokens(vtok.Tokens(ids, (16,), (4, 4), scales=((1, 1),) * 5 + ((4, 4),)))  # 21 positions too
+
+
+@pytest.mark.parametrize("preset", TINY_TOKENIZERS, ids=_ids(TINY_TOKENIZERS))
+def test_every_tiny_tokenizer_trains_every_parameter(preset: Path):
+    """One training pass of each tiny preset reaches every trainable parameter (each quantizer in its model)."""
+    from tests.test_registry import check_gradients
+
+    torch.manual_seed(0)
+    tokenizer = vtok.build(preset).train()
+    size = vtok.load_config(preset)["data"]["image_size"]
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    out = tokenizer(x)
+    ((out.recon.float() - x).square().mean() + sum(out.losses.values(), torch.zeros(()))).backward()
+    check_gradients(tokenizer, preset.stem)

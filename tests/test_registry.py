@@ -100,17 +100,29 @@ def build_tiny(kind: str, name: str) -> Any:
     """The part at test size; a skip with the part's one-line reason where its weights are not here offline."""
     from vtok.eval.metric import MetricUnavailable
 
+    spec = tiny_spec(kind, name)
+    if issubclass(registry.lookup(kind, name), nn.Module):  # sized on the meta device first: a big part fails fast
+        try:
+            with torch.device("meta"):
+                _check_size(kind, name, build_component(kind, spec, f"{kind}.{name}"))
+        except (VtokError, RuntimeError, NotImplementedError):
+            pass  # a part that cannot be built without real tensors is sized after its real build
     try:
-        part = build_component(kind, tiny_spec(kind, name), f"{kind}.{name}")
+        part = build_component(kind, spec, f"{kind}.{name}")
     except VtokError as err:
         if isinstance(err, MetricUnavailable) or _offline_unavailable(str(err)):
             pytest.skip(f"{kind} {name}: {err}")
         raise
+    _check_size(kind, name, part)
+    return part
+
+
+def _check_size(kind: str, name: str, part: Any) -> None:
     count = sum(p.numel() for p in _parameters(part) if p.requires_grad)
     assert count <= MAX_PARAMS, (
-        f"{kind} {name!r} trains {count:,} parameters at test size; add it to TINY in tests/test_registry.py"
+        f"{kind} {name!r} trains {count:,} parameters at test size; give it a tiny config in TINY "
+        "(tests/test_registry.py)"
     )
-    return part
 
 
 def _offline_unavailable(message: str) -> bool:
@@ -118,12 +130,20 @@ def _offline_unavailable(message: str) -> bool:
     return "weights" in message or "not installed" in message
 
 
-def _parameters(part: Any) -> list[nn.Parameter]:
-    """The torch parameters a part holds, also for parts that are not modules (metrics keep networks)."""
+def _parameters(part: Any, depth: int = 4) -> list[nn.Parameter]:
+    """The torch parameters a part holds, also inside plain objects (a metric keeps its network in a feature
+    extractor, which keeps it in a wrapper)."""
     if isinstance(part, nn.Module):
         return list(part.parameters())
-    found = [v for v in vars(part).values() if isinstance(v, nn.Module)]
-    return [p for m in found for p in m.parameters()]
+    if depth == 0 or isinstance(part, str | bytes | int | float | bool | torch.Tensor) or part is None:
+        return []
+    if isinstance(part, dict):
+        children = list(part.values())
+    elif isinstance(part, list | tuple | set):
+        children = list(part)
+    else:
+        children = list(getattr(part, "__dict__", {}).values())
+    return [p for child in children for p in _parameters(child, depth - 1)]
 
 
 def images(seed: int = 0, size: int = SIZE) -> torch.Tensor:
@@ -132,8 +152,14 @@ def images(seed: int = 0, size: int = SIZE) -> torch.Tensor:
 
 
 def check_gradients(part: nn.Module, where: str) -> None:
-    """Every trainable parameter got a finite gradient, except those the part declares (``no_grad_parameters``)."""
-    declared = getattr(part, "no_grad_parameters", {})
+    """Every trainable parameter got a finite gradient, except those its modules declare (``no_grad_parameters``)."""
+    declared = {
+        f"{prefix}.{n}" if prefix else n
+        for prefix, module in part.named_modules()
+        for n in getattr(module, "no_grad_parameters", {})
+    }
+    names = dict(part.named_parameters())
+    assert declared <= set(names), f"{where}: no_grad_parameters names {sorted(declared - set(names))}"
     missing = [n for n, p in part.named_parameters() if p.requires_grad and p.grad is None and n not in declared]
     assert not missing, f"{where}: no gradient reaches {missing[:8]} (declare it on the part if that is intended)"
     bad = [n for n, p in part.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
