@@ -90,7 +90,8 @@ class GPT(Pretrained, nn.Module):
         if cfg.scales is not None:  # the scale each step predicts (step s predicts token s)
             sizes = [h * w for h, w in cfg.scales]
             self.scale_embedding = nn.Embedding(len(sizes), cfg.dim)
-            self.register_buffer("step_scale", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)), False)
+            step_scale = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))  # (L,)
+            self.register_buffer("step_scale", step_scale, persistent=False)
         self.register_buffer("angles", self._angles(), persistent=False)
         gain = torch.ones(self.angles.shape[0], 1)
         gain[0] = 0.0 if cfg.zero_prefix_rotary else 1.0  # row 0 is the class prefix

