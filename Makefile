@@ -10,12 +10,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,eval]"
 	touch $@
 
-.PHONY: demo test lint bench fuzz
+.PHONY: demo test test-fast lint bench fuzz
 demo: $(VENV)/.installed
 	$(VENV)/bin/vtok demo --out vtok-demo
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	$(VENV)/bin/ruff check .
+
+# The suite without the tests marked slow (multi-process runs, trainings, Frechet distances of 2048-d features).
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed

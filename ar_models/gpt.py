@@ -7,8 +7,16 @@ the token shards at training time):
 - stacks of C codes per position (RQ depth, DualToken's two codebooks): the C code
   embeddings are summed into one input per position, and a small depth
   transformer predicts the C codes of a position in turn (RQ-Transformer);
-- 1D sequences (TiTok / FlexTok / multi-scale concatenations): 1D rotary positions;
-  with ``end_token`` an end-of-image token lets the model choose the length.
+- 1D sequences (TiTok / FlexTok): 1D rotary positions; with ``end_token`` an
+  end-of-image token lets the model choose the length;
+- multi-scale layouts (VAR's ``msvq``, TokenFlow: ``scales`` set, ``grid`` the last
+  scale): every scale's positions concatenated coarse to fine, predicted token by
+  token. A token's rotary position is the centre of the area it covers on the last
+  scale's grid, so a fine token and the coarse tokens it refines lie a short
+  relative distance apart (the structure of a residual multi-scale code), which 1D
+  positions over the concatenation would hide. Tokens of different scales can share
+  a centre (scale 1's is scale 3's middle token), so each step also adds a learned
+  embedding of the scale it predicts, as VAR's level embedding does.
 
 The class (or a learned null class for classifier-free guidance and for the
 unconditional model) is a one-token prefix, as in LlamaGen.
@@ -42,7 +50,7 @@ class GPT(Pretrained, nn.Module):
         codebook_sizes: list[int] = ranged([16384], AT_LEAST_1)
         grid: list[int] | None = ranged([16, 16], AT_LEAST_1)
         length: int | None = ranged(None, AT_LEAST_1)  # positions of a 1D layout (grid must be null)
-        scales: list[list[int]] | None = ranged(None, AT_LEAST_1)  # multi-scale layouts, kept to rebuild Tokens
+        scales: list[list[int]] | None = ranged(None, AT_LEAST_1)  # multi-scale layouts: [h, w] coarse to fine, the last one the grid
         end_token: bool = False  # variable length: an end-of-image token ends a sample
         num_classes: int = ranged(1000, NON_NEGATIVE)  # 0: unconditional
         dim: int = ranged(768, AT_LEAST_1)
@@ -61,7 +69,7 @@ class GPT(Pretrained, nn.Module):
         if (cfg.grid is None) == (cfg.length is None):
             raise VtokError("a gpt config needs exactly one of grid [h, w] or length")
         self.cfg = cfg
-        self.positions = cfg.grid[0] * cfg.grid[1] if cfg.grid is not None else cfg.length
+        self.positions = self._check_layout(cfg)
         self.codes = len(cfg.codebook_sizes)
         self.end_id = cfg.codebook_sizes[0] if cfg.end_token else None
         # The end token is one more id of a position's first code; the later codes of the end step carry no target.
@@ -82,6 +90,11 @@ class GPT(Pretrained, nn.Module):
             )
             self.depth_norm = RMSNorm(cfg.dim)
             self.depth_heads = nn.ModuleList(nn.Linear(cfg.dim, k, bias=False) for k in vocab)
+        if cfg.scales is not None:  # the scale each step predicts (step s predicts token s)
+            sizes = [h * w for h, w in cfg.scales]
+            self.scale_embedding = nn.Embedding(len(sizes), cfg.dim)
+            step_scale = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))  # (L,)
+            self.register_buffer("step_scale", step_scale, persistent=False)
         self.register_buffer("angles", self._angles(), persistent=False)
         gain = torch.ones(self.angles.shape[0], 1)
         gain[0] = 0.0 if cfg.zero_prefix_rotary else 1.0  # row 0 is the class prefix
@@ -95,17 +108,44 @@ class GPT(Pretrained, nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
+    @staticmethod
+    def _check_layout(cfg: Config) -> int:
+        """Token positions of the layout; a one-line error where its fields disagree."""
+        if cfg.scales is None:
+            return cfg.grid[0] * cfg.grid[1] if cfg.grid is not None else cfg.length
+        if not cfg.scales or any(len(s) != 2 or min(s) < 1 for s in cfg.scales):
+            raise VtokError(f"gpt scales must be a list of [h, w] of at least 1, got {cfg.scales}")
+        if cfg.end_token:
+            raise VtokError("a multi-scale layout has a fixed length: end_token is for 1D variable-length tokens")
+        positions = sum(h * w for h, w in cfg.scales)
+        if cfg.grid is not None and list(cfg.grid) != list(cfg.scales[-1]):
+            raise VtokError(f"a multi-scale gpt's grid {cfg.grid} must be its last scale {cfg.scales[-1]}")
+        if cfg.length is not None and cfg.length != positions:
+            raise VtokError(f"a multi-scale gpt's length {cfg.length} must be the scales' {positions} positions")
+        return positions
+
+    def _coords(self, steps: int) -> torch.Tensor:
+        """(steps, A) rotary coordinates of the tokens: (row, column) on a grid, the index on a sequence."""
+        if self.cfg.grid is None:
+            return torch.arange(steps, dtype=torch.float64)[:, None]  # (S, 1)
+        h, w = self.cfg.grid
+        scales = self.cfg.scales or [[h, w]]
+        coords = []
+        for sh, sw in scales:  # each scale's token at the centre of its area on the last grid
+            rows = (torch.arange(sh, dtype=torch.float64) + 0.5) * h / sh - 0.5
+            cols = (torch.arange(sw, dtype=torch.float64) + 0.5) * w / sw - 0.5
+            coords.append(torch.cartesian_prod(rows, cols).reshape(-1, 2))  # (sh * sw, 2), raster order
+        coords = torch.cat(coords)
+        if steps > len(coords):  # the end token's step continues the raster
+            idx = torch.arange(len(coords), steps)
+            coords = torch.cat([coords, torch.stack([idx // w, idx % w], dim=1).double()])
+        return coords  # (S, 2)
+
     def _angles(self) -> torch.Tensor:
         """(1 + S, head_dim / 2) angles: the class prefix (none), then each token's coordinates."""
         head_dim = self.cfg.dim // self.cfg.heads
-        steps = self.positions + (1 if self.cfg.end_token else 0)
-        if self.cfg.grid is not None:
-            h, w = self.cfg.grid
-            idx = torch.arange(steps)
-            coords = torch.stack([idx // w, idx % w], dim=1)  # (S, 2)
-        else:
-            coords = torch.arange(steps)[:, None]  # (S, 1)
-        prefix = torch.full((1, coords.shape[1]), -1)
+        coords = self._coords(self.positions + (1 if self.cfg.end_token else 0))
+        prefix = torch.full((1, coords.shape[1]), -1.0, dtype=coords.dtype)
         return rope_angles(torch.cat([prefix, coords]), head_dim, self.cfg.rope_base)
 
     @property
@@ -125,6 +165,9 @@ class GPT(Pretrained, nn.Module):
             )
         if tokens.num_positions != self.positions:
             raise VtokError(f"tokens have {tokens.num_positions} positions, this model {self.positions}")
+        scales = None if self.cfg.scales is None else tuple(tuple(s) for s in self.cfg.scales)
+        if tokens.scales != scales:
+            raise VtokError(f"tokens have scales {tokens.scales}, this model {scales}")
         if tokens.lengths is not None and not self.cfg.end_token:
             raise VtokError("variable-length tokens need a model with end_token: true")
 
@@ -151,6 +194,8 @@ class GPT(Pretrained, nn.Module):
         """x: (B, T, D) inputs at sequence steps [0, T) -> (B, T, D) normalised hidden states."""
         t = x.shape[1]
         cos, sin = self.angles[:t].cos() * self.rope_gain[:t], self.angles[:t].sin() * self.rope_gain[:t]  # (T, hd / 2)
+        if self.cfg.scales is not None:
+            x = x + self.scale_embedding(self.step_scale[:t])  # (B, T, D): the scale each step predicts
         x = self.drop(x)
         for layer in self.layers:
             x = layer(x, cos, sin)
@@ -160,6 +205,8 @@ class GPT(Pretrained, nn.Module):
         """One cached step: x (B, 1, D) at sequence step ``pos`` (0-dim long tensor) -> (B, D) hidden state."""
         angles, gain = self.angles.index_select(0, pos.view(1)), self.rope_gain.index_select(0, pos.view(1))
         cos, sin = angles.cos() * gain, angles.sin() * gain  # (1, head_dim / 2)
+        if self.cfg.scales is not None:
+            x = x + self.scale_embedding(self.step_scale.index_select(0, pos.view(1)))  # (B, 1, D)
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, cos, sin, cache, pos)
         return self.norm(x)[:, -1]

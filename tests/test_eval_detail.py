@@ -130,6 +130,7 @@ def test_rate_distortion_rows_and_plot(tmp_path):
     assert (tmp_path / "rate_distortion.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # a Frechet distance of 2048-d features: ~1 min on 2 cores
 def test_vtok_eval_gfid_against_a_folder_and_npz(tmp_path, capsys):
     from vtok.builtin import builtin_crops
 

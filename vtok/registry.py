@@ -121,3 +121,9 @@ def names(kind: str) -> list[str]:
     load_parts()
     _load_kind_modules(kind)
     return sorted(_REGISTRY.get(kind, {}))
+
+
+def kinds() -> list[str]:
+    """Every kind with a registered part, sorted (the registry-wide tests walk them all)."""
+    load_parts()
+    return sorted(_REGISTRY)

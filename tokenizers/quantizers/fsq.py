@@ -39,12 +39,13 @@ class FSQ(Quantizer):
         self.dim = cfg.dim
         size = math.prod(cfg.levels)
         self.codebook_sizes = (size,)
-        self.fsq = LibraryFSQ(
-            levels=list(cfg.levels),
-            dim=cfg.dim,
-            preserve_symmetry=cfg.preserve_symmetry,
-            noise_dropout=cfg.noise_dropout,
-        )
+        with torch.device("cpu"):  # the library reads its level buffers with .item(): a meta-device build needs them real
+            self.fsq = LibraryFSQ(
+                levels=list(cfg.levels),
+                dim=cfg.dim,
+                preserve_symmetry=cfg.preserve_symmetry,
+                noise_dropout=cfg.noise_dropout,
+            )
 
     def _quantize(self, x: torch.Tensor) -> QuantizerOutput:
         """x: (B, L, dim) float32 -> z_q (B, L, dim), ids (B, L, 1)."""

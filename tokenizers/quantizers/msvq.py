@@ -60,6 +60,8 @@ class MultiScaleVQ(Quantizer):
         ticks = np.linspace(1 / 3 / k, 1 - 1 / 3 / k, k) if k == 4 else np.linspace(1 / 2 / k, 1 - 1 / 2 / k, k)
         last = max(1, len(cfg.scales) - 1)
         self.phi_of_scale = [int(np.argmin(np.abs(ticks - i / last))) for i in range(len(cfg.scales))]
+        for unused in set(range(len(self.phi))) - set(self.phi_of_scale):  # fewer scales than phis: VAR's rule
+            self.phi[unused].requires_grad_(False)  # skips some; kept for VAR's state layout, never trained
 
     @property
     def token_scales(self) -> tuple[tuple[int, int], ...]:
