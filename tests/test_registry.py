@@ -60,6 +60,11 @@ TINY: dict[tuple[str, str], dict[str, Any]] = {
     ("quantizer", "bsq"): {"dim": 6, "bits": 6, "groups": 2},
     ("quantizer", "residual_lfq"): {"dim": 4, "bits": 4},
     ("quantizer", "tokenflow"): {"semantic_dim": 8, "pixel_dim": 4},
+    ("quantizer", "tokenflow_learned"): {"semantic_dim": 8, "pixel_dim": 4},
+    ("encoder", "open_clip"): {"image_size": SIZE, "width": 64, "layers": 1, "patch_size": 4},
+    ("semantic_decoder", "vit"): {"in_channels": 8, "width": 48, "depth": 1, "grid": 8},
+    # Trains only with a teacher: EfficientNet-Lite0 (offline; its stage 2 has 40 channels) stands in for CLIP.
+    ("model", "tokenflow"): {"teacher": {"name": "effnet_lite0"}, "semantic_decoder": {"name": "vit", "out_channels": 40}},
     ("pixel_head", "maskgit_vqgan"): {"hidden": 32, "codebook_size": 16, "code_dim": 8, "channels": [32, 32, 32, 32]},
     ("pixel_head", "patch_conv"): {"patch_size": 8},
     ("model", "dual"): {"adapter_width": 32, "adapter_blocks": 1},
@@ -193,6 +198,13 @@ def run_decoder(dec: nn.Module) -> None:
         out = dec(torch.randn(2, dec.in_channels, 8, 8))  # (B, 3, 8f, 8f)
     assert out.shape[:2] == (2, 3)
     (out.float() - x[..., : out.shape[-2], : out.shape[-1]]).square().mean().backward()
+
+
+def run_semantic_decoder(dec: nn.Module) -> None:
+    side = dec.grid  # a semantic decoder reads a fixed token grid
+    out = dec(torch.randn(2, dec.in_channels, side, side))  # (B, C_out, side, side): features for understanding
+    assert out.shape == (2, dec.out_channels, side, side)
+    out.float().square().mean().backward()
 
 
 def run_quantizer(q: nn.Module) -> None:
@@ -340,6 +352,7 @@ def run_recognizer(recognizer: Any) -> None:
 RUNNERS: dict[str, Callable[[Any], None]] = {
     "encoder": run_encoder,
     "decoder": run_decoder,
+    "semantic_decoder": run_semantic_decoder,
     "quantizer": run_quantizer,
     "model": run_model,
     "loss": run_loss,
@@ -360,7 +373,13 @@ SLOW = {("metric", "rfid"): "the Frechet distance of 2048-d Inception features (
 
 
 def every_part() -> list[tuple[str, str]]:
-    return [(kind, name) for kind in registry.kinds() for name in registry.names(kind)]
+    """Every registered part built from a config (trainers take a run, not a config, and are not parts)."""
+    return [
+        (kind, name)
+        for kind in registry.kinds()
+        for name in registry.names(kind)
+        if hasattr(registry.lookup(kind, name), "Config")
+    ]
 
 
 def _params() -> list:

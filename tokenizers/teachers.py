@@ -129,7 +129,7 @@ class OpenClipTeacher(Teacher):
     class Config:
         model: str = "ViT-B-16"
         pretrained: str = "openai"
-        image_size: int = 224  # the position table is resized to it by open_clip when loading
+        image_size: int = ranged(224, AT_LEAST_1)  # the position table is resized to it by open_clip when loading
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from vtok.config import AT_LEAST_1, ranged
+from vtok.config import AT_LEAST_1, POSITIVE, UNIT, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Encoder
 from vtok.registry import register
@@ -36,12 +36,12 @@ class OpenClipEncoder(Encoder):
         image_size: int = ranged(224, AT_LEAST_1)
         quick_gelu: bool = True  # OpenAI's CLIP weights were trained with QuickGELU
         # Optional changes to the named model's vision tower (random weights only; heads = width // 64).
-        width: int | None = None
-        layers: int | None = None
-        patch_size: int | None = None
+        width: int | None = ranged(None, AT_LEAST_1)
+        layers: int | None = ranged(None, AT_LEAST_1)
+        patch_size: int | None = ranged(None, AT_LEAST_1)
         # Per-channel normalisation of the [0, 1] image; None feeds the [-1, 1] image as it is (TokenFlow's CLIP).
-        mean: list[float] | None = None
-        std: list[float] | None = None
+        mean: list[float] | None = ranged(None, UNIT)
+        std: list[float] | None = ranged(None, POSITIVE)
 
     def __init__(self, cfg: Config):
         super().__init__()
