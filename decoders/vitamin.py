@@ -13,7 +13,7 @@ here rather than to a 1x1 ``post_quant_conv`` (a converted model's is the identi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -40,9 +40,9 @@ class VitaminDecoder(Decoder):
         width: int = ranged(1024, AT_LEAST_1)
         depth: int = ranged(31, AT_LEAST_1)
         num_heads: int = ranged(16, AT_LEAST_1)
-        up_dims: list[int] = field(default_factory=lambda: [320, 160])
-        up_depths: list[int] = field(default_factory=lambda: [4, 2])
-        proj_heads: int | None = None  # the projection's heads; None: width // in_channels (UniTok's)
+        up_dims: list[int] = ranged([320, 160], AT_LEAST_1)
+        up_depths: list[int] = ranged([4, 2], AT_LEAST_1)
+        proj_heads: int | None = ranged(None, AT_LEAST_1)  # the projection's heads; None: width // in_channels (UniTok's)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -11,7 +11,7 @@ width; it mixes tokens, so it belongs to the encoder rather than to a 1x1 ``quan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -35,12 +35,12 @@ class VitaminEncoder(Encoder):
     class Config:
         img_size: int = ranged(256, AT_LEAST_1)
         stem_width: int = ranged(160, AT_LEAST_1)
-        stage_dims: list[int] = field(default_factory=lambda: [160, 320, 1024])  # MBConv stage 1, 2; the ViT width
-        stage_depths: list[int] = field(default_factory=lambda: [2, 4])  # MBConv blocks per stage
+        stage_dims: list[int] = ranged([160, 320, 1024], AT_LEAST_1)  # MBConv stage 1, 2; the ViT width
+        stage_depths: list[int] = ranged([2, 4], AT_LEAST_1)  # MBConv blocks per stage
         depth: int = ranged(31, AT_LEAST_1)  # ViT blocks
         num_heads: int = ranged(16, AT_LEAST_1)
         z_channels: int = ranged(64, AT_LEAST_1)  # the projection's output width (UniTok's vocab_width)
-        proj_heads: int | None = None  # the projection's heads; None: stage_dims[-1] // z_channels (UniTok's)
+        proj_heads: int | None = ranged(None, AT_LEAST_1)  # the projection's heads; None: stage_dims[-1] // z_channels (UniTok's)
 
     def __init__(self, cfg: Config):
         super().__init__()
