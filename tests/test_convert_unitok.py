@@ -226,3 +226,30 @@ def test_unitok_register_tokens_are_refused(unitok_file, tmp_path, capsys):
     torch.save({"trainer": {"unitok": {**state, E + "reg_token": torch.zeros(1, 4, WIDTH)}}}, tmp_path / "reg.pth")
     assert main(["convert", "--from", "unitok", str(tmp_path / "reg.pth"), "--out", str(tmp_path / "o")]) == 2
     assert "register tokens" in capsys.readouterr().err
+
+
+def test_mcq_training_losses_and_gradients_are_unitoks(unitok_file, tmp_path):
+    """UniTok's VectorQuantizerM in training: per codebook beta |sg(e) - z|^2 + |e - sg(z)|^2 on the normalised
+    chunk z, averaged over codebooks, and a straight-through output whose gradient reaches the latents through the
+    norm: the loss, the output and the gradients to the latents and to the raw codebooks are UniTok's."""
+    state, path = unitok_file
+    q = convert("unitok", path).quantizer.train()
+    x = torch.randn(2, 6, Z, requires_grad=True)
+    out = q(x)
+    weights = [state[f"quantizer.codebooks.{c}.codebook.weight"].clone().requires_grad_() for c in range(C)]
+    loss, hats = 0.0, []
+    for c, chunk in enumerate(x.split(Z // C, -1)):
+        z = F.normalize(chunk.reshape(-1, Z // C), dim=-1)
+        codes = F.normalize(weights[c], dim=1)
+        hat = codes[(z.detach() @ codes.T).argmax(1)]
+        loss = loss + 0.25 * F.mse_loss(hat.detach(), z) + F.mse_loss(hat, z.detach())
+        hats.append((hat.detach() - z.detach()) + z)
+    loss, want = loss / C, torch.cat(hats, -1).view(2, 6, Z)
+    ours = out.losses["codebook"] + out.losses["commit"]
+    torch.testing.assert_close(ours, loss)
+    torch.testing.assert_close(out.z_q, want)
+    g = torch.randn_like(want)
+    got = torch.autograd.grad(ours + (out.z_q * g).sum(), [x, q.codes])
+    ref = torch.autograd.grad(loss + (want * g).sum(), [x, *weights])
+    torch.testing.assert_close(got[0], ref[0])
+    torch.testing.assert_close(got[1], torch.stack(ref[1:]))
