@@ -14,6 +14,8 @@ code: /work/ref/unitok/RESULT.txt.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -253,3 +255,26 @@ def test_mcq_training_losses_and_gradients_are_unitoks(unitok_file, tmp_path):
     ref = torch.autograd.grad(loss + (want * g).sum(), [x, *weights])
     torch.testing.assert_close(got[0], ref[0])
     torch.testing.assert_close(got[1], torch.stack(ref[1:]))
+
+
+def test_unitok_tokens_feed_the_stacked_codes_gpt():
+    """The tiny preset's stacked codes (B, L, 4) train vtok's GPT: the loss falls on one repeated batch."""
+    from vtok.ar_models.gpt import GPT
+
+    torch.manual_seed(0)
+    tok = vtok.build(Path(__file__).resolve().parent.parent / "configs/tokenizer/vq_unitok_tiny.yaml").eval()
+    with torch.no_grad():
+        tokens = tok.encode(torch.rand(4, 3, 32, 32) * 2 - 1)
+    assert tokens.ids.shape == (4, 4, 4) and tokens.codebook_sizes == (64,) * 4
+    gpt = GPT(GPT.Config(codebook_sizes=list(tokens.codebook_sizes), grid=list(tokens.grid), num_classes=0,
+                         dim=32, depth=1, heads=2, depth_layers=1))  # fmt: skip
+    gpt.init_embeddings_from(tok)
+    opt = torch.optim.AdamW(gpt.parameters(), lr=3e-3)
+    first = None
+    for _ in range(20):
+        loss, _ = gpt(tokens.ids, None)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
