@@ -33,10 +33,10 @@ def _vtok_layout() -> dict[str, torch.Tensor]:
     """The vtok model these settings convert to (its names and shapes only)."""
     cfg = {
         "name": "grid",
-        "encoder": {"name": "vitamin", "img_size": SIZE, "stem_width": STEM, "stage_dims": [*DIMS, WIDTH],
+        "encoder": {"name": "unitok", "img_size": SIZE, "stem_width": STEM, "stage_dims": [*DIMS, WIDTH],
                     "stage_depths": DEPTHS, "depth": DEPTH, "num_heads": WIDTH // 64, "z_channels": Z},
         "quantizer": {"name": "mcq", "dim": Z, "codebooks": C, "codebook_size": K},
-        "decoder": {"name": "vitamin", "in_channels": Z, "width": WIDTH, "depth": DEPTH, "num_heads": WIDTH // 64,
+        "decoder": {"name": "unitok", "in_channels": Z, "width": WIDTH, "depth": DEPTH, "num_heads": WIDTH // 64,
                     "up_dims": UP[0], "up_depths": UP[1]},
     }  # fmt: skip
     return vtok.build({"model": cfg}).state_dict()

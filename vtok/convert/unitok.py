@@ -4,7 +4,7 @@ The release (``unitok_tokenizer.pth``) is a training checkpoint, ``{'args', 'tra
 {'unitok': state dict}}`` (``read_checkpoint`` reads ``trainer.unitok``); the state dict holds:
 
 - ``encoder.*``: timm's ViTamin (``patch_embed.backbone.{stem,stages,pool}``, ``blocks``, ``norm``)
-  -> the ``vitamin`` encoder's ``tower`` (names kept). ``encoder.pos_embed`` is dropped: UniTok
+  -> the ``unitok`` encoder's ``tower`` (names kept). ``encoder.pos_embed`` is dropped: UniTok
   replaces the tower's position table by a constant (1, 1, width) zero tensor without gradient,
   so adding it changes nothing;
 - ``quant_proj.*`` -> the encoder's ``proj`` and ``post_quant_proj.*`` -> the decoder's ``proj``
@@ -12,7 +12,7 @@ The release (``unitok_tokenizer.pth``) is a training checkpoint, ``{'args', 'tra
   buffer (the k bias UniTok never trains), which vtok's ``WidthAttention`` writes as zeros;
 - ``quantizer.codebooks.{c}.codebook.weight`` (K x d, raw; normalised on use) -> row c of ``mcq``'s
   ``codes`` (C x K x d); ``quantizer.codebooks.{c}.vocab_usage`` (a usage average for logging) dropped;
-- ``decoder.*``: ``blocks``, ``norm`` and the upsampler ``up_conv1..4`` -> the ``vitamin`` decoder (names kept);
+- ``decoder.*``: ``blocks``, ``norm`` and the upsampler ``up_conv1..4`` -> the ``unitok`` decoder (names kept);
 - ``text_encoder.*``, ``fc_norm.*``, ``projection.*``, ``logit_scale``: the CLIP text tower and
   image head, dropped: they serve the text-alignment loss in training and zero-shot
   evaluation (``encode_image``), not tokenizing or decoding.
@@ -42,12 +42,12 @@ HEAD_WIDTH = 64  # every ViTamin tower's attention head width (small 384/6, base
 
 
 def _encoder(state: dict[str, torch.Tensor], img_size: int) -> dict[str, Any]:
-    """The ``vitamin`` encoder config from the tower's and the projection's weights."""
+    """The ``unitok`` encoder config from the tower's and the projection's weights."""
     stem = "encoder.patch_embed.backbone."
     dims = [state[f"{stem}stages.{s}.0.conv3_1x1.weight"].shape[0] for s in (0, 1)]
     width = state["encoder.norm.weight"].shape[0]
     return {
-        "name": "vitamin",
+        "name": "unitok",
         "img_size": img_size,
         "stem_width": state[f"{stem}stem.conv1.weight"].shape[0],
         "stage_dims": [*dims, width],
@@ -59,10 +59,10 @@ def _encoder(state: dict[str, torch.Tensor], img_size: int) -> dict[str, Any]:
 
 
 def _decoder(state: dict[str, torch.Tensor], z: int) -> dict[str, Any]:
-    """The ``vitamin`` decoder config from its weights."""
+    """The ``unitok`` decoder config from its weights."""
     width = state["decoder.norm.weight"].shape[0]
     return {
-        "name": "vitamin",
+        "name": "unitok",
         "in_channels": z,
         "width": width,
         "depth": count_levels(state, r"decoder\.blocks\.(\d+)\."),

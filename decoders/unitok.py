@@ -1,7 +1,7 @@
 """UniTok's decoder: attention projection up to the ViT width, a ViTamin-width ViT, a convolutional upsampler.
 
 UniTok's ``ViTaminDecoder`` keeps the blocks and final norm of a ViTamin tower (timm
-ViT blocks with UniTok's GeGLU; :func:`vtok.nets.vitamin.vitamin_blocks`) and
+ViT blocks with UniTok's GeGLU; :func:`vtok.nets.unitok.vitamin_blocks`) and
 mirrors the tower's MBConv stages with an upsampler: a 2x upsampling convolution to
 the second stage's width, ``up_depths[0]`` inverted MBConv blocks (the first
 upsampling), ``up_depths[1]`` more to the first stage's width (the first upsampling
@@ -22,12 +22,12 @@ from torch import nn
 from vtok.config import AT_LEAST_1, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Decoder
-from vtok.nets.vitamin import AttnProjection, InvMbConvBlock, InvStem, Upsample2d, vitamin_blocks
+from vtok.nets.unitok import AttnProjection, InvMbConvBlock, InvStem, Upsample2d, vitamin_blocks
 from vtok.registry import register
 
 
-@register("decoder", "vitamin")
-class VitaminDecoder(Decoder):
+@register("decoder", "unitok")
+class UniTokDecoder(Decoder):
     """(B, in_channels, h, w) codes -> (B, 3, 16h, 16w) images (about [-1, 1]).
 
     Defaults are UniTok's ``vitamin_large`` decoder: 64 code channels, a 31-block ViT of
@@ -47,10 +47,10 @@ class VitaminDecoder(Decoder):
     def __init__(self, cfg: Config):
         super().__init__()
         if len(cfg.up_dims) != 2 or len(cfg.up_depths) != 2 or min(cfg.up_depths) < 1:
-            raise VtokError("vitamin decoder: up_dims and up_depths take 2 entries each, depths at least 1")
+            raise VtokError("unitok decoder: up_dims and up_depths take 2 entries each, depths at least 1")
         heads = cfg.proj_heads or max(cfg.width // cfg.in_channels, 1)
         if cfg.width % heads or cfg.width % cfg.num_heads:
-            raise VtokError(f"vitamin decoder: width {cfg.width} does not split into {heads} / {cfg.num_heads} heads")
+            raise VtokError(f"unitok decoder: width {cfg.width} does not split into {heads} / {cfg.num_heads} heads")
         from vtok.compat import ensure_torchvision
 
         ensure_torchvision()  # timm imports torchvision

@@ -1,4 +1,4 @@
-"""UniTok's network blocks around the ViTamin tower, shared by the ``vitamin`` encoder and decoder.
+"""UniTok's network blocks around the ViTamin tower, shared by the ``unitok`` encoder and decoder.
 
 UniTok (FoundationVision/UniTok, ``models/vitamin.py``, ``models/vqvae.py``) builds its
 encoder as timm's ViTamin hybrid (two MBConv stages, a strided convolution, then a ViT
