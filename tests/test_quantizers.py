@@ -24,6 +24,7 @@ VARIANTS = {
         {"dim": 8, "depth": 2, "codebook_size": 16, "shared_codebook": False, "quantize_dropout": False},
         {"dim": 8, "depth": 3, "codebook_size": 32, "codebook_dim": 4, "kmeans_init": True},
     ],
+    "mcq": [{}, {"dim": 8, "codebooks": 2, "codebook_size": 16, "beta": 0.5}],  # UniTok's; defaults are the published
     "rq_shared": [  # RQ-VAE's: one EMA codebook for every level; with and without restarts of unused codes
         {"dim": 8, "depth": 3, "codebook_size": 32},
         {"dim": 8, "depth": 2, "codebook_size": 16, "restart_unused_codes": False, "decay": 0.9},

@@ -49,6 +49,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
             break
+    if isinstance(obj, dict) and isinstance(obj.get("trainer"), dict) and isinstance(obj["trainer"].get("unitok"), dict):
+        obj = obj["trainer"]["unitok"]  # UniTok's training checkpoint: {'args', 'epoch', 'iter', 'trainer': {'unitok'}}
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
     if not tensors:
         raise VtokError(
