@@ -65,7 +65,7 @@ def _check_layout(state: dict[str, torch.Tensor], init_args: dict[str, Any]) -> 
     """One-line errors for GigaTok layouts other than the released 1D tokenizers'."""
     for key, released in RELEASED:
         if key in init_args and bool(init_args[key]) != released:
-            raise VtokError(f"GigaTok option {key}: {init_args[key]} is not supported (the released models use {released})")
+            raise VtokError(f"GigaTok option {key}: {init_args[key]} is not supported (the released use {released})")
     for key in state:
         if CNN_ATTENTION.match(key):
             raise VtokError("GigaTok CNNs with attention (use_attn: true) are not supported; the released have none")
@@ -113,9 +113,14 @@ def _qformer(state: dict[str, torch.Tensor], part: str, size: Any, factor: int) 
     if grid * grid != pos.shape[0]:
         raise VtokError(f"{part}.positional_embedding has {pos.shape[0]} rows, not a square grid")
     width = pos.shape[-1]
-    return {"image_size": grid * factor, "width": width, "depth": count_levels(state, rf"{part}\.transformer\.(\d+)\."),
-            "heads": _heads(width, size, part), "mlp_ratio": state[f"{part}.transformer.0.linear1.weight"].shape[0] / width,
-            "num_latent_tokens": state[f"{part}.latent_token_positional_embedding"].shape[0]}  # fmt: skip
+    return {
+        "image_size": grid * factor,
+        "width": width,
+        "depth": count_levels(state, rf"{part}\.transformer\.(\d+)\."),
+        "heads": _heads(width, size, part),
+        "mlp_ratio": state[f"{part}.transformer.0.linear1.weight"].shape[0] / width,
+        "num_latent_tokens": state[f"{part}.latent_token_positional_embedding"].shape[0],
+    }
 
 
 RULES = [("s2to1encoder.conv_out.", "encoder.proj_out."), ("s2to1encoder.", "encoder."), ("s1to2decoder.", "decoder."),
@@ -134,16 +139,17 @@ def gigatok(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(vtok config, vtok state dict) of a GigaTok 1D tokenizer checkpoint (see the module docstring)."""
-    model_cfg = (source_config or {}).get("model")
+    model_cfg = source_config.get("model") if isinstance(source_config, dict) else None
     model_cfg = model_cfg if isinstance(model_cfg, dict) else {}
     if model_cfg.get("model_cls", "VQVitModelPlus") != "VQVitModelPlus":
-        raise VtokError(f"GigaTok {model_cfg['model_cls']} is not supported; the released 1D tokenizers are VQVitModelPlus")
+        raise VtokError(f"GigaTok {model_cfg['model_cls']} is not supported: only the 1D VQVitModelPlus tokenizers are")
     args = model_cfg.get("init_args")
     args = args if isinstance(args, dict) else {}
     _check_layout(state, args)
     ch = state["encoder.conv_in.weight"].shape[0]
     enc_cnn, dec_cnn = _cnn(state, "encoder", ch), _cnn(state, "decoder", ch)
-    enc_size, dec_size = args.get("encoder_size") or args.get("model_size"), args.get("decoder_size") or args.get("model_size")
+    enc_size = args.get("encoder_size") or args.get("model_size")
+    dec_size = args.get("decoder_size") or args.get("model_size")
     enc = _qformer(state, "s2to1encoder", enc_size, 2 ** (len(enc_cnn["ch_mult"]) - 1))
     dec = _qformer(state, "s1to2decoder", dec_size, 2 ** (len(dec_cnn["ch_mult"]) - 1))
     if (enc["image_size"], enc["num_latent_tokens"]) != (dec["image_size"], dec["num_latent_tokens"]):

@@ -49,7 +49,7 @@ class GigaTokShape:
     def __post_init__(self) -> None:
         factor = 2 ** (len(self.ch_mult) - 1)
         if any(self.ch * m % 32 for m in self.ch_mult):
-            raise VtokError(f"ch x ch_mult ({self.ch} x {self.ch_mult}) must be multiples of 32 (GroupNorm's 32 groups)")
+            raise VtokError(f"ch x ch_mult ({self.ch} x {self.ch_mult}) must be multiples of 32 (GroupNorm's groups)")
         if self.image_size % factor:
             raise VtokError(f"image_size {self.image_size} is not a multiple of the CNN's factor {factor}")
         if self.width % self.heads:
