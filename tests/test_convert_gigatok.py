@@ -273,3 +273,27 @@ def test_head_counts_come_from_gigatok_sizes_or_the_config(giga_file, tmp_path, 
     assert "model size 'small' has width 512, the weights 256" in capsys.readouterr().err
     (tmp_path / "c.yaml").write_text("model: {init_args: {encoder_size: tiny, decoder_size: tiny}}\n")
     assert convert("gigatok", path, config=tmp_path / "c.yaml").decoder.cfg.heads == HEADS
+
+
+def test_training_passes_the_gradient_by_the_rotation_trick(giga_file):
+    """GigaTok trains with ``rot: true``: the code's gradient reaches the latent through the fixed linear map R
+    (R u = c for the unit latent u and its code c), not copied as straight-through copies it."""
+    _, path = giga_file
+    quantizer = convert("gigatok", path).quantizer.train()
+    assert quantizer.cfg.l2_norm
+    x = torch.randn(2, 5, DIM, requires_grad=True)
+    g = torch.randn(2, 5, DIM)
+    out = quantizer(x)
+    (out.z_q * g).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    e = F.normalize(x2, dim=-1)
+    c = F.normalize(quantizer.embedding.weight.detach(), dim=-1)[out.ids[..., 0]]
+    u = e.detach()
+    w = F.normalize(u + c, dim=-1)
+    rot = torch.eye(DIM) - 2 * w[..., :, None] * w[..., None, :] + 2 * c[..., :, None] * u[..., None, :]
+    ((rot @ e[..., None])[..., 0] * g).sum().backward()
+    torch.testing.assert_close(out.z_q.detach(), c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-4)
+    x3 = x.detach().clone().requires_grad_()
+    (F.normalize(x3, dim=-1) * g).sum().backward()  # what straight-through would give
+    assert (x3.grad - x.grad).abs().max() > 0.1

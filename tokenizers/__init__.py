@@ -21,3 +21,4 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     vq,
     vq_learned,
 )
+from vtok.tokenizers.quantizers import vq_learned_rotation as _vq_learned_rotation  # noqa: F401

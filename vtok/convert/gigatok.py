@@ -1,5 +1,6 @@
 """GigaTok's released 1D tokenizers (S-S, S-B, B-L, B-L dino-disc, XL-XXL; ``VQVitModelPlus``) as vtok ``oned``
-tokenizers with the ``gigatok`` encoder and decoder and the ``vq_learned`` quantizer.
+tokenizers with the ``gigatok`` encoder and decoder and the ``vq_learned_rotation`` quantizer (``vq_learned`` where the
+source config sets ``rot: false``; the two differ only in training gradients).
 
 Source layout (the published code's ``state_dict``, under ``ema`` or ``model`` of the
 training checkpoint): the CNN encoder ``encoder.{conv_in, conv_blocks.{i}.{res.{j},
@@ -169,7 +170,7 @@ def gigatok(
         "name": "oned",
         "encoder": {"name": "gigatok", **enc_cnn, **enc, "dropout": 0.0},
         "quantizer": {
-            "name": "vq_learned",
+            "name": "vq_learned_rotation" if args.get("rot", True) else "vq_learned",
             "dim": codes.shape[1],
             "codebook_size": codes.shape[0],
             "l2_norm": bool(args.get("codebook_l2_norm", True)),
