@@ -13,13 +13,22 @@ against these, not against itself. Released-size check against GigaTok's own cod
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+import vtok
 from vtok.cli import main
 from vtok.convert import convert
+
+PRESETS = Path(__file__).resolve().parent.parent / "configs" / "tokenizer"
+# GigaTok's reference code (VQVitModelPlus of the released configs): all parameters, and those of the decoder's
+# DINOv2 alignment MLP (training only, not converted). /work/ref/gigatok/count_params.py.
+PUBLISHED = {"ss": (136_073_227, 6_820_608), "sb": (232_399_627, 14_162_688), "bl": (621_637_131, 24_126_208),
+             "xlxxl": (2_893_970_443, 51_917_568)}  # fmt: skip
 
 SIZE, CH, MULT, BLOCKS, Z, WIDTH, HEADS, N, DIM, K = 16, 32, [1, 2], 1, 16, 256, 4, 16, 4, 32
 GRID = SIZE // 2 ** (len(MULT) - 1)  # 8x8 CNN grid; WIDTH 256 is GigaTok's "tiny" size (4 heads)
@@ -297,3 +306,12 @@ def test_training_passes_the_gradient_by_the_rotation_trick(giga_file):
     x3 = x.detach().clone().requires_grad_()
     (F.normalize(x3, dim=-1) * g).sum().backward()  # what straight-through would give
     assert (x3.grad - x.grad).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("variant", list(PUBLISHED))
+def test_presets_have_the_published_parameter_counts(variant):
+    with torch.device("meta"):  # shapes only: the 2.9B XL-XXL builds in a second
+        tok = vtok.build(PRESETS / f"vq_gigatok_{variant}.yaml")
+    total, alignment_head = PUBLISHED[variant]
+    assert sum(p.numel() for p in tok.parameters()) == total - alignment_head
+    assert tok.num_tokens == 256 and tok.codebook_sizes == (16384,) and tok.downsample_factor == 16
