@@ -24,6 +24,10 @@ Dropped, with the reason:
   features for the semantic-regularisation loss; training only, it is no part of decoding.
 - ``quantize.codebook_used``: a training statistic (the last 65536 ids, for the usage log).
 
+Which weights: GigaTok's evaluation loads the checkpoint's ``ema`` entry when there is one, else
+``model``; vtok's reader (:func:`vtok.convert.common.read_checkpoint`) takes ``model`` first, so a
+training checkpoint holding both converts its raw weights, not the EMA GigaTok evaluates.
+
 The discriminator (PatchGAN or DINO) is saved under its own checkpoint entry, never in the
 tokenizer's state dict, so there is nothing of it to drop. Head counts are not in the
 weights: GigaTok's sizes fix them by width (tiny 256 .. xxxl 2560), or the source config's
