@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from vtok.interfaces import Decoder
-from vtok.nets.gigatok import CNNDecoder, GigaTokShape, QFormerLayer
+from vtok.nets.gigatok import CNNDecoder, GigaTok1DShape, QFormerLayer
 from vtok.registry import register
 
 
@@ -30,7 +30,7 @@ class GigaTokDecoder(Decoder):
     """(B, N, z_channels) token latents (positions past ``lengths`` ignored) -> images (B, 3, H, W)."""
 
     @dataclass
-    class Config(GigaTokShape):
+    class Config(GigaTok1DShape):
         pass
 
     def __init__(self, cfg: Config):

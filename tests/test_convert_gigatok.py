@@ -265,7 +265,7 @@ def test_gigatok_files_are_told_apart_and_bad_ones_refused(giga_file, tmp_path, 
     torch.save({"model": {**state, "s2to1encoder.query_1d": torch.zeros(N, 1, WIDTH)}}, tmp_path / "q.pt")
     assert "learned 1D queries" in refused(tmp_path / "q.pt")
     (tmp_path / "2d.yaml").write_text("model: {model_cls: VQVitModel2DPlus, init_args: {}}\n")
-    assert "VQVitModel2DPlus is not supported: only the 1D" in refused(path, "--config", str(tmp_path / "2d.yaml"))
+    assert "VQVitModel2DPlus is not a VQVitModelPlus checkpoint" in refused(path, "--config", str(tmp_path / "2d.yaml"))
     (tmp_path / "mean.yaml").write_text("model: {init_args: {multi_level_query_init: false}}\n")
     assert "multi_level_query_init" in refused(path, "--config", str(tmp_path / "mean.yaml"))
     (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:5000])

@@ -6,6 +6,7 @@ Importing this package registers every part it holds.
 from vtok.tokenizers import dual, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
 from vtok.tokenizers.encoders import conv, magvit2, openclip, patch, patch1d, vit  # noqa: F401
 from vtok.tokenizers.encoders import gigatok as _gigatok_encoder  # noqa: F401
+from vtok.tokenizers.encoders import gigatok2d as _gigatok2d_encoder  # noqa: F401
 from vtok.tokenizers.losses import discriminator, perceptual, semantic, vqgan  # noqa: F401
 from vtok.tokenizers.quantizers import (  # noqa: F401
     dual_rvq,

@@ -18,7 +18,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.interfaces import Encoder
-from vtok.nets.gigatok import CNNEncoder, GigaTokShape, QFormerLayer, multi_level_queries
+from vtok.nets.gigatok import CNNEncoder, GigaTok1DShape, QFormerLayer, multi_level_queries
 from vtok.registry import register
 
 
@@ -27,7 +27,7 @@ class GigaTokEncoder(Encoder):
     """images (B, 3, H, W) in [-1, 1] -> (B, num_latent_tokens, z_channels) 1D token features."""
 
     @dataclass
-    class Config(GigaTokShape):
+    class Config(GigaTok1DShape):
         pass
 
     def __init__(self, cfg: Config):

@@ -111,8 +111,8 @@ def _cnn(state: dict[str, torch.Tensor], side: str, ch: int) -> dict[str, Any]:
     return {"ch": ch, "ch_mult": [w // ch for w in widths], "num_res_blocks": blocks, "z_channels": z}
 
 
-def _qformer(state: dict[str, torch.Tensor], part: str, size: Any, factor: int) -> dict[str, Any]:
-    """image_size, width, depth, heads, mlp_ratio, num_latent_tokens of one Q-Former from its weights."""
+def _transformer(state: dict[str, torch.Tensor], part: str, size: Any, factor: int) -> dict[str, Any]:
+    """image_size, width, depth, heads, mlp_ratio of one transformer side from its weights."""
     pos = state[f"{part}.positional_embedding"]
     grid = math.isqrt(pos.shape[0])
     if grid * grid != pos.shape[0]:
@@ -124,7 +124,43 @@ def _qformer(state: dict[str, torch.Tensor], part: str, size: Any, factor: int) 
         "depth": count_levels(state, rf"{part}\.transformer\.(\d+)\."),
         "heads": _heads(width, size, part),
         "mlp_ratio": state[f"{part}.transformer.0.linear1.weight"].shape[0] / width,
-        "num_latent_tokens": state[f"{part}.latent_token_positional_embedding"].shape[0],
+    }
+
+
+def _init_args(source_config: Any, cls: str) -> dict[str, Any]:
+    """The ``model.init_args`` of a GigaTok config (empty without one); one line if it names another model."""
+    model_cfg = source_config.get("model") if isinstance(source_config, dict) else None
+    model_cfg = model_cfg if isinstance(model_cfg, dict) else {}
+    if model_cfg.get("model_cls", cls) != cls:
+        raise VtokError(f"GigaTok {model_cfg['model_cls']} is not a {cls} checkpoint; --from gigatok takes the 1D "
+                        "VQVitModelPlus, --from gigatok-2d the VQVitModel2DPlus")  # fmt: skip
+    args = model_cfg.get("init_args")
+    return args if isinstance(args, dict) else {}
+
+
+def _sides(state: dict[str, torch.Tensor], args: dict[str, Any], parts: tuple[str, str]) -> tuple[dict, dict]:
+    """The encoder's and decoder's shapes (CNN + transformer) from the weights, heads from GigaTok's sizes."""
+    _check_layout(state, args)
+    ch = state["encoder.conv_in.weight"].shape[0]
+    enc_cnn, dec_cnn = _cnn(state, "encoder", ch), _cnn(state, "decoder", ch)
+    enc_size = args.get("encoder_size") or args.get("model_size")
+    dec_size = args.get("decoder_size") or args.get("model_size")
+    enc = _transformer(state, parts[0], enc_size, 2 ** (len(enc_cnn["ch_mult"]) - 1))
+    dec = _transformer(state, parts[1], dec_size, 2 ** (len(dec_cnn["ch_mult"]) - 1))
+    if enc["image_size"] != dec["image_size"]:
+        raise VtokError(f"the encoder reads {enc['image_size']} px, the decoder writes {dec['image_size']} px")
+    return {**enc_cnn, **enc, "dropout": 0.0}, {**dec_cnn, **dec, "dropout": 0.0}
+
+
+def _quantizer(codes: torch.Tensor, args: dict[str, Any]) -> dict[str, Any]:
+    """GigaTok's VectorQuantizer: l2-normalised codes learned by gradient, the rotation trick with ``rot``."""
+    return {
+        "name": "vq_learned_rotation" if args.get("rot", True) else "vq_learned",
+        "dim": codes.shape[1],
+        "codebook_size": codes.shape[0],
+        "l2_norm": bool(args.get("codebook_l2_norm", True)),
+        "beta": float(args.get("commit_loss_beta", 0.25)),
+        "entropy_weight": float(args.get("entropy_loss_ratio", 0.0)),
     }
 
 
@@ -144,23 +180,12 @@ def gigatok(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(vtok config, vtok state dict) of a GigaTok 1D tokenizer checkpoint (see the module docstring)."""
-    model_cfg = source_config.get("model") if isinstance(source_config, dict) else None
-    model_cfg = model_cfg if isinstance(model_cfg, dict) else {}
-    if model_cfg.get("model_cls", "VQVitModelPlus") != "VQVitModelPlus":
-        raise VtokError(f"GigaTok {model_cfg['model_cls']} is not supported: only the 1D VQVitModelPlus tokenizers are")
-    args = model_cfg.get("init_args")
-    args = args if isinstance(args, dict) else {}
-    _check_layout(state, args)
-    ch = state["encoder.conv_in.weight"].shape[0]
-    enc_cnn, dec_cnn = _cnn(state, "encoder", ch), _cnn(state, "decoder", ch)
-    enc_size = args.get("encoder_size") or args.get("model_size")
-    dec_size = args.get("decoder_size") or args.get("model_size")
-    enc = _qformer(state, "s2to1encoder", enc_size, 2 ** (len(enc_cnn["ch_mult"]) - 1))
-    dec = _qformer(state, "s1to2decoder", dec_size, 2 ** (len(dec_cnn["ch_mult"]) - 1))
-    if (enc["image_size"], enc["num_latent_tokens"]) != (dec["image_size"], dec["num_latent_tokens"]):
-        raise VtokError(f"the encoder reads {enc['image_size']} px into {enc['num_latent_tokens']} tokens, the decoder "
-                        f"writes {dec['image_size']} px from {dec['num_latent_tokens']}")  # fmt: skip
-    codes = state["quantize.embedding.weight"]
+    args = _init_args(source_config, "VQVitModelPlus")
+    enc, dec = _sides(state, args, ("s2to1encoder", "s1to2decoder"))
+    for side, part in ((enc, "s2to1encoder"), (dec, "s1to2decoder")):
+        side["num_latent_tokens"] = state[f"{part}.latent_token_positional_embedding"].shape[0]
+    if enc["num_latent_tokens"] != dec["num_latent_tokens"]:
+        raise VtokError(f"the encoder writes {enc['num_latent_tokens']} tokens, the decoder {dec['num_latent_tokens']}")
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith(DROPPED):
@@ -172,16 +197,54 @@ def gigatok(
         mapped[rename(key, RULES)] = value
     cfg = {
         "name": "oned",
-        "encoder": {"name": "gigatok", **enc_cnn, **enc, "dropout": 0.0},
-        "quantizer": {
-            "name": "vq_learned_rotation" if args.get("rot", True) else "vq_learned",
-            "dim": codes.shape[1],
-            "codebook_size": codes.shape[0],
-            "l2_norm": bool(args.get("codebook_l2_norm", True)),
-            "beta": float(args.get("commit_loss_beta", 0.25)),
-            "entropy_weight": float(args.get("entropy_loss_ratio", 0.0)),
-        },
-        "decoder": {"name": "gigatok", **dec_cnn, **dec, "dropout": 0.0},
+        "encoder": {"name": "gigatok", **enc},
+        "quantizer": _quantizer(state["quantize.embedding.weight"], args),
+        "decoder": {"name": "gigatok", **dec},
         "ordering": {"name": "none"},
+    }
+    return cfg, mapped
+
+
+RULES_2D = [("s2dencoder.", "encoder."), ("s2ddecoder.", "decoder."), ("encoder.", "encoder.cnn."),
+            ("decoder.", "decoder.cnn."), ("quantize.", "quantizer.")]  # fmt: skip
+
+
+@source(
+    "gigatok-2d",
+    "GigaTok 2D",
+    marker="s2dencoder.",
+    takes_config=True,
+    config_help="the source's YAML (configs/vq/VQ_*256_2d.yaml); optional for the released sizes",
+)
+def gigatok_2d(
+    state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(vtok config, vtok state dict) of a GigaTok 2D tokenizer (``VQVitModel2DPlus``): a ``grid`` tokenizer.
+
+    The layout is the 1D one with ``s2dencoder`` / ``s2ddecoder`` (transformers over the grid cells, no latent
+    positions or query projection) in the Q-Formers' places: plain pre-norm layers (``TransformerLayer``:
+    ``self_attn``, ``linear1``, ``linear2``, ``norm1``, ``norm2``), or, where the layers carry
+    ``multihead_attn`` and ``norm3`` (``TransformerDecoderLayer``, GigaTok's 2D default, the S-S 2D config),
+    Q-Former layers reading the grid as their own memory (``qformer_layers``). ``quant_conv`` and
+    ``post_quant_conv`` keep their names (a grid tokenizer's 1x1 convs). ``s2ddecoder.distill_mlp.*`` and
+    ``quantize.codebook_used`` are dropped as for 1D.
+    """
+    args = _init_args(source_config, "VQVitModel2DPlus")
+    qformer = any(".multihead_attn." in k for k in state)  # TransformerDecoderLayer; TransformerLayer has none
+    layer = args.get("transformer_layer_type", "TransformerDecoderLayer" if qformer else "TransformerLayer")
+    if layer not in ("TransformerLayer", "TransformerDecoderLayer") or qformer != (layer == "TransformerDecoderLayer"):
+        raise VtokError(f"GigaTok 2D layers of type {layer} do not match the weights or are not supported (the "
+                        "released 2D tokenizers use TransformerLayer or TransformerDecoderLayer)")  # fmt: skip
+    enc, dec = _sides(state, args, ("s2dencoder", "s2ddecoder"))
+    mapped = {
+        rename(key, RULES_2D): value.permute(1, 0, 2) if key.endswith("positional_embedding") else value
+        for key, value in state.items()
+        if not key.startswith(("s2ddecoder.distill_mlp.", "quantize.codebook_used"))
+    }
+    cfg = {
+        "name": "grid",
+        "encoder": {"name": "gigatok2d", **enc, "qformer_layers": qformer},
+        "quantizer": _quantizer(state["quantize.embedding.weight"], args),
+        "decoder": {"name": "gigatok2d", **dec, "qformer_layers": qformer},
     }
     return cfg, mapped

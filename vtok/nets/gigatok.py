@@ -1,13 +1,15 @@
 """GigaTok's hybrid tokenizer blocks (Xiong et al., "GigaTok: Scaling Visual Tokenizers to 3 Billion Parameters
-for Autoregressive Image Generation", 2025), shared by the ``gigatok`` encoder and decoder.
+for Autoregressive Image Generation", 2025), shared by the ``gigatok`` and ``gigatok2d`` encoders and
+decoders.
 
-A GigaTok tokenizer is a CNN, a Q-Former and a CNN again: the CNN encoder writes a
+A GigaTok 1D tokenizer is a CNN, a Q-Former and a CNN again: the CNN encoder writes a
 (B, z_channels, g, g) feature grid; a Q-Former (DETR's pre-norm decoder layer: self-
 attention among queries, cross-attention to the memory, an MLP) turns it into N 1D
 tokens; after quantization a second Q-Former turns the N tokens back into g*g grid
-features, and the CNN decoder draws the pixels. They compute exactly the functions of
-the published code, which differs from vtok's VQGAN CNNs (:mod:`vtok.nets.vqgan`) in
-two ways a released checkpoint depends on: no attention anywhere (the mid block is two
+features, and the CNN decoder draws the pixels. The 2D tokenizers put transformers over
+the g*g grid (:func:`grid_layers`) in the Q-Formers' places, one token a cell. The blocks
+compute exactly the functions of the published code, which differs from vtok's VQGAN CNNs
+(:mod:`vtok.nets.vqgan`) in two ways a released checkpoint depends on: no attention anywhere (the mid block is two
 residual blocks), and the decoder's levels start with MAGVIT-v2's adaptive group norm
 and upsample by a conv to 4x the channels then depth-to-space
 (:mod:`vtok.nets.magvit2`). Module names follow GigaTok's, so its weights map by prefix.
@@ -30,9 +32,9 @@ from vtok.nets.vqgan import Downsample, ResnetBlock, group_norm
 
 @dataclass
 class GigaTokShape:
-    """What GigaTok's encoder and decoder share: image size, the CNN (base width, width multiplier a level, one
-    level a factor 2, residual blocks a level, grid channels) and the Q-Former (width, depth, heads, MLP ratio),
-    and the number of 1D tokens. Defaults: the released S-size side at 256 px with 256 tokens."""
+    """What GigaTok's encoders and decoders share: image size, the CNN (base width, width multiplier a level, one
+    level a factor 2, residual blocks a level, grid channels) and the transformer (width, depth, heads, MLP ratio).
+    Defaults: the released S-size side at 256 px."""
 
     image_size: int = ranged(256, AT_LEAST_1)
     ch: int = ranged(128, AT_LEAST_1)
@@ -43,7 +45,6 @@ class GigaTokShape:
     depth: int = ranged(6, AT_LEAST_1)
     heads: int = ranged(8, AT_LEAST_1)
     mlp_ratio: float = ranged(4.0, POSITIVE)
-    num_latent_tokens: int = ranged(256, AT_LEAST_1)
     dropout: float = ranged(0.0, UNIT)
 
     def __post_init__(self) -> None:
@@ -54,18 +55,28 @@ class GigaTokShape:
             raise VtokError(f"image_size {self.image_size} is not a multiple of the CNN's factor {factor}")
         if self.width % self.heads:
             raise VtokError(f"width {self.width} does not split into {self.heads} heads")
-        levels = self.num_latent_tokens.bit_length() - 1
-        grid = self.image_size // factor
-        if 2**levels != self.num_latent_tokens or 2 ** (levels // 2) > grid or 2 ** ((levels - 1) // 2) > grid:
-            raise VtokError(
-                f"num_latent_tokens {self.num_latent_tokens} must be a power of two whose finest query level "
-                f"fits the {grid}x{grid} grid (GigaTok's multi-level queries)"
-            )
 
     @property
     def grid(self) -> int:
         """Side of the CNN's feature grid (image_size / 2 ** (len(ch_mult) - 1))."""
         return self.image_size // 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass
+class GigaTok1DShape(GigaTokShape):
+    """GigaTokShape with the number of 1D tokens (default: the released 256)."""
+
+    num_latent_tokens: int = ranged(256, AT_LEAST_1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        levels = self.num_latent_tokens.bit_length() - 1
+        grid = self.grid
+        if 2**levels != self.num_latent_tokens or 2 ** (levels // 2) > grid or 2 ** ((levels - 1) // 2) > grid:
+            raise VtokError(
+                f"num_latent_tokens {self.num_latent_tokens} must be a power of two whose finest query level "
+                f"fits the {grid}x{grid} grid (GigaTok's multi-level queries)"
+            )
 
 
 class QFormerLayer(nn.Module):
@@ -105,6 +116,44 @@ class QFormerLayer(nn.Module):
         queries = queries + self.dropout(attn[0])  # (B, Q, D)
         mlp = self.linear2(self.dropout(F.gelu(self.linear1(self.norm3(queries)))))
         return queries + self.dropout(mlp)
+
+
+class TransformerLayer(nn.Module):
+    """A pre-norm transformer layer (GigaTok's 2D tokenizers): self-attention, then a GELU MLP, each residual.
+
+    Positions are added once before the first layer, not here (GigaTok's ``TransformerLayer``).
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(width, int(width * mlp_ratio))
+        self.linear2 = nn.Linear(int(width * mlp_ratio), width)
+        self.norm1 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D) -> (B, L, D)."""
+        h = self.norm1(x)
+        x = x + self.dropout(self.self_attn(h, h, h, need_weights=False)[0])  # (B, L, D)
+        return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+
+
+def grid_layers(layers: nn.ModuleList, x: torch.Tensor, pos: torch.Tensor, qformer_layers: bool) -> torch.Tensor:
+    """GigaTok's 2D transformer over grid cells: x (B, g*g, D), pos (1, g*g, D) -> (B, g*g, D).
+
+    ``qformer_layers``: Q-Former layers reading the grid as queries and memory, positions at every layer
+    (GigaTok's TransformerDecoderLayer); else plain layers after the positions are added once (TransformerLayer).
+    """
+    if qformer_layers:
+        for layer in layers:
+            x = layer(x, x, pos, pos)
+        return x
+    x = x + pos
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 def multi_level_queries(grid: torch.Tensor, num_tokens: int) -> torch.Tensor:
