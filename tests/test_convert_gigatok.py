@@ -153,8 +153,8 @@ def _pos(s, name):
     return s[name][:, 0][None]  # (L, 1, D) -> (1, L, D)
 
 
-def ref_latents(s, x):
-    """images -> (B, N, DIM) l2-normalised latents before the code search."""
+def ref_cnn_encoder(s, x):
+    """images -> (B, Z, g, g): GigaTok's CNN encoder."""
     h = _c(s, "encoder.conv_in", x, padding=1)
     for i in range(len(MULT)):
         for j in range(BLOCKS):
@@ -162,7 +162,12 @@ def ref_latents(s, x):
         if i != len(MULT) - 1:
             h = _c(s, f"encoder.conv_blocks.{i}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2)
     h = _block(s, "encoder.mid.1", _block(s, "encoder.mid.0", h))
-    h = _c(s, "encoder.conv_out", F.silu(_gn(s, "encoder.norm_out", h)), padding=1)  # (B, Z, g, g)
+    return _c(s, "encoder.conv_out", F.silu(_gn(s, "encoder.norm_out", h)), padding=1)  # (B, Z, g, g)
+
+
+def ref_latents(s, x):
+    """images -> (B, N, DIM) l2-normalised latents before the code search."""
+    h = ref_cnn_encoder(s, x)
     mem = _l(s, "s2to1encoder.encoder_embed", _ln(s, "s2to1encoder.ln_pre", rearrange(h, "b c h w -> b (h w) c")))
     grid = rearrange(mem, "b (h w) d -> b d h w", h=GRID)
     groups = []
@@ -194,7 +199,11 @@ def ref_decode(s, ids):
     pos, lpos = _pos(s, "s1to2decoder.positional_embedding"), _pos(s, "s1to2decoder.latent_token_positional_embedding")
     t = _layer(s, "s1to2decoder.transformer.0", t, mem, pos, lpos[:, : ids.shape[1]])
     grid = rearrange(_ln(s, "s1to2decoder.ln_post", t), "b (h w) d -> b d h w", h=GRID)
-    style = _c(s, "s1to2decoder.conv_out", grid, padding=1)  # (B, Z, g, g)
+    return ref_cnn_decoder(s, _c(s, "s1to2decoder.conv_out", grid, padding=1))
+
+
+def ref_cnn_decoder(s, style):
+    """(B, Z, g, g) -> images in [-1, 1]: GigaTok's CNN decoder, its adaptive norms reading ``style``."""
     h = _block(s, "decoder.mid.1", _block(s, "decoder.mid.0", _c(s, "decoder.conv_in", style, padding=1)))
     flat = rearrange(style, "b c h w -> b c (h w)")
     for i in range(len(MULT)):
