@@ -72,10 +72,11 @@ class GigaTok1DShape(GigaTokShape):
         super().__post_init__()
         levels = self.num_latent_tokens.bit_length() - 1
         grid = self.grid
-        if 2**levels != self.num_latent_tokens or 2 ** (levels // 2) > grid or 2 ** ((levels - 1) // 2) > grid:
+        cols, rows = 2 ** (levels // 2), 2 ** (max(levels - 1, 0) // 2)  # the finest query level's blocks
+        if 2**levels != self.num_latent_tokens or grid % cols or grid % rows:
             raise VtokError(
                 f"num_latent_tokens {self.num_latent_tokens} must be a power of two whose finest query level "
-                f"fits the {grid}x{grid} grid (GigaTok's multi-level queries)"
+                f"({rows}x{cols} blocks) divides the {grid}x{grid} grid (GigaTok's multi-level queries)"
             )
 
 
