@@ -28,7 +28,6 @@ from tests.test_convert_gigatok import (
     _layer,
     _lin,
     _ln,
-    _norm,
     _pos,
     gigatok_state,
     ref_cnn_decoder,
