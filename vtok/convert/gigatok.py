@@ -1,6 +1,7 @@
 """GigaTok's released 1D tokenizers (S-S, S-B, B-L, B-L dino-disc, XL-XXL; ``VQVitModelPlus``) as vtok ``oned``
 tokenizers with the ``gigatok`` encoder and decoder and the ``vq_learned_rotation`` quantizer (``vq_learned`` where the
-source config sets ``rot: false``; the two differ only in training gradients).
+source config sets ``rot: false``; the two differ only in training gradients); ``--from gigatok-2d``: its 2D
+tokenizers (``VQVitModel2DPlus``, S-S / S-B / B-L 2D) as ``grid`` tokenizers with ``gigatok2d`` parts.
 
 Source layout (the published code's ``state_dict``, under ``ema`` or ``model`` of the
 training checkpoint): the CNN encoder ``encoder.{conv_in, conv_blocks.{i}.{res.{j},
@@ -32,8 +33,8 @@ The discriminator (PatchGAN or DINO) is saved under its own checkpoint entry, ne
 tokenizer's state dict, so there is nothing of it to drop. Head counts are not in the
 weights: GigaTok's sizes fix them by width (tiny 256 .. xxxl 2560), or the source config's
 ``encoder_size`` / ``decoder_size`` / ``model_size`` name them. Layouts the released models
-do not use (learned or RoPE queries, q/k norm, attention in the CNN, 2D tokenizers,
-residual channel resampling) are refused in one line.
+do not use (learned or RoPE queries, q/k norm, attention in the CNN, residual channel
+resampling, LFQ / SimVQ / stochastic quantizers) are refused in one line.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ DROPPED = ("s1to2decoder.distill_mlp.", "quantize.codebook_used")
 
 
 def _check_layout(state: dict[str, torch.Tensor], init_args: dict[str, Any]) -> None:
-    """One-line errors for GigaTok layouts other than the released 1D tokenizers'."""
+    """One-line errors for GigaTok layouts other than the released tokenizers'."""
     for key, released in RELEASED:
         if key in init_args and bool(init_args[key]) != released:
             raise VtokError(f"GigaTok option {key}: {init_args[key]} is not supported (the released use {released})")
