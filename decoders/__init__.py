@@ -1,3 +1,15 @@
 """Pixel decoders. Importing this package registers them."""
 
-from vtok.decoders import conv, flow, magvit2, patch, patch1d, pixel_heads, semantic_vit, unitok, vit  # noqa: F401
+from vtok.decoders import (  # noqa: F401
+    conv,
+    flow,
+    gigatok,
+    gigatok2d,
+    magvit2,
+    patch,
+    patch1d,
+    pixel_heads,
+    semantic_vit,
+    unitok,
+    vit,
+)

@@ -4,7 +4,17 @@ Importing this package registers every part it holds.
 """
 
 from vtok.tokenizers import dual, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
-from vtok.tokenizers.encoders import conv, magvit2, openclip, patch, patch1d, unitok, vit  # noqa: F401
+from vtok.tokenizers.encoders import (  # noqa: F401
+    conv,
+    gigatok,
+    gigatok2d,
+    magvit2,
+    openclip,
+    patch,
+    patch1d,
+    unitok,
+    vit,
+)
 from vtok.tokenizers.losses import discriminator, perceptual, semantic, vqgan  # noqa: F401
 from vtok.tokenizers.quantizers import (  # noqa: F401
     dual_rvq,
@@ -20,4 +30,5 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     tokenflow_learned,
     vq,
     vq_learned,
+    vq_learned_rotation,
 )
