@@ -305,3 +305,21 @@ def test_a_source_declared_once_reaches_convert_the_family_check_and_the_help(tm
     torch.save({"state_dict": taming_state()}, tmp_path / "taming.ckpt")
     with pytest.raises(vtok.VtokError, match="is not an extended-vqgan checkpoint: its keys look like taming-vqgan"):
         convert("extended-vqgan", tmp_path / "taming.ckpt")
+
+
+def test_each_source_reads_the_entry_its_own_loader_prefers(tmp_path):
+    """A training checkpoint with raw and EMA weights: a source whose evaluation reads the EMA (GigaTok,
+    TokenFlow) declares it first; nested entries (UniTok's trainer.unitok) are reached by a dotted name."""
+    from vtok.convert import read_checkpoint, sources
+
+    raw, ema = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
+    path = tmp_path / "train.pt"
+    torch.save({"model": raw, "ema": ema, "steps": 7}, path)
+    assert torch.equal(read_checkpoint(path)["w"], raw["w"])  # the default order: "model" first
+    for name in ("gigatok", "gigatok-2d", "tokenflow"):
+        assert torch.equal(read_checkpoint(path, sources()[name].entries)["w"], ema["w"]), name
+    nested = tmp_path / "unitok.pth"
+    torch.save({"args": {}, "trainer": {"unitok": ema}}, nested)
+    assert torch.equal(read_checkpoint(nested, sources()["unitok"].entries)["w"], ema["w"])
+    with pytest.raises(vtok.VtokError, match=r"under .trainer.unitok. or at the top"):
+        read_checkpoint(path, sources()["unitok"].entries)

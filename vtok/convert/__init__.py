@@ -52,7 +52,10 @@ def convert(
     path, hub = checkpoint_file(path)
     if config is None and src.takes_config:
         config = source_config_file(path)  # the config.json published beside Hub weights
-    state = read_checkpoint(path)
+    # The source's own entries first, in its loader's order; then every other source's, so a file of another
+    # family is still read and named by the family check rather than reported as holding no state dict.
+    known = [e for other in sources().values() for e in other.entries if e not in src.entries]
+    state = read_checkpoint(path, (*src.entries, *dict.fromkeys(known)))
     # JSON is YAML: config.json reads too; without a file, the source's published defaults (if it names them).
     args: tuple = ()
     if config is not None:

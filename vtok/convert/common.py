@@ -15,7 +15,10 @@ from vtok.errors import VtokError
 log = logging.getLogger("vtok.convert")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+DEFAULT_ENTRIES = ("model", "state_dict", "ema")
+
+
+def read_checkpoint(path: str | Path, entries: tuple[str, ...] = DEFAULT_ENTRIES) -> dict[str, torch.Tensor]:
     """A flat name -> tensor mapping from .safetensors, .bin, a torch pickle or a raw pickle.
 
     Pickles are read weights-only; a file that also pickles other objects (a Lightning
@@ -45,23 +48,29 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # other pickled classes beside the weights, a raw pickle, or a damaged file
         obj = _read_restricted(path)
-    for key in ("model", "state_dict", "ema"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
+    for entry in entries:  # the first entry present, in the source's own loader's order
+        found = _entry(obj, entry)
+        if found is not None:
+            obj = found
             break
-    if isinstance(obj, dict) and isinstance(obj.get("trainer"), dict) and isinstance(obj["trainer"].get("unitok"), dict):
-        obj = obj["trainer"]["unitok"]  # UniTok's training checkpoint: {'args', 'epoch', 'iter', 'trainer': {'unitok'}}
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
     if not tensors:
-        raise VtokError(
-            f"{path} holds no tensor state dict (under 'model', 'state_dict', 'ema' or at the top): it holds "
-            f"{_describe(obj)}"
-        )
+        where = ", ".join(repr(e) for e in entries)
+        raise VtokError(f"{path} holds no tensor state dict (under {where} or at the top): it holds {_describe(obj)}")
     others = [k for k in obj if k not in tensors]
     if others:  # e.g. a training script's arguments saved beside the weights: the tensors are the state dict
         entries = ", ".join(f"{k!r} ({_describe(obj[k])})" for k in others[:5]) + (", ..." if len(others) > 5 else "")
         log.warning("%s: read its %d tensors; left out %d other entries: %s", path, len(tensors), len(others), entries)
     return tensors
+
+
+def _entry(obj: object, dotted: str) -> dict | None:
+    """``obj["a"]["b"]`` for ``"a.b"`` where every step is a dict; None where any is missing."""
+    for key in dotted.split("."):
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), dict):
+            return None
+        obj = obj[key]
+    return obj
 
 
 def _describe(value: object) -> str:

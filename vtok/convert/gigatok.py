@@ -26,8 +26,8 @@ Dropped, with the reason:
 - ``quantize.codebook_used``: a training statistic (the last 65536 ids, for the usage log).
 
 Which weights: GigaTok's evaluation loads the checkpoint's ``ema`` entry when there is one, else
-``model``; vtok's reader (:func:`vtok.convert.common.read_checkpoint`) takes ``model`` first, so a
-training checkpoint holding both converts its raw weights, not the EMA GigaTok evaluates.
+``model``; both sources declare that order (``entries``), so a training checkpoint holding both
+converts the EMA weights GigaTok evaluates.
 
 The discriminator (PatchGAN or DINO) is saved under its own checkpoint entry, never in the
 tokenizer's state dict, so there is nothing of it to drop. Head counts are not in the
@@ -176,6 +176,7 @@ RULES = [("s2to1encoder.conv_out.", "encoder.proj_out."), ("s2to1encoder.", "enc
     marker="s2to1encoder.",
     takes_config=True,
     config_help="the source's YAML (configs/vq/VQ_*256.yaml); optional for the released sizes",
+    entries=("ema", "model"),  # GigaTok's evaluation reads the EMA weights first
 )
 def gigatok(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None
@@ -216,6 +217,7 @@ RULES_2D = [("s2dencoder.", "encoder."), ("s2ddecoder.", "decoder."), ("encoder.
     marker="s2dencoder.",
     takes_config=True,
     config_help="the source's YAML (configs/vq/VQ_*256_2d.yaml); optional for the released sizes",
+    entries=("ema", "model"),  # GigaTok's evaluation reads the EMA weights first
 )
 def gigatok_2d(
     state: dict[str, torch.Tensor], source_config: dict[str, Any] | None = None

@@ -40,6 +40,10 @@ class Source:
         config_help: what ``--config`` gives this source, for ``vtok convert --help``.
         default_config: the source config the mapping gets when no file is given nor published beside
             Hub weights (the source's published defaults); None: the mapping is called without one.
+        entries: the checkpoint entries that may hold the state dict, in the order the source's own
+            loader reads them (dotted for nested entries, e.g. UniTok's ``trainer.unitok``); a file that
+            is a state dict at its top level is read as it is. Where a source's evaluation prefers the
+            EMA weights, ``ema`` comes first, so a training checkpoint converts what its authors evaluate.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Source:
     takes_config: bool = False
     config_help: str = ""
     default_config: dict[str, Any] | None = None
+    entries: tuple[str, ...] = ("model", "state_dict", "ema")
 
     @property
     def article(self) -> str:

@@ -1,6 +1,6 @@
 """TokenFlow's released tokenizers (ByteFlow-AI/TokenFlow, ``TokenFlow`` in ``tokenizer/vq_model.py``) as vtok's ``tokenflow``.
 
-The state dict (``"model"``, or ``"ema"`` where training kept one) holds:
+The state dict (``"ema"`` where training kept one, as TokenFlow's loaders prefer it, else ``"model"``) holds:
 
 - ``encoder.*`` / ``decoder.*``: LlamaGen's CNN (``conv_blocks.{i}.res/attn/downsample``,
   ``mid.{0,1,2}``; the decoder's block 0 the lowest resolution), renamed as for
@@ -113,6 +113,7 @@ def _semantic_decoder(state: dict[str, torch.Tensor], side: int) -> tuple[dict[s
     contains=("llamagen-vq",),  # LlamaGen's CNN layout for the pixel branch
     takes_config=True,
     config_help="image_size (256 or 224), scale_rq_layers (optional)",
+    entries=("ema", "model"),  # TokenFlow's loaders read the EMA weights first
 )
 def tokenflow(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None

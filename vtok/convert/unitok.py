@@ -85,6 +85,7 @@ def _identity(channels: int) -> dict[str, torch.Tensor]:
     takes_config=True,
     config_help="img_size (optional; its training args)",
     default_config={"img_size": 256},
+    entries=("trainer.unitok",),  # its release: {'args', 'epoch', 'iter', 'trainer': {'unitok': state dict}}
 )
 def unitok(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
