@@ -5,7 +5,8 @@ straight from the source state dict: the bias-free residual CNN with symmetric s
 downsampling, the sign quantizer with its least-significant-bit-first factorised
 indices, and the decoder with adaptive group norm (unbiased spread of the latents) and
 conv + depth-to-space (DCR) upsampling. Weights are the EMA copies when the file has
-them, as Open-MAGVIT2's evaluation uses. Released-size check against Open-MAGVIT2's own
+them (as its evaluation), the raw ones when the config says ``use_ema: False`` (as its AR
+configs). Released-size check against Open-MAGVIT2's own
 code: README.md, "Public checkpoints".
 """
 

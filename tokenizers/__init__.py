@@ -9,6 +9,7 @@ from vtok.tokenizers.losses import discriminator, perceptual, semantic, vqgan  #
 from vtok.tokenizers.quantizers import (  # noqa: F401
     dual_rvq,
     fsq,
+    ibq,
     lfq,
     msvq,
     residual_scalar,
