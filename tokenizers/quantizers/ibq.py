@@ -2,7 +2,8 @@
 
 Shi et al., "Taming Scalable Visual Tokenizer for Autoregressive Image Generation" (SEED-Voken's
 IBQ). A position's logits are its dot products with every code, ``z . e_k`` (no
-normalisation of either side, no distance); its id is the largest logit. The decoder gets
+normalisation of either side, no distance); its id is the most probable code of their
+softmax in float32 (the largest logit up to the probabilities' resolution, as published). The decoder gets
 the chosen code through a straight-through of the one-hot index over the softmax of the
 logits, ``(onehot - sg(softmax) + softmax) @ E``: its value is the chosen code, its
 gradient reaches every code and the encoder through the softmax, so no code is left
@@ -32,7 +33,7 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.registry import register
 from vtok.stats import batch_code_stats
 
-LOGITS_PER_CHUNK = 2**26  # the id search holds at most this many logits at once (256 MB in float32)
+LOGITS_PER_CHUNK = 2**25  # the id search holds at most this many logits (and as many probabilities) at once
 
 
 def ibq_entropy_loss(logits: torch.Tensor, temperature: float, sample_weight: float, batch_weight: float) -> torch.Tensor:
@@ -68,11 +69,15 @@ class IBQ(Quantizer):
         self.embedding = nn.Embedding(cfg.codebook_size, cfg.dim)  # N(0, 1) codes, IBQ's (nn.Embedding's) init
 
     def _ids(self, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """(B, L, D) -> (B, L): the largest logit z . e_k, ``chunk`` positions at a time."""
+        """(B, L, D) -> (B, L): the most probable code of softmax(z . e_k), ``chunk`` positions at a time.
+
+        The largest probability in float32, as IBQ picks it, not the largest logit: logits closer than the
+        probabilities' resolution (small logits, e.g. a codebook near its init) tie there, the first code winning.
+        """
         codes = self.embedding.weight
         flat = rearrange(x, "b l d -> (b l) d")
         chunk = chunk or max(1, LOGITS_PER_CHUNK // codes.shape[0])
-        ids = torch.cat([(part @ codes.t()).argmax(-1) for part in flat.split(chunk)])  # (N,)
+        ids = torch.cat([(part @ codes.t()).softmax(-1).argmax(-1) for part in flat.split(chunk)])  # (N,)
         return rearrange(ids, "(b l) -> b l", b=x.shape[0])
 
     def _quantize(self, latents: torch.Tensor) -> QuantizerOutput:
@@ -100,7 +105,7 @@ class IBQ(Quantizer):
         return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
 
     def _quantize_ids(self, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """The largest logits alone, ``chunk`` positions at a time (default: 2^26 logits): (B, L, 1)."""
+        """The largest logits alone, ``chunk`` positions at a time (default: 2^25 logits): (B, L, 1)."""
         return self._ids(latents, chunk).unsqueeze(-1)
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
