@@ -48,7 +48,7 @@ def ibq_entropy_loss(logits: torch.Tensor, temperature: float, sample_weight: fl
 
 @register("quantizer", "ibq")
 class IBQ(Quantizer):
-    """One codebook, ids (B, L, 1) by the largest dot product; gradient to every code through the softmax."""
+    """One codebook, ids (B, L, 1) by the softmax of dot products; gradient to every code through the softmax."""
 
     @dataclass
     class Config:
@@ -74,8 +74,8 @@ class IBQ(Quantizer):
         The largest probability in float32, as IBQ picks it, not the largest logit: logits closer than the
         probabilities' resolution (small logits, e.g. a codebook near its init) tie there, the first code winning.
         """
-        codes = self.embedding.weight
-        flat = rearrange(x, "b l d -> (b l) d")
+        codes = self.embedding.weight.detach()  # the search needs no graph, also in training
+        flat = rearrange(x.detach(), "b l d -> (b l) d")
         chunk = chunk or max(1, LOGITS_PER_CHUNK // codes.shape[0])
         ids = torch.cat([(part @ codes.t()).softmax(-1).argmax(-1) for part in flat.split(chunk)])  # (N,)
         return rearrange(ids, "(b l) -> b l", b=x.shape[0])
@@ -105,7 +105,7 @@ class IBQ(Quantizer):
         return QuantizerOutput(z_q=z_q, ids=ids.unsqueeze(-1), losses=losses, stats=stats)
 
     def _quantize_ids(self, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """The largest logits alone, ``chunk`` positions at a time (default: 2^25 logits): (B, L, 1)."""
+        """The ids alone, ``chunk`` positions at a time (default: 2^25 logits): (B, L, 1)."""
         return self._ids(latents, chunk).unsqueeze(-1)
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
