@@ -5,7 +5,8 @@ straight from the source state dict: the bias-free residual CNN with symmetric s
 downsampling, the sign quantizer with its least-significant-bit-first factorised
 indices, and the decoder with adaptive group norm (unbiased spread of the latents) and
 conv + depth-to-space (DCR) upsampling. Weights are the EMA copies when the file has
-them, as Open-MAGVIT2's evaluation uses. Released-size check against Open-MAGVIT2's own
+them (as its evaluation), the raw ones when the config says ``use_ema: False`` (as its AR
+configs). Released-size check against Open-MAGVIT2's own
 code: README.md, "Public checkpoints".
 """
 
@@ -215,3 +216,44 @@ def test_messages_name_an_open_magvit2_checkpoint_with_its_article(tmp_path, cap
     torch.save({"state_dict": broken}, tmp_path / "broken.ckpt")
     assert main(["convert", "--from", "open-magvit2", str(tmp_path / "broken.ckpt"), "--out", str(tmp_path / "b")]) == 2
     assert "is not an open-magvit2 checkpoint: key 'encoder.conv_in.weight' is missing" in capsys.readouterr().err
+
+
+def _ar_config(path, use_ema: bool | None):
+    """Open-MAGVIT2's AR YAML shape: the tokenizer's options nested under first_stage_config.params."""
+    line = "" if use_ema is None else f"        use_ema: {use_ema}\n"
+    path.write_text("model:\n  init_args:\n    first_stage_config:\n      params:\n" + line)
+    return path
+
+
+@pytest.mark.parametrize("use_ema", [True, False, None], ids=["tokenizer-config", "ar-config", "no-key"])
+def test_use_ema_in_the_config_chooses_the_weights_and_is_recorded(tmp_path, use_ema):
+    """The AR configs' use_ema: False converts the raw weights (the tokens their AR models saw), the tokenizer
+    configs' True the EMA copies (also the default); the choice is in config.json's source."""
+    import json
+
+    ema_used = lightning_file(tmp_path / "omv2.ckpt", ema=True)
+    raw_used = magvit2_state()
+    cfg = _ar_config(tmp_path / "ar.yaml", use_ema)
+    model = convert("open-magvit2", tmp_path / "omv2.ckpt", tmp_path / "out", config=cfg)
+    used, want_ema = (raw_used, False) if use_ema is False else (ema_used, True)
+    assert not torch.equal(ema_used["encoder.conv_in.weight"], raw_used["encoder.conv_in.weight"])
+    for name in ("encoder.conv_in.weight", "decoder.adaptive.0.gamma.weight", "decoder.conv_out.bias"):
+        assert torch.equal(model.state_dict()[name], used[name])
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model.encode(x).ids, ref_ids(used, x))
+    assert model.source["use_ema"] is want_ema
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["source"]["use_ema"] is want_ema
+
+
+def test_use_ema_without_ema_weights_or_not_a_bool_is_one_line(tmp_path, capsys):
+    lightning_file(tmp_path / "raw.ckpt", ema=False)
+    model = convert("open-magvit2", tmp_path / "raw.ckpt", tmp_path / "a")
+    assert model.source["use_ema"] is False  # a file without EMA copies: its raw weights, recorded as such
+    cfg = _ar_config(tmp_path / "ema.yaml", True)
+    args = ["convert", "--from", "open-magvit2", str(tmp_path / "raw.ckpt"), "--out", str(tmp_path / "b")]
+    assert main([*args, "--config", str(cfg)]) == 2
+    assert "use_ema: true but the checkpoint holds no EMA weights" in capsys.readouterr().err
+    (tmp_path / "odd.yaml").write_text("use_ema: sometimes\n")
+    assert main([*args, "--config", str(tmp_path / "odd.yaml")]) == 2
+    assert "use_ema in the config must be true or false" in capsys.readouterr().err

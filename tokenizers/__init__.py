@@ -19,6 +19,7 @@ from vtok.tokenizers.losses import discriminator, perceptual, semantic, vqgan  #
 from vtok.tokenizers.quantizers import (  # noqa: F401
     dual_rvq,
     fsq,
+    ibq,
     lfq,
     mcq,
     msvq,

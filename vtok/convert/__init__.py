@@ -5,7 +5,7 @@ vtok's parts (see their docstrings) and declaring its ``--from`` names with
 :func:`vtok.convert.registry.source`: :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``),
 :mod:`~vtok.convert.gpt` (``llamagen-gpt``), :mod:`~vtok.convert.var` (``var-vqvae``) and
-:mod:`~vtok.convert.magvit2` (``open-magvit2``), :mod:`~vtok.convert.rqvae` (``rq-vae``), :mod:`~vtok.convert.tokenflow` (``tokenflow``), :mod:`~vtok.convert.unitok` (``unitok``). Adding one: ``docs/extending.md``, "Add a converter".
+:mod:`~vtok.convert.magvit2` (``open-magvit2``), :mod:`~vtok.convert.rqvae` (``rq-vae``), :mod:`~vtok.convert.tokenflow` (``tokenflow``), :mod:`~vtok.convert.unitok` (``unitok``), :mod:`~vtok.convert.ibq` (``ibq``), :mod:`~vtok.convert.gigatok` (``gigatok``, ``gigatok-2d``). Adding one: ``docs/extending.md``, "Add a converter".
 
 The config is derived from the tensors' shapes (and from the source's config file
 where the weights cannot say, e.g. TiTok's head counts); every source tensor must
@@ -42,6 +42,8 @@ def convert(
 
     ``config`` is the source's own config file (TiTok / One-D-Piece: its YAML or
     ``config.json``), needed only where the weights do not fix the architecture.
+    A mapping may return a ``"source"`` entry in its config: notes of what it chose among the
+    file's contents (Open-MAGVIT2's ``use_ema``), kept in the model's ``source``.
     """
     from vtok.config import build_component, read_yaml
     from vtok.pretrained import load_state_strict
@@ -69,11 +71,12 @@ def convert(
         raise VtokError(f"{path} is not {src.article} {source} checkpoint: key {err} is missing") from None
     except (IndexError, ValueError, RuntimeError, ZeroDivisionError) as err:
         raise VtokError(f"{path} is not a complete {source} checkpoint ({err.__class__.__name__}: {err})") from None
+    notes = cfg.pop("source", {})  # what the mapping chose among the file's contents, e.g. {"use_ema": False}
     if grid is not None and "grid" in cfg and cfg["name"] == "gpt":
         cfg["grid"] = [grid, grid]
     model = build_component("model", cfg, "model")
     load_state_strict(model, mapped, str(path))
-    model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path), **hub}
+    model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path), **hub, **notes}
     model.eval()
     if out is not None:
         model.save_pretrained(out)

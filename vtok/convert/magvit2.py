@@ -3,9 +3,15 @@
 The Lightning checkpoint holds ``encoder.*`` and ``decoder.*`` in the layout of the
 ``magvit2`` encoder and decoder parts (names kept), the training loss's ``loss.*``
 (discriminator, LPIPS), and with ``use_ema`` an EMA copy of every parameter under
-``model_ema.<name without dots>``. Open-MAGVIT2 evaluates with the EMA weights, so
-they are what is converted when present; the raw training weights, ``loss.*`` and the
-EMA of the loss and ``model_ema.decay`` / ``num_updates`` are dropped.
+``model_ema.<name without dots>``. Which copy is converted is the option ``use_ema``
+of the source config (``--config``), read where Open-MAGVIT2's own YAML puts it: its
+tokenizer configs say ``use_ema: True`` (its evaluation uses the EMA weights), its AR
+configs load the tokenizer with ``use_ema: False``, so their AR models were trained on
+the raw weights' tokens; give that AR config (or a YAML holding ``use_ema: false``) to
+convert the tokens they saw. Without a config: the EMA copy when the file has one. The
+choice is recorded as ``use_ema`` in the converted model's ``source`` (config.json).
+The other copy, ``loss.*`` and the EMA of the loss and ``model_ema.decay`` /
+``num_updates`` are dropped.
 
 The quantizer is lookup-free with no parameters: ``lfq`` with as many bits as the
 encoder's output channels (18: 2^18 implicit codes), split into 2 sub-codes: 9 + 9 (the
@@ -46,12 +52,26 @@ def _cnn(state: dict[str, torch.Tensor], side: str) -> dict[str, Any]:
     return {"name": "magvit2", "ch": ch, "ch_mult": mult, "num_res_blocks": blocks, "z_channels": z}
 
 
-def _ema_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """encoder.* / decoder.* with each parameter replaced by its EMA copy when the file has one."""
-    own = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
-    if not any(k.startswith("model_ema.") for k in state):
-        return own
-    return {k: state[f"model_ema.{k.replace('.', '')}"] for k in own}  # LitEma names a copy by its dotless name
+def pick_weights(
+    state: dict[str, torch.Tensor], prefixes: tuple[str, ...], source_cfg: dict[str, Any] | None
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The tensors under ``prefixes``, raw or their EMA copies, and whether the EMA copies were taken.
+
+    ``use_ema`` (anywhere in the source config, the first found) chooses; without it the
+    EMA copies are taken when the file has them (LitEma's ``model_ema.<dotless name>``).
+    """
+    own = {k: v for k, v in state.items() if k.startswith(prefixes)}
+    has_ema = any(k.startswith("model_ema.") for k in state)
+    use_ema = _find(source_cfg or {}, "use_ema")
+    if use_ema is None:
+        use_ema = has_ema
+    elif not isinstance(use_ema, bool):
+        raise VtokError(f"use_ema in the config must be true or false, not {use_ema!r}")
+    elif use_ema and not has_ema:
+        raise VtokError("the config says use_ema: true but the checkpoint holds no EMA weights (model_ema.*)")
+    if not use_ema:
+        return own, False
+    return {k: state[f"model_ema.{k.replace('.', '')}"] for k in own}, True  # LitEma's dotless names
 
 
 def _reverse_within(widths: list[int]) -> torch.Tensor:
@@ -79,7 +99,7 @@ def _find(cfg: Any, key: str) -> Any:
     marker="decoder.adaptive.",
     contains=("taming-vqgan",),  # taming's encoder.down.{i} layout
     takes_config=True,
-    config_help="factorized_bits (optional)",
+    config_help="factorized_bits, use_ema (optional; EMA or raw weights)",
 )
 def open_magvit2(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
@@ -91,7 +111,7 @@ def open_magvit2(
     split = [int(b) for b in _find(source_cfg or {}, "factorized_bits") or [bits // GROUPS] * GROUPS]
     if sum(split) != bits:
         raise VtokError(f"factorized_bits {split} in the config do not sum to the checkpoint's {bits} bits")
-    mapped = _ema_weights(state)
+    mapped, use_ema = pick_weights(state, ("encoder.", "decoder."), source_cfg)
     perm = _reverse_within(split)  # its own inverse
     mapped |= {
         "quant_conv.weight": perm,
@@ -102,4 +122,5 @@ def open_magvit2(
     }
     quantizer = {"name": "lfq", "dim": bits, "bits": bits, "groups": GROUPS, "entropy_weight": 0.1,
                  "commitment_weight": 0.25, "sub_codes": split}  # fmt: skip
-    return {"name": "grid", "encoder": enc, "quantizer": quantizer, "decoder": dec}, mapped
+    cfg = {"name": "grid", "encoder": enc, "quantizer": quantizer, "decoder": dec, "source": {"use_ema": use_ema}}
+    return cfg, mapped
