@@ -72,7 +72,10 @@ class TimmSiglipEncoder(Encoder):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) in [-1, 1] -> (B, L, width) patch tokens plus positions, before the first block."""
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            raise VtokError(f"timm_siglip encoder takes {self.image_size}px images, got {tuple(images.shape[-2:])}")
+            raise VtokError(
+                f"timm_siglip encoder takes {self.image_size}px images only (its position table; no other size or "
+                f"multiple of the patch), got {tuple(images.shape[-2:])}"
+            )
         return self.net.norm_pre(self.net._pos_embed(self.net.patch_embed(images)))  # (B, L, width)
 
     def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
