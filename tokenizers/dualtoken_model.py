@@ -1,6 +1,6 @@
 """DualToken's tokenizer as published (Song et al. 2025, songweii/DualToken): one SigLIP tower, two codebooks.
 
-Checked against DualToken's code by ``vtok convert --from dualtoken`` (docs/converting.md). vtok's own
+Checked against DualToken's code by ``vtok convert --from dualtoken`` (vtok/convert/dualtoken.py). vtok's own
 offline-trainable dual-codebook design, with a frozen teacher and conv adapters, is ``dual``.
 """
 
