@@ -7,7 +7,8 @@ heads averaged; widening: causal, heads concatenated; k without bias; gated-GELU
 residual quantizers (padding row never searched), the bilinear resize to the decoder grid, the post-quant
 residual block, taming's decoder, and the semantic codes through the remaining blocks, the final LayerNorm and
 the probe-attention pooling head. vtok's converted model is checked against it, not against itself.
-Released-size check against DualToken's own code: /work/ref/dualtoken/RESULT.txt.
+Released-size check against DualToken's own code (commit 29e7c84d, siglip_384_rvq8 on SigLIP2 So400m/14-384,
+random weights, 2 built-in crops): ids 23328/23328 equal, pixels within 2.6e-5, semantic features within 2.2e-6.
 """
 
 from __future__ import annotations
