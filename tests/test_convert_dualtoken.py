@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vtok.cli import main
+from vtok.config import build_component
 from vtok.convert import convert
 
 W, DEPTH, HEADS, MLP, PATCH, SIZE = 128, 4, 2, 478, 6, 32  # 32 px / patch 6 -> 5x5 tokens, 2 px unseen; heads = W // 64
@@ -282,3 +283,21 @@ def test_dualtoken_files_are_told_apart(dualtoken_file, tmp_path, capsys):
     (tmp_path / "empty.pt").write_bytes(b"")
     assert main(["convert", "--from", "dualtoken", str(tmp_path / "empty.pt"), "--out", str(tmp_path / "e")]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_semantic_codebook_updates_once_per_step():
+    """DualToken's rq_ema: every level searches the step's starting codebook; one EMA write from all levels after."""
+    q = build_component("quantizer", {"name": "rq_shared_step", "dim": 4, "depth": 3, "codebook_size": 8,
+                                      "decay": 0.9, "restart_unused_codes": False})  # fmt: skip
+    z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(2))
+    e, count0, sums0 = q.codebook.detach().clone(), q.cluster_size_ema.clone(), q.embed_ema.clone()
+    want = q.eval().quantize_ids(z)
+    r, counts, sums = z.reshape(-1, 4).clone(), torch.zeros(8), torch.zeros(8, 4)
+    for k in range(3):
+        counts += torch.bincount(want[..., k].flatten(), minlength=8)
+        sums.index_add_(0, want[..., k].flatten(), r)
+        r = r - e[want[..., k].flatten()]
+    assert torch.equal(q.train()(z).ids, want)  # no level saw a codebook this step already moved
+    count, embed = 0.9 * count0 + 0.1 * counts, 0.9 * sums0 + 0.1 * sums
+    n = count.sum()
+    torch.testing.assert_close(q.codebook, embed / (n * (count + 1e-5) / (n + 8 * 1e-5))[:, None])

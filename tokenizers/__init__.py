@@ -13,6 +13,7 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     msvq,
     residual_scalar,
     rq_shared,
+    rq_shared_step,
     rvq,
     simvq,
     tokenflow,

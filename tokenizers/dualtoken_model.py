@@ -20,6 +20,7 @@ from vtok.tokenizers.grid import GridTokenizer, check_images
 from vtok.tokens import Tokens
 
 RQ = {"name": "rq_shared", "dim": 32, "depth": 8, "codebook_size": 16384}
+RQ_STEP = {**RQ, "name": "rq_shared_step"}  # DualToken's semantic codebook (rq_ema)
 
 
 @register("model", "dualtoken")
@@ -29,8 +30,8 @@ class DualTokenTokenizer(GridTokenizer):
     images -> SigLIP tower (``encoder``, trained with the rest). The output of block
     ``pixel_layer`` (1-based), plus ``shortcut_weight`` x a projection of block ``shortcut_layer``'s,
     is narrowed to the pixel code dim; block ``semantic_layer``'s output to the semantic code dim
-    (``AttnProjection``). [semantic | pixel] -> ``quantizer`` (``dual_rvq`` of two ``rq_shared``:
-    ids (B, L, depth_sem + depth_pix), semantic first). Pixels: the pixel half is widened back
+    (``AttnProjection``). [semantic | pixel] -> ``quantizer`` (``dual_rvq`` of ``rq_shared_step``, the
+    semantic codebook, and ``rq_shared``, the pixel one: ids (B, L, depth_sem + depth_pix), semantic first). Pixels: the pixel half is widened back
     (causal ``AttnProjection``), resized bilinearly to ``decoder_grid`` when set (DualToken's
     384 px model: 27x27 tokens -> 24x24), ``post_quant_conv`` (a residual block) -> CNN decoder.
     Semantics: the semantic half is widened back and replaces the tower's hidden state after
@@ -53,7 +54,7 @@ class DualTokenTokenizer(GridTokenizer):
     @dataclass
     class Config(GridTokenizer.Config):
         encoder: dict = component("encoder", {"name": "timm_siglip"})
-        quantizer: dict = component("quantizer", {"name": "dual_rvq", "semantic": RQ, "pixel": RQ})
+        quantizer: dict = component("quantizer", {"name": "dual_rvq", "semantic": RQ_STEP, "pixel": RQ})
         pixel_layer: int = ranged(6, AT_LEAST_1)  # 1-based block index (DualToken's layer_recon)
         semantic_layer: int = ranged(26, AT_LEAST_1)  # layer_sem
         shortcut_layer: int | None = ranged(4, AT_LEAST_1)  # layer_shortcut; None: no shortcut

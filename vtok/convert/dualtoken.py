@@ -13,7 +13,9 @@ The released file (``epoch_n.pt``) is a dict whose ``state_dict`` holds the mode
 - ``quantizer_{sem,pix}.codebooks.{k}.{weight,cluster_size_ema,embed_ema}``: one shared codebook
   module per quantizer, saved once per depth level: level 0's are used (the others checked equal),
   ``weight``'s last row (the padding row the search never considers) dropped; -> ``quantizer.
-  {semantic,pixel}.{codebook,cluster_size_ema,embed_ema}`` of ``rq_shared``.
+  {semantic,pixel}.{codebook,cluster_size_ema,embed_ema}``: ``bottleneck_type: rq_ema`` (the released
+  semantic codebook: one EMA update per step from all levels) becomes ``rq_shared_step``, ``rq`` (the
+  pixel one: an update per level) ``rq_shared``; both search and look up identically.
 
 Dropped, with the reason: ``siglip_model.text_model.*``, ``logit_scale``, ``logit_bias`` (SigLIP's
 text tower and its loss scalars: the tokenizer never runs them); ``*.attn.zero_k_bias`` (a buffer
@@ -23,7 +25,7 @@ Not in the weights, so from the run's ``config.json`` (``--config``; its ``rqvae
 or else the released configs' values: the tapped layers (``layer_recon`` 6, ``layer_sem`` 26,
 ``layer_shortcut`` 4, ``weight_shortcut`` 0.6), the decoder grid (``decoder_latent_shape``;
 24x24 at 384 px), the image size (``ddconfig.resolution``; 384 for patch 14, 16 x 16 = 256 for
-patch 16), the codebooks' EMA decay (0.99) and restarts (on); the tower's heads (16 for the
+patch 16), the codebooks' kind (``rq_ema`` semantic, ``rq`` pixel), EMA decay (0.99) and restarts (on); the tower's heads (16 for the
 So400m and Large widths, 12 for Base, else width // 64).
 """
 
@@ -88,8 +90,8 @@ def _tower(state: dict[str, torch.Tensor], image_size: int) -> tuple[dict[str, A
     return cfg, out
 
 
-def _codebook(state: dict[str, torch.Tensor], src: str, hps: dict[str, Any], dst: str) -> tuple[dict, dict]:
-    """One shared-codebook ``RQBottleneck`` -> an ``rq_shared`` config and its tensors."""
+def _codebook(state: dict[str, torch.Tensor], src: str, hps: dict[str, Any], dst: str, default: str) -> tuple[dict, dict]:
+    """One shared-codebook ``RQBottleneck`` (``default``: its published ``bottleneck_type``) -> a config and tensors."""
     depth = count_levels(state, rf"{src}\.codebooks\.(\d+)\.")
     for level in range(1, depth):
         for name in ("weight", "cluster_size_ema", "embed_ema"):
@@ -102,7 +104,9 @@ def _codebook(state: dict[str, torch.Tensor], src: str, hps: dict[str, Any], dst
         f"quantizer.{dst}.cluster_size_ema": state[f"{src}.codebooks.0.cluster_size_ema"].float(),
         f"quantizer.{dst}.embed_ema": state[f"{src}.codebooks.0.embed_ema"].float(),
     }
-    cfg = {"name": "rq_shared", "dim": codes.shape[1], "depth": depth, "codebook_size": codes.shape[0],
+    # rq_ema (DualToken's semantic codebook) updates its EMA once per step from all levels; rq (the pixel one) per level.
+    name = "rq_shared_step" if hps.get("bottleneck_type", default) == "rq_ema" else "rq_shared"
+    cfg = {"name": name, "dim": codes.shape[1], "depth": depth, "codebook_size": codes.shape[0],
            "decay": float(hps.get("decay", 0.99)), "restart_unused_codes": bool(hps.get("restart_unused_codes", True))}  # fmt: skip
     return cfg, out
 
@@ -143,7 +147,7 @@ def dualtoken(
         vq = hps.get("vq_sem" if dst == "semantic" else "vq_pix") or {}
         if vq.get("shared_codebook") is False:
             raise VtokError("this DualToken config has shared_codebook: false; vtok's rq_shared holds one codebook")
-        quantizers[dst], tensors = _codebook(state, src, vq, dst)
+        quantizers[dst], tensors = _codebook(state, src, vq, dst, "rq_ema" if dst == "semantic" else "rq")
         mapped.update(tensors)
     for key, value in state.items():
         if key.startswith(OWN_NAMES):
