@@ -3,7 +3,7 @@
 Importing this package registers every part it holds.
 """
 
-from vtok.tokenizers import dual, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
+from vtok.tokenizers import dual, dualtoken_model, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
 from vtok.tokenizers.encoders import (  # noqa: F401
     conv,
     gigatok,
@@ -12,6 +12,7 @@ from vtok.tokenizers.encoders import (  # noqa: F401
     openclip,
     patch,
     patch1d,
+    timm_siglip,
     unitok,
     vit,
 )
@@ -25,6 +26,7 @@ from vtok.tokenizers.quantizers import (  # noqa: F401
     msvq,
     residual_scalar,
     rq_shared,
+    rq_shared_step,
     rvq,
     simvq,
     tokenflow,

@@ -5,7 +5,7 @@ vtok's parts (see their docstrings) and declaring its ``--from`` names with
 :func:`vtok.convert.registry.source`: :mod:`~vtok.convert.vqgan` (``llamagen-vq``,
 ``taming-vqgan``), :mod:`~vtok.convert.titok` (``titok``, ``one-d-piece``),
 :mod:`~vtok.convert.gpt` (``llamagen-gpt``), :mod:`~vtok.convert.var` (``var-vqvae``) and
-:mod:`~vtok.convert.magvit2` (``open-magvit2``), :mod:`~vtok.convert.rqvae` (``rq-vae``), :mod:`~vtok.convert.tokenflow` (``tokenflow``), :mod:`~vtok.convert.unitok` (``unitok``), :mod:`~vtok.convert.ibq` (``ibq``), :mod:`~vtok.convert.gigatok` (``gigatok``, ``gigatok-2d``). Adding one: ``docs/extending.md``, "Add a converter".
+:mod:`~vtok.convert.magvit2` (``open-magvit2``), :mod:`~vtok.convert.rqvae` (``rq-vae``), :mod:`~vtok.convert.tokenflow` (``tokenflow``), :mod:`~vtok.convert.unitok` (``unitok``), :mod:`~vtok.convert.ibq` (``ibq``), :mod:`~vtok.convert.dualtoken` (``dualtoken``), :mod:`~vtok.convert.gigatok` (``gigatok``, ``gigatok-2d``). Adding one: ``docs/extending.md``, "Add a converter".
 
 The config is derived from the tensors' shapes (and from the source's config file
 where the weights cannot say, e.g. TiTok's head counts); every source tensor must
