@@ -1,6 +1,6 @@
 """Encode / decode images/s and peak memory of tokenizer presets at 256x256, one process per preset.
 
-    python benchmarks/bench_presets.py [--presets rq_8x8x4 rq_f16_d4 dual_shared_f16 dual_dualtoken vq_f16]
+    python benchmarks/bench_presets.py [--presets rq_8x8x4 rq_f16_d4 dual_shared_f16 dual_separate_f16 vq_f16]
                                        [--batch 1] [--reps 2] [--out benchmarks/presets.json]
 
 Random weights (speed does not depend on them), float32, inference_mode.
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT = ["vq_f16", "rq_8x8x4", "rq_f16_d4", "dual_shared_f16", "dual_dualtoken"]
+DEFAULT = ["vq_f16", "rq_8x8x4", "rq_f16_d4", "dual_shared_f16", "dual_separate_f16"]
 
 
 def run_one(preset: str, batch: int, reps: int, device: str) -> dict:

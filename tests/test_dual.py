@@ -11,7 +11,7 @@ import vtok
 from vtok.stats import CodeUsage
 
 TOKENFLOW = "configs/tokenizer/dual_tiny.yaml"
-DUALTOKEN = "configs/tokenizer/dual_dualtoken_tiny.yaml"
+DUALTOKEN = "configs/tokenizer/dual_separate_tiny.yaml"
 
 
 def test_tokenflow_tokens_are_shared_ids_over_scales(images):
