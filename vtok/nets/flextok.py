@@ -93,7 +93,8 @@ def time_frequencies(t: torch.Tensor, size: int, max_timestep: float) -> torch.T
     half = size // 2
     freqs = (1000.0 / max_timestep) * torch.exp(-math.log(256) * torch.arange(half, dtype=torch.float32) / half)
     args = t[:, None].float() * freqs.to(t.device)[None]
-    return torch.cat([args.cos(), args.sin()], dim=-1)
+    features = torch.cat([args.cos(), args.sin()], dim=-1)  # (B, 2 * half)
+    return F.pad(features, (0, size % 2))  # an odd size ends with a zero feature
 
 
 class Attention(nn.Module):
