@@ -74,7 +74,8 @@ def _vae(state: dict[str, torch.Tensor], config: dict) -> dict[str, Any]:
     vae_cfg = dict(config.get("vae", {}) or {})
     scaling = vae_cfg.get("scaling_factor")
     if scaling is None:
-        raise VtokError("flextok: the config gives no vae.scaling_factor (pass the model's config.json as --config)")
+        where = f"the config.json of {vae_cfg['hf_hub_path']}" if vae_cfg.get("hf_hub_path") else "its config.json"
+        raise VtokError(f"flextok: the config gives no vae.scaling_factor: add the VAE's ({where} states it)")
     levels = count_levels(state, r"vae\.vae\.encoder\.down_blocks\.(\d+)\.")
     channels = [state[f"vae.vae.encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(levels)]
     return {
