@@ -8,7 +8,7 @@ rounding, mixed-radix ids with the first channel least significant), and the dec
 token after the register positions, adaLN-zero blocks with one modulation set for patches and one for
 registers, a time-modulated head, Euler steps from t = 1 with classifier-free or APG guidance against the
 learned null condition) are written out below. vtok's converted model is checked against these, not against
-itself. Check against FlexTok's own code: /work/ref/flextok/RESULT.txt and README.md, "Public checkpoints".
+itself. Check against FlexTok's own code: README.md, "Public checkpoints".
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def _velocity(s, x_t, t, regs):
     return out.reshape(b, gh, gw, 2, 2, C).permute(0, 5, 1, 3, 2, 4).reshape(b, C, 2 * gh, 2 * gw)
 
 
-def ref_decode(s, ids, keep, steps, guidance, apg):
+def ref_decode(s, ids, keep, steps, guidance, apg, single=False):
     levels = torch.tensor(LEVELS)
     basis = torch.tensor([1, LEVELS[0], LEVELS[0] * LEVELS[1]])
     codes = ((ids[..., None] // basis) % levels - levels // 2) / (levels // 2)  # (B, N, 3)
@@ -179,7 +179,7 @@ def ref_decode(s, ids, keep, steps, guidance, apg):
     regs = regs + s[DEC + "dec_registers_posemb_module.posembs"][0, 0].T
     for b, k in enumerate(keep):
         regs[b, k:] = s[DEC + "dec_nested_dropout.dropout_mask_token"]
-    null = s[DEC + "dec_latent_dropout.nullcond"].expand_as(regs)
+    null = s[DEC + "dec_latent_dropout.nullcond"].expand(len(regs), 1 if single else N, -1)  # LearnedNullCond
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(1, C, SIZE // 2, SIZE // 2, generator=g) for _ in keep])
     running = torch.zeros_like(x)
@@ -215,10 +215,13 @@ def test_flextok_matches_the_published_forward(flextok_file, tmp_path):
         assert tokens.ids.shape == (2, N, 1) and torch.equal(tokens.ids[..., 0], want)
         assert len(want.unique()) > 4  # not one code everywhere
         dec = model.decoder
-        for keep, steps, guidance, apg in [([N, N], 3, 3.0, True), ([2, 5], 2, 2.5, False), ([N, 3], 2, 1.0, False)]:
+        cases = [([N, N], 3, 3.0, True, False), ([2, 5], 2, 2.5, False, False), ([N, 3], 2, 1.0, False, False),
+                 ([4, N], 2, 2.0, True, True)]  # fmt: skip
+        for keep, steps, guidance, apg, single in cases:
             dec.cfg.steps, dec.cfg.guidance_scale, dec.cfg.norm_guidance = steps, guidance, apg
+            dec.cfg.null_single_token = single
             got = model.decode(tokens.prefix(torch.tensor(keep)))
-            ref = ref_decode(state, want, keep, steps, guidance, apg)
+            ref = ref_decode(state, want, keep, steps, guidance, apg, single)
             assert ref.abs().mean() > 0.05
             torch.testing.assert_close(got, ref.clamp(-1, 1), atol=1e-5, rtol=1e-5)
 
