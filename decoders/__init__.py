@@ -2,6 +2,7 @@
 
 from vtok.decoders import (  # noqa: F401
     conv,
+    flextok_flow,
     flow,
     gigatok,
     gigatok2d,

@@ -6,6 +6,7 @@ Importing this package registers every part it holds.
 from vtok.tokenizers import dual, dualtoken_model, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
 from vtok.tokenizers.encoders import (  # noqa: F401
     conv,
+    flextok,
     gigatok,
     gigatok2d,
     magvit2,
