@@ -11,7 +11,7 @@ from vtok.registry import names
 
 PRESETS = [
     "configs/tokenizer/oned_tiny.yaml",
-    "configs/tokenizer/oned_flex_tiny.yaml",
+    "configs/tokenizer/oned_nested_tiny.yaml",
     "configs/tokenizer/oned_piece_tiny.yaml",
     "configs/tokenizer/oned_titok_tiny.yaml",
     "configs/tokenizer/oned_bypass_tiny.yaml",
