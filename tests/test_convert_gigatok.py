@@ -286,7 +286,7 @@ def test_gigatok_files_are_told_apart_and_bad_ones_refused(giga_file, tmp_path, 
 def test_head_counts_come_from_gigatok_sizes_or_the_config(giga_file, tmp_path, capsys):
     _, path = giga_file
     (tmp_path / "c.yaml").write_text("model: {init_args: {encoder_size: tiny, decoder_size: small}}\n")
-    args = ["convert", "--from", "gigatok", str(path), "--config", str(tmp_path / "c.yaml"), "--out", "x"]
+    args = ["convert", "--from", "gigatok", str(path), "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x")]
     assert main(args) == 2
     assert "model size 'small' has width 512, the weights 256" in capsys.readouterr().err
     (tmp_path / "c.yaml").write_text("model: {init_args: {encoder_size: tiny, decoder_size: tiny}}\n")

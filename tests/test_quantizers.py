@@ -25,9 +25,15 @@ VARIANTS = {
         {"dim": 8, "depth": 3, "codebook_size": 32, "codebook_dim": 4, "kmeans_init": True},
     ],
     "mcq": [{}, {"dim": 8, "codebooks": 2, "codebook_size": 16, "beta": 0.5}],  # UniTok's; defaults are the published
+    "rq_shared_step": [{"dim": 8, "depth": 3, "codebook_size": 32}],  # DualToken's semantic half: one update a step
     "rq_shared": [  # RQ-VAE's: one EMA codebook for every level; with and without restarts of unused codes
         {"dim": 8, "depth": 3, "codebook_size": 32},
         {"dim": 8, "depth": 2, "codebook_size": 16, "restart_unused_codes": False, "decay": 0.9},
+    ],
+    "ibq": [{}, {"dim": 8, "codebook_size": 32, "entropy_weight": 0.0}],
+    "tokenflow_learned": [  # 16 positions = a 4x4 grid
+        {"semantic_dim": 4, "pixel_dim": 4, "codebook_size": 32, "scales": [1, 2, 4]},
+        {"semantic_dim": 6, "pixel_dim": 2, "codebook_size": 16, "scales": [2, 4], "pixel_weight": 2.0, "scale_drop": 1.0},
     ],
     "tokenflow": [  # 16 positions = a 4x4 grid
         {"semantic_dim": 4, "pixel_dim": 4, "codebook_size": 32, "scales": [1, 2, 4]},
