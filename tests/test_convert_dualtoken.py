@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.taming_cnn import attention, block, conv, gn, randattn, randconv, randlin, randnorm, randres
 from vtok.cli import main
 from vtok.config import build_component
 from vtok.convert import convert
@@ -31,59 +32,36 @@ CH, MULT, Z = 32, [1, 1, 2, 2], 64  # taming decoder: 4 -> 32 px
 V = "siglip_model.vision_model"
 
 
-def _lin(s, name, cin, cout, bias=True):
-    s[f"{name}.weight"] = torch.randn(cout, cin) / cin**0.5
-    if bias:
-        s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _conv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _norm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout, k1=3):
-    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, k1)
-    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
 def _proj(s, name, cin, cout):
     wide = max(cin, cout)
-    _norm(s, f"{name}.norm1", cin), _norm(s, f"{name}.norm3", cin), _norm(s, f"{name}.norm2", cout)
-    _lin(s, f"{name}.attn.qkv", cin, 3 * wide, bias=False)
+    randnorm(s, f"{name}.norm1", cin), randnorm(s, f"{name}.norm3", cin), randnorm(s, f"{name}.norm2", cout)
+    randlin(s, f"{name}.attn.qkv", cin, 3 * wide, bias=False)
     s[f"{name}.attn.q_bias"], s[f"{name}.attn.v_bias"] = torch.randn(wide) * 0.05, torch.randn(wide) * 0.05
     s[f"{name}.attn.zero_k_bias"] = torch.zeros(wide)
-    _lin(s, f"{name}.attn.proj", cout, cout), _lin(s, f"{name}.proj", cin, cout)
-    _norm(s, f"{name}.mlp.norm", cout)
-    _lin(s, f"{name}.mlp.w0", cout, 2 * cout), _lin(s, f"{name}.mlp.w1", cout, 2 * cout)
-    _lin(s, f"{name}.mlp.w2", 2 * cout, cout)
+    randlin(s, f"{name}.attn.proj", cout, cout), randlin(s, f"{name}.proj", cin, cout)
+    randnorm(s, f"{name}.mlp.norm", cout)
+    randlin(s, f"{name}.mlp.w0", cout, 2 * cout), randlin(s, f"{name}.mlp.w1", cout, 2 * cout)
+    randlin(s, f"{name}.mlp.w2", 2 * cout, cout)
 
 
 def dualtoken_state():
     torch.manual_seed(0)
     s = {}
-    _conv(s, f"{V}.embeddings.patch_embedding", 3, W, PATCH)
+    randconv(s, f"{V}.embeddings.patch_embedding", 3, W, PATCH)
     s[f"{V}.embeddings.position_embedding.weight"] = torch.randn(SIDE * SIDE, W) * 0.1
     for i in range(DEPTH):
         b = f"{V}.encoder.layers.{i}"
-        _norm(s, f"{b}.layer_norm1", W), _norm(s, f"{b}.layer_norm2", W)
+        randnorm(s, f"{b}.layer_norm1", W), randnorm(s, f"{b}.layer_norm2", W)
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            _lin(s, f"{b}.self_attn.{p}", W, W)
-        _lin(s, f"{b}.mlp.fc1", W, MLP), _lin(s, f"{b}.mlp.fc2", MLP, W)
-    _norm(s, f"{V}.post_layernorm", W)
+            randlin(s, f"{b}.self_attn.{p}", W, W)
+        randlin(s, f"{b}.mlp.fc1", W, MLP), randlin(s, f"{b}.mlp.fc2", MLP, W)
+    randnorm(s, f"{V}.post_layernorm", W)
     s[f"{V}.head.probe"] = torch.randn(1, 1, W)
     s[f"{V}.head.attention.in_proj_weight"] = torch.randn(3 * W, W) / W**0.5
     s[f"{V}.head.attention.in_proj_bias"] = torch.randn(3 * W) * 0.05
-    _lin(s, f"{V}.head.attention.out_proj", W, W), _norm(s, f"{V}.head.layernorm", W)
-    _lin(s, f"{V}.head.mlp.fc1", W, MLP), _lin(s, f"{V}.head.mlp.fc2", MLP, W)
-    _lin(s, "siglip_model.text_model.head", W, W)  # the text tower: dropped
+    randlin(s, f"{V}.head.attention.out_proj", W, W), randnorm(s, f"{V}.head.layernorm", W)
+    randlin(s, f"{V}.head.mlp.fc1", W, MLP), randlin(s, f"{V}.head.mlp.fc2", MLP, W)
+    randlin(s, "siglip_model.text_model.head", W, W)  # the text tower: dropped
     s["siglip_model.logit_scale"], s["siglip_model.logit_bias"] = torch.ones(1), torch.zeros(1)
     for name in ("prequant_sem", "prequant_pix", "prequant_shortcut"):
         _proj(s, name, W, D)
@@ -95,28 +73,22 @@ def dualtoken_state():
             s[f"{q}.codebooks.{k}.weight"] = codes
             s[f"{q}.codebooks.{k}.cluster_size_ema"] = torch.ones(K)
             s[f"{q}.codebooks.{k}.embed_ema"] = codes[:-1].clone()
-    _res(s, "post_quant_conv", W, Z, k1=1)
-    _conv(s, "decoder.conv_in", Z, CH * MULT[-1], 3)
+    randres(s, "post_quant_conv", W, Z, k1=1)
+    randconv(s, "decoder.conv_in", Z, CH * MULT[-1], 3)
     for m in ("block_1", "block_2"):
-        _res(s, f"decoder.mid.{m}", CH * MULT[-1], CH * MULT[-1])
-    _attn(s, "decoder.mid.attn_1", CH * MULT[-1])
+        randres(s, f"decoder.mid.{m}", CH * MULT[-1], CH * MULT[-1])
+    randattn(s, "decoder.mid.attn_1", CH * MULT[-1])
     cin = CH * MULT[-1]
     for i in reversed(range(len(MULT))):
         for j in range(2):
-            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
             cin = CH * MULT[i]
             if i == len(MULT) - 1:
-                _attn(s, f"decoder.up.{i}.attn.{j}", cin)
+                randattn(s, f"decoder.up.{i}.attn.{j}", cin)
         if i:
-            _conv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    _norm(s, "decoder.norm_out", cin), _conv(s, "decoder.conv_out", cin, 3, 3)
+            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", cin), randconv(s, "decoder.conv_out", cin, 3, 3)
     return s
-
-
-def _attn(s, name, c):
-    _norm(s, f"{name}.norm", c)
-    for part in ("q", "k", "v", "proj_out"):
-        _conv(s, f"{name}.{part}", c, c, 1)
 
 
 # --- DualToken's forward, functionally -------------------------------------------------------------
@@ -128,15 +100,6 @@ def _ln(x, s, n, eps=1e-6):
 
 def _l(x, s, n):
     return F.linear(x, s[f"{n}.weight"], s.get(f"{n}.bias"))
-
-
-def _gn(x, s, n):
-    return F.group_norm(x, 32, s[f"{n}.weight"], s[f"{n}.bias"], 1e-6)
-
-
-def _c(x, s, n):
-    k = s[f"{n}.weight"].shape[-1]
-    return F.conv2d(x, s[f"{n}.weight"], s[f"{n}.bias"], padding=k // 2)
 
 
 def _heads(t, h):
@@ -196,33 +159,20 @@ def ref_ids(s, x):
     return torch.cat([_rq(sem, s, "quantizer_sem"), _rq(pix + WEIGHT * short, s, "quantizer_pix")], -1)
 
 
-def _res_block(h, s, n):
-    y = _c(F.silu(_gn(h, s, f"{n}.norm1")), s, f"{n}.conv1")
-    y = _c(F.silu(_gn(y, s, f"{n}.norm2")), s, f"{n}.conv2")
-    return (_c(h, s, f"{n}.nin_shortcut") if f"{n}.nin_shortcut.weight" in s else h) + y
-
-
-def _conv_attn(h, s, n):
-    y = _gn(h, s, f"{n}.norm")
-    q, k, v = (_c(y, s, f"{n}.{p}").flatten(2).transpose(1, 2) for p in "qkv")  # (B, HW, C)
-    o = _softmax_attn(q, k, v).transpose(1, 2).reshape(h.shape)
-    return h + _c(o, s, f"{n}.proj_out")
-
-
 def ref_pixels(s, ids):
     e = s["quantizer_pix.codebooks.0.weight"]
     z = _projection(e[ids[..., LEVELS:]].sum(-2), s, "postquant_pix", D, W, True)  # (B, N, W)
     z = F.interpolate(z.transpose(1, 2).reshape(-1, W, SIDE, SIDE), size=(GRID, GRID), mode="bilinear")
-    h = _c(_res_block(z, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = _res_block(_conv_attn(_res_block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
+    h = conv(block(z, s, "post_quant_conv"), s, "decoder.conv_in")
+    h = block(attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
     for i in reversed(range(len(MULT))):
         for j in range(2):
-            h = _res_block(h, s, f"decoder.up.{i}.block.{j}")
+            h = block(h, s, f"decoder.up.{i}.block.{j}")
             if i == len(MULT) - 1:
-                h = _conv_attn(h, s, f"decoder.up.{i}.attn.{j}")
+                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
         if i:
-            h = _c(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
 
 
 def ref_semantic(s, ids):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 import vtok
+from tests.taming_cnn import block, gn, randconv, randlin, randnorm, randres
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -34,75 +35,53 @@ SIZE, CH, MULT, BLOCKS, Z, WIDTH, HEADS, N, DIM, K = 16, 32, [1, 2], 1, 16, 256,
 GRID = SIZE // 2 ** (len(MULT) - 1)  # 8x8 CNN grid; WIDTH 256 is GigaTok's "tiny" size (4 heads)
 
 
-def _lin(s, name, cin, cout):
-    s[f"{name}.weight"] = torch.randn(cout, cin) / cin**0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _conv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _norm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout):
-    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3)
-    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
 def _qformer(s, part, embed):
     s[f"{part}.positional_embedding"] = torch.randn(GRID * GRID, 1, WIDTH) * WIDTH**-0.5
     s[f"{part}.latent_token_positional_embedding"] = torch.randn(N, 1, WIDTH) * WIDTH**-0.5
-    _norm(s, f"{part}.ln_pre", Z), _lin(s, f"{part}.{embed}", Z, WIDTH), _norm(s, f"{part}.ln_post", WIDTH)
+    randnorm(s, f"{part}.ln_pre", Z), randlin(s, f"{part}.{embed}", Z, WIDTH), randnorm(s, f"{part}.ln_post", WIDTH)
     layer = f"{part}.transformer.0"
     for attn in ("self_attn", "multihead_attn"):
         s[f"{layer}.{attn}.in_proj_weight"] = torch.randn(3 * WIDTH, WIDTH) / WIDTH**0.5
         s[f"{layer}.{attn}.in_proj_bias"] = torch.randn(3 * WIDTH) * 0.05
-        _lin(s, f"{layer}.{attn}.out_proj", WIDTH, WIDTH)
-    _lin(s, f"{layer}.linear1", WIDTH, 4 * WIDTH), _lin(s, f"{layer}.linear2", 4 * WIDTH, WIDTH)
+        randlin(s, f"{layer}.{attn}.out_proj", WIDTH, WIDTH)
+    randlin(s, f"{layer}.linear1", WIDTH, 4 * WIDTH), randlin(s, f"{layer}.linear2", 4 * WIDTH, WIDTH)
     for i in (1, 2, 3):
-        _norm(s, f"{layer}.norm{i}", WIDTH)
+        randnorm(s, f"{layer}.norm{i}", WIDTH)
 
 
 def gigatok_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """VQVitModelPlus's key layout (tokenizer/tokenizer_image/vq/{vq_vit_model,blocks}.py), tiny, random values."""
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
-    _conv(s, "encoder.conv_in", 3, CH, 3)
+    randconv(s, "encoder.conv_in", 3, CH, 3)
     cin = CH
     for i, m in enumerate(MULT):
         for j in range(BLOCKS):
-            _res(s, f"encoder.conv_blocks.{i}.res.{j}", cin, CH * m)
+            randres(s, f"encoder.conv_blocks.{i}.res.{j}", cin, CH * m)
             cin = CH * m
         if i != len(MULT) - 1:
-            _conv(s, f"encoder.conv_blocks.{i}.downsample.conv", cin, cin, 3)
-    _res(s, "encoder.mid.0", cin, cin), _res(s, "encoder.mid.1", cin, cin)
-    _norm(s, "encoder.norm_out", cin), _conv(s, "encoder.conv_out", cin, Z, 3)
+            randconv(s, f"encoder.conv_blocks.{i}.downsample.conv", cin, cin, 3)
+    randres(s, "encoder.mid.0", cin, cin), randres(s, "encoder.mid.1", cin, cin)
+    randnorm(s, "encoder.norm_out", cin), randconv(s, "encoder.conv_out", cin, Z, 3)
     _qformer(s, "s2to1encoder", "encoder_embed")
-    _lin(s, "s2to1encoder.global_proj", WIDTH, WIDTH), _conv(s, "s2to1encoder.conv_out", WIDTH, Z, 1)
-    _conv(s, "quant_conv", Z, DIM, 1), _conv(s, "post_quant_conv", DIM, Z, 1)
+    randlin(s, "s2to1encoder.global_proj", WIDTH, WIDTH), randconv(s, "s2to1encoder.conv_out", WIDTH, Z, 1)
+    randconv(s, "quant_conv", Z, DIM, 1), randconv(s, "post_quant_conv", DIM, Z, 1)
     s["quantize.embedding.weight"] = torch.randn(K, DIM)
     s["quantize.codebook_used"] = torch.zeros(65536)
     _qformer(s, "s1to2decoder", "decoder_embed")
-    _conv(s, "s1to2decoder.conv_out", WIDTH, Z, 3)
+    randconv(s, "s1to2decoder.conv_out", WIDTH, Z, 3)
     for i, (cin, cout) in enumerate([(WIDTH, WIDTH * 4), (WIDTH * 4, WIDTH * 4), (WIDTH * 4, 768)]):
-        _lin(s, f"s1to2decoder.distill_mlp.{2 * i}", cin, cout)  # DINOv2 alignment head: dropped
+        randlin(s, f"s1to2decoder.distill_mlp.{2 * i}", cin, cout)  # DINOv2 alignment head: dropped
     cin = CH * MULT[-1]
-    _conv(s, "decoder.conv_in", Z, cin, 3), _res(s, "decoder.mid.0", cin, cin), _res(s, "decoder.mid.1", cin, cin)
+    randconv(s, "decoder.conv_in", Z, cin, 3), randres(s, "decoder.mid.0", cin, cin), randres(s, "decoder.mid.1", cin, cin)
     for i, level in enumerate(reversed(range(len(MULT)))):
-        _lin(s, f"decoder.adaptive.{i}.gamma", Z, cin), _lin(s, f"decoder.adaptive.{i}.beta", Z, cin)
+        randlin(s, f"decoder.adaptive.{i}.gamma", Z, cin), randlin(s, f"decoder.adaptive.{i}.beta", Z, cin)
         for j in range(BLOCKS + 1):
-            _res(s, f"decoder.conv_blocks.{i}.res.{j}", cin, CH * MULT[level])
+            randres(s, f"decoder.conv_blocks.{i}.res.{j}", cin, CH * MULT[level])
             cin = CH * MULT[level]
         if level != 0:
-            _conv(s, f"decoder.conv_blocks.{i}.upsample.conv1", cin, 4 * cin, 3)
-    _norm(s, "decoder.norm_out", cin), _conv(s, "decoder.conv_out", cin, 3, 3)
+            randconv(s, f"decoder.conv_blocks.{i}.upsample.conv1", cin, 4 * cin, 3)
+    randnorm(s, "decoder.norm_out", cin), randconv(s, "decoder.conv_out", cin, 3, 3)
     return s
 
 
@@ -119,16 +98,6 @@ def _l(s, name, x):
 
 def _ln(s, name, x):
     return F.layer_norm(x, x.shape[-1:], s[f"{name}.weight"], s[f"{name}.bias"])
-
-
-def _gn(s, name, x):
-    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
-
-
-def _block(s, name, x):
-    h = _c(s, f"{name}.conv1", F.silu(_gn(s, f"{name}.norm1", x)), padding=1)
-    h = _c(s, f"{name}.conv2", F.silu(_gn(s, f"{name}.norm2", h)), padding=1)
-    return (_c(s, f"{name}.nin_shortcut", x) if f"{name}.nin_shortcut.weight" in s else x) + h
 
 
 def _attention(s, name, q, k, v, keep=None):
@@ -158,11 +127,11 @@ def ref_cnn_encoder(s, x):
     h = _c(s, "encoder.conv_in", x, padding=1)
     for i in range(len(MULT)):
         for j in range(BLOCKS):
-            h = _block(s, f"encoder.conv_blocks.{i}.res.{j}", h)
+            h = block(h, s, f"encoder.conv_blocks.{i}.res.{j}")
         if i != len(MULT) - 1:
             h = _c(s, f"encoder.conv_blocks.{i}.downsample.conv", F.pad(h, (0, 1, 0, 1)), stride=2)
-    h = _block(s, "encoder.mid.1", _block(s, "encoder.mid.0", h))
-    return _c(s, "encoder.conv_out", F.silu(_gn(s, "encoder.norm_out", h)), padding=1)  # (B, Z, g, g)
+    h = block(block(h, s, "encoder.mid.0"), s, "encoder.mid.1")
+    return _c(s, "encoder.conv_out", F.silu(gn(h, s, "encoder.norm_out")), padding=1)  # (B, Z, g, g)
 
 
 def ref_latents(s, x):
@@ -204,19 +173,19 @@ def ref_decode(s, ids):
 
 def ref_cnn_decoder(s, style):
     """(B, Z, g, g) -> images in [-1, 1]: GigaTok's CNN decoder, its adaptive norms reading ``style``."""
-    h = _block(s, "decoder.mid.1", _block(s, "decoder.mid.0", _c(s, "decoder.conv_in", style, padding=1)))
+    h = block(block(_c(s, "decoder.conv_in", style, padding=1), s, "decoder.mid.0"), s, "decoder.mid.1")
     flat = rearrange(style, "b c h w -> b c (h w)")
     for i in range(len(MULT)):
         a = f"decoder.adaptive.{i}"
         scale = _l(s, f"{a}.gamma", (flat.var(-1, unbiased=True) + 1e-6).sqrt())[..., None, None]
         h = scale * F.group_norm(h, 32, eps=1e-6) + _l(s, f"{a}.beta", flat.mean(-1))[..., None, None]
         for j in range(BLOCKS + 1):
-            h = _block(s, f"decoder.conv_blocks.{i}.res.{j}", h)
+            h = block(h, s, f"decoder.conv_blocks.{i}.res.{j}")
         if i != len(MULT) - 1:
             h = _c(s, f"decoder.conv_blocks.{i}.upsample.conv1", h, padding=1)
             b, c4, hh, ww = h.shape
             h = h.reshape(b, 2, 2, c4 // 4, hh, ww).permute(0, 3, 4, 1, 5, 2).reshape(b, c4 // 4, 2 * hh, 2 * ww)
-    return _c(s, "decoder.conv_out", F.silu(_gn(s, "decoder.norm_out", h)), padding=1).clamp(-1, 1)
+    return _c(s, "decoder.conv_out", F.silu(gn(h, s, "decoder.norm_out")), padding=1).clamp(-1, 1)
 
 
 # --- the tests ----------------------------------------------------------------------------------------------

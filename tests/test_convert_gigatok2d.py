@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 import vtok
+from tests.taming_cnn import randconv, randlin
 from tests.test_convert_gigatok import (
     DIM,
     GRID,
@@ -24,9 +25,7 @@ from tests.test_convert_gigatok import (
     Z,
     _attention,
     _c,
-    _conv,
     _layer,
-    _lin,
     _ln,
     _pos,
     gigatok_state,
@@ -60,8 +59,8 @@ def gigatok2d_state(qformer: bool, seed: int = 0) -> dict[str, torch.Tensor]:
             for key, value in one_d.items():
                 if key.startswith(f"{src}.{part}") and (qformer or not (".multihead_attn." in key or ".norm3." in key)):
                     s[key.replace(src, dst, 1)] = value
-    _conv(s, "s2dencoder.conv_out", WIDTH, Z, 1), _conv(s, "s2ddecoder.conv_out", WIDTH, Z, 3)
-    _lin(s, "s2ddecoder.distill_mlp.0", WIDTH, 768)  # DINOv2 alignment head: dropped
+    randconv(s, "s2dencoder.conv_out", WIDTH, Z, 1), randconv(s, "s2ddecoder.conv_out", WIDTH, Z, 3)
+    randlin(s, "s2ddecoder.distill_mlp.0", WIDTH, 768)  # DINOv2 alignment head: dropped
     return s
 
 

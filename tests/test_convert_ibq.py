@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.taming_cnn import attention, block, conv, gn, mid, randattn, randconv, randnorm, randres
 from vtok.cli import main
 from vtok.config import build_component
 from vtok.convert import convert
@@ -26,60 +27,37 @@ from vtok.convert import convert
 CH, MULT, BLOCKS, Z, D, K = 32, [1, 2], 1, 32, 8, 32  # a 2-level CNN (f2), 32 latent channels, 32 codes of dim 8
 
 
-def _conv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _norm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout):
-    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3)
-    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
-def _attn(s, name, c):
-    _norm(s, f"{name}.norm", c)
-    for part in ("q", "k", "v", "proj_out"):
-        _conv(s, f"{name}.{part}", c, c, 1)
-
-
 def ibq_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """The generator's keys of SEED-Voken's IBQ (src/IBQ/models/ibqgan.py) at a tiny size, random values."""
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
     top, last = CH * MULT[-1], len(MULT) - 1
-    _conv(s, "encoder.conv_in", 3, CH, 3)
+    randconv(s, "encoder.conv_in", 3, CH, 3)
     cin = CH
     for i, m in enumerate(MULT):
         for j in range(BLOCKS):
-            _res(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
+            randres(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
             cin = CH * m
             if i == last:
-                _attn(s, f"encoder.down.{i}.attn.{j}", cin)
+                randattn(s, f"encoder.down.{i}.attn.{j}", cin)
         if i != last:
-            _conv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
     for side in ("encoder", "decoder"):
-        _res(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
-        _res(s, f"{side}.mid.block_2", top, top)
-    _norm(s, "encoder.norm_out", top), _conv(s, "encoder.conv_out", top, Z, 3)
-    _conv(s, "decoder.conv_in", Z, top, 3)
+        randres(s, f"{side}.mid.block_1", top, top), randattn(s, f"{side}.mid.attn_1", top)
+        randres(s, f"{side}.mid.block_2", top, top)
+    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
+    randconv(s, "decoder.conv_in", Z, top, 3)
     cin = top
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
             cin = CH * MULT[i]
             if i == last:
-                _attn(s, f"decoder.up.{i}.attn.{j}", cin)
+                randattn(s, f"decoder.up.{i}.attn.{j}", cin)
         if i != 0:
-            _conv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    _norm(s, "decoder.norm_out", CH), _conv(s, "decoder.conv_out", CH, 3, 3)
-    _conv(s, "quant_conv", Z, D, 1), _conv(s, "post_quant_conv", D, Z, 1)
+            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
+    randconv(s, "quant_conv", Z, D, 1), randconv(s, "post_quant_conv", D, Z, 1)
     s["quantize.embedding.weight"] = torch.randn(K, D)  # nn.Embedding's N(0, 1): codes of varied norms
     return s
 
@@ -100,45 +78,18 @@ def lightning_file(path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tenso
 # --- IBQ's forward, recomputed ----------------------------------------------------------------------
 
 
-def _c(x, s, name, **kw):
-    w = s[f"{name}.weight"]
-    return F.conv2d(x, w, s[f"{name}.bias"], padding=w.shape[-1] // 2, **kw)
-
-
-def _gn(x, s, name):
-    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
-
-
-def _block(x, s, name):
-    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
-    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
-    return (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
-
-
-def _attention(x, s, name):
-    b, c, height, width = x.shape
-    h = _gn(x, s, f"{name}.norm")
-    q, k, v = (_c(h, s, f"{name}.{p}").flatten(2) for p in "qkv")  # (B, C, HW)
-    w = torch.softmax(q.transpose(1, 2) @ k * c**-0.5, dim=2)  # (B, HW_q, HW_k)
-    return x + _c((v @ w.transpose(1, 2)).reshape(b, c, height, width), s, f"{name}.proj_out")
-
-
-def _mid(h, s, side):
-    return _block(_attention(_block(h, s, f"{side}.mid.block_1"), s, f"{side}.mid.attn_1"), s, f"{side}.mid.block_2")
-
-
 def ref_latents(s, x):
     """(B, D, h, w): encoder then quant_conv."""
-    h = _c(x, s, "encoder.conv_in")
+    h = conv(x, s, "encoder.conv_in")
     for i in range(len(MULT)):
         for j in range(BLOCKS):
-            h = _block(h, s, f"encoder.down.{i}.block.{j}")
+            h = block(h, s, f"encoder.down.{i}.block.{j}")
             if f"encoder.down.{i}.attn.{j}.q.weight" in s:
-                h = _attention(h, s, f"encoder.down.{i}.attn.{j}")
+                h = attention(h, s, f"encoder.down.{i}.attn.{j}")
         if i != len(MULT) - 1:
-            conv = f"encoder.down.{i}.downsample.conv"
-            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"{conv}.weight"], s[f"{conv}.bias"], stride=2)
-    return _c(_c(F.silu(_gn(_mid(h, s, "encoder"), s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+            down = f"encoder.down.{i}.downsample.conv"
+            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"{down}.weight"], s[f"{down}.bias"], stride=2)
+    return conv(conv(F.silu(gn(mid(h, s, "encoder"), s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
 
 
 def ref_quantize(z, codes, beta=0.25):
@@ -163,15 +114,15 @@ def ref_entropy(logits, temperature=0.01):
 
 def ref_decode(s, ids, grid):
     z = s["quantize.embedding.weight"][ids].transpose(1, 2).reshape(ids.shape[0], D, *grid)
-    h = _mid(_c(_c(z, s, "post_quant_conv"), s, "decoder.conv_in"), s, "decoder")
+    h = mid(conv(conv(z, s, "post_quant_conv"), s, "decoder.conv_in"), s, "decoder")
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            h = _block(h, s, f"decoder.up.{i}.block.{j}")
+            h = block(h, s, f"decoder.up.{i}.block.{j}")
             if f"decoder.up.{i}.attn.{j}.q.weight" in s:
-                h = _attention(h, s, f"decoder.up.{i}.attn.{j}")
+                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
         if i != 0:
-            h = _c(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
 
 
 @pytest.mark.parametrize("use_ema", [None, True, False], ids=["default", "ema", "raw"])

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.taming_cnn import attention, block, conv, gn, randattn, randconv, randnorm, randres
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -23,60 +24,37 @@ CH, MULT, BLOCKS, Z, K, DEPTH = 32, [1, 2], 1, 8, 24, 3  # a 2-level CNN (f2), 8
 CB = "quantizer.codebooks"
 
 
-def _randconv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _randnorm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout):  # no temb_proj: RQ-VAE's blocks have temb_channels 0
-    _randnorm(s, f"{name}.norm1", cin), _randconv(s, f"{name}.conv1", cin, cout, 3)
-    _randnorm(s, f"{name}.norm2", cout), _randconv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _randconv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
-def _attn(s, name, c):
-    _randnorm(s, f"{name}.norm", c)
-    for part in ("q", "k", "v", "proj_out"):
-        _randconv(s, f"{name}.{part}", c, c, 1)
-
-
 def rqvae_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """RQ-VAE's key layout (rqvae/models/rqvae/{rqvae,modules,layers,quantizations}.py), tiny, random values."""
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
     top, last = CH * MULT[-1], len(MULT) - 1
-    _randconv(s, "encoder.conv_in", 3, CH, 3)
+    randconv(s, "encoder.conv_in", 3, CH, 3)
     cin = CH
     for i, m in enumerate(MULT):
         for j in range(BLOCKS):
-            _res(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
+            randres(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
             cin = CH * m
             if i == last:
-                _attn(s, f"encoder.down.{i}.attn.{j}", cin)
+                randattn(s, f"encoder.down.{i}.attn.{j}", cin)
         if i != last:
-            _randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
     for side in ("encoder", "decoder"):
-        _res(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
-        _res(s, f"{side}.mid.block_2", top, top)
-    _randnorm(s, "encoder.norm_out", top), _randconv(s, "encoder.conv_out", top, Z, 3)
-    _randconv(s, "decoder.conv_in", Z, top, 3)
+        randres(s, f"{side}.mid.block_1", top, top), randattn(s, f"{side}.mid.attn_1", top)
+        randres(s, f"{side}.mid.block_2", top, top)
+    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
+    randconv(s, "decoder.conv_in", Z, top, 3)
     cin = top
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
             cin = CH * MULT[i]
             if i == last:
-                _attn(s, f"decoder.up.{i}.attn.{j}", cin)
+                randattn(s, f"decoder.up.{i}.attn.{j}", cin)
         if i != 0:
-            _randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    _randnorm(s, "decoder.norm_out", CH), _randconv(s, "decoder.conv_out", CH, 3, 3)
-    _randconv(s, "quant_conv", Z, Z, 1), _randconv(s, "post_quant_conv", Z, Z, 1)
+            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
+    randconv(s, "quant_conv", Z, Z, 1), randconv(s, "post_quant_conv", Z, Z, 1)
     weight = torch.cat([torch.randn(K, Z) * 0.6, torch.zeros(1, Z)])  # + nn.Embedding's padding row
     shared = {"weight": weight, "cluster_size_ema": torch.rand(K) * 3, "embed_ema": weight[:-1].clone()}
     for level in range(DEPTH):  # one module, serialised once per depth
@@ -87,44 +65,19 @@ def rqvae_state(seed: int = 0) -> dict[str, torch.Tensor]:
 # --- RQ-VAE's forward, recomputed ---------------------------------------------------------------
 
 
-def _c(x, s, name):
-    w = s[f"{name}.weight"]
-    return F.conv2d(x, w, s[f"{name}.bias"], padding=w.shape[-1] // 2)
-
-
-def _gn(x, s, name):
-    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
-
-
-def _block(x, s, name):
-    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
-    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
-    return (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
-
-
-def _attention(x, s, name):
-    """AttnBlock: w = softmax(q^T k / sqrt(C)) over keys, out = v w^T, then proj_out and the residual."""
-    b, c, height, width = x.shape
-    h = _gn(x, s, f"{name}.norm")
-    q, k, v = (_c(h, s, f"{name}.{p}").reshape(b, c, -1) for p in "qkv")  # (B, C, HW)
-    w = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * c**-0.5, dim=2)  # (B, HW_q, HW_k)
-    out = torch.bmm(v, w.permute(0, 2, 1)).reshape(b, c, height, width)
-    return x + _c(out, s, f"{name}.proj_out")
-
-
 def ref_latents(s, x):
     """(B, h, w, Z): RQVAE.encode."""
-    h = _c(x, s, "encoder.conv_in")
+    h = conv(x, s, "encoder.conv_in")
     for i in range(len(MULT)):
         for j in range(BLOCKS):
-            h = _block(h, s, f"encoder.down.{i}.block.{j}")
+            h = block(h, s, f"encoder.down.{i}.block.{j}")
             if f"encoder.down.{i}.attn.{j}.q.weight" in s:
-                h = _attention(h, s, f"encoder.down.{i}.attn.{j}")
+                h = attention(h, s, f"encoder.down.{i}.attn.{j}")
         if i != len(MULT) - 1:
             h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"encoder.down.{i}.downsample.conv.weight"],
                          s[f"encoder.down.{i}.downsample.conv.bias"], stride=2)  # fmt: skip
-    h = _block(_attention(_block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
-    h = _c(_c(F.silu(_gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+    h = block(attention(block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
+    h = conv(conv(F.silu(gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
     return h.permute(0, 2, 3, 1)
 
 
@@ -146,16 +99,16 @@ def ref_ids(s, x):
 
 def ref_decode(s, ids):
     z = s[f"{CB}.0.weight"][ids].sum(-2).permute(0, 3, 1, 2)  # the sum of every depth's code
-    h = _c(_c(z, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = _block(_attention(_block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
+    h = conv(conv(z, s, "post_quant_conv"), s, "decoder.conv_in")
+    h = block(attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            h = _block(h, s, f"decoder.up.{i}.block.{j}")
+            h = block(h, s, f"decoder.up.{i}.block.{j}")
             if f"decoder.up.{i}.attn.{j}.q.weight" in s:
-                h = _attention(h, s, f"decoder.up.{i}.attn.{j}")
+                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
         if i != 0:
-            h = _c(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+            h = conv(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
 
 
 def ref_train_step(s, z, decay=0.99, eps=1e-5):

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.taming_cnn import attention, block, conv, gn, randattn, randconv, randlin, randnorm, randres
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -29,62 +30,33 @@ D, DEPTH, HEADS, OUT = 48, 1, 12, 16  # BEiT semantic decoder
 SIZE, SCALES = 16, [1, 2, 3, 4]  # 16 px images: a 4x4 grid, so both position tables are resized (3 -> 4)
 
 
-def _lin(s, name, cin, cout, bias=True):
-    s[f"{name}.weight"] = torch.randn(cout, cin) / cin**0.5
-    if bias:
-        s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _conv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _norm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout):
-    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3)
-    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
-def _attn(s, name, c):
-    _norm(s, f"{name}.norm", c)
-    for part in ("q", "k", "v", "proj_out"):
-        _conv(s, f"{name}.{part}", c, c, 1)
-
-
 def _cnn_state(s):
     """LlamaGen's Encoder / Decoder key layout (conv_blocks, mid.{0,1,2}), decoder block 0 the lowest level."""
     top, n = CH * MULT[-1], len(MULT)
-    _conv(s, "encoder.conv_in", 3, CH, 3)
+    randconv(s, "encoder.conv_in", 3, CH, 3)
     cin = CH
     for i, m in enumerate(MULT):
         for j in range(BLOCKS):
-            _res(s, f"encoder.conv_blocks.{i}.res.{j}", cin, CH * m)
+            randres(s, f"encoder.conv_blocks.{i}.res.{j}", cin, CH * m)
             cin = CH * m
             if i == n - 1:
-                _attn(s, f"encoder.conv_blocks.{i}.attn.{j}", cin)
+                randattn(s, f"encoder.conv_blocks.{i}.attn.{j}", cin)
         if i != n - 1:
-            _conv(s, f"encoder.conv_blocks.{i}.downsample.conv", cin, cin, 3)
+            randconv(s, f"encoder.conv_blocks.{i}.downsample.conv", cin, cin, 3)
     for side in ("encoder", "decoder"):
-        _res(s, f"{side}.mid.0", top, top), _attn(s, f"{side}.mid.1", top), _res(s, f"{side}.mid.2", top, top)
-    _norm(s, "encoder.norm_out", top), _conv(s, "encoder.conv_out", top, Z, 3)
-    _conv(s, "decoder.conv_in", Z, top, 3)
+        randres(s, f"{side}.mid.0", top, top), randattn(s, f"{side}.mid.1", top), randres(s, f"{side}.mid.2", top, top)
+    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
+    randconv(s, "decoder.conv_in", Z, top, 3)
     cin = top
     for k, i in enumerate(reversed(range(n))):
         for j in range(BLOCKS + 1):
-            _res(s, f"decoder.conv_blocks.{k}.res.{j}", cin, CH * MULT[i])
+            randres(s, f"decoder.conv_blocks.{k}.res.{j}", cin, CH * MULT[i])
             cin = CH * MULT[i]
             if i == n - 1:
-                _attn(s, f"decoder.conv_blocks.{k}.attn.{j}", cin)
+                randattn(s, f"decoder.conv_blocks.{k}.attn.{j}", cin)
         if i != 0:
-            _conv(s, f"decoder.conv_blocks.{k}.upsample.conv", cin, cin, 3)
-    _norm(s, "decoder.norm_out", CH), _conv(s, "decoder.conv_out", CH, 3, 3)
+            randconv(s, f"decoder.conv_blocks.{k}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
 
 
 def tokenflow_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -92,7 +64,7 @@ def tokenflow_state(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
     _cnn_state(s)
-    _conv(s, "quant_conv", Z, PIX, 1), _conv(s, "post_quant_conv", PIX, Z, 1)
+    randconv(s, "quant_conv", Z, PIX, 1), randconv(s, "post_quant_conv", PIX, Z, 1)
     s["quantize.embedding_vqkd.weight"] = torch.randn(K, SEM)
     s["quantize.embedding_vqgan.weight"] = torch.randn(K, PIX)
     s["quantize.codebook_used"] = torch.zeros(131072)
@@ -100,39 +72,30 @@ def tokenflow_state(seed: int = 0) -> dict[str, torch.Tensor]:
     s[f"{e}.conv1.weight"] = torch.randn(W, 3, PATCH, PATCH) / (3 * PATCH * PATCH) ** 0.5
     s[f"{e}.class_embedding"] = torch.randn(W) * 0.1
     s[f"{e}.positional_embedding"] = torch.randn(STORED**2 + 1, W) * 0.1
-    _norm(s, f"{e}.ln_pre", W), _norm(s, f"{e}.ln_post", W)
+    randnorm(s, f"{e}.ln_pre", W), randnorm(s, f"{e}.ln_post", W)
     for i in range(LAYERS):
         b = f"{e}.transformer.resblocks.{i}"
         s[f"{b}.attn.in_proj_weight"] = torch.randn(3 * W, W) / W**0.5
         s[f"{b}.attn.in_proj_bias"] = torch.randn(3 * W) * 0.05
-        _lin(s, f"{b}.attn.out_proj", W, W), _norm(s, f"{b}.ln_1", W), _norm(s, f"{b}.ln_2", W)
-        _lin(s, f"{b}.mlp.c_fc", W, 4 * W), _lin(s, f"{b}.mlp.c_proj", 4 * W, W)
-    _lin(s, "encode_task_layer.0", W, W), _lin(s, "encode_task_layer.2", W, SEM)
+        randlin(s, f"{b}.attn.out_proj", W, W), randnorm(s, f"{b}.ln_1", W), randnorm(s, f"{b}.ln_2", W)
+        randlin(s, f"{b}.mlp.c_fc", W, 4 * W), randlin(s, f"{b}.mlp.c_proj", 4 * W, W)
+    randlin(s, "encode_task_layer.0", W, W), randlin(s, "encode_task_layer.2", W, SEM)
     d = "decoder_vqkd"
     s[f"{d}.cls_token"] = torch.randn(1, 1, D) * 0.1
     s[f"{d}.pos_embed"] = torch.randn(1, STORED**2 + 1, D) * 0.1
-    _conv(s, f"{d}.patch_embed.proj", SEM, D, 1)
+    randconv(s, f"{d}.patch_embed.proj", SEM, D, 1)
     for i in range(DEPTH):
         b = f"{d}.blocks.{i}"
-        _norm(s, f"{b}.norm1", D), _norm(s, f"{b}.norm2", D)
+        randnorm(s, f"{b}.norm1", D), randnorm(s, f"{b}.norm2", D)
         s[f"{b}.attn.q_bias"], s[f"{b}.attn.v_bias"] = torch.randn(D) * 0.05, torch.randn(D) * 0.05
-        _lin(s, f"{b}.attn.qkv", D, 3 * D, bias=False), _lin(s, f"{b}.attn.proj", D, D)
-        _lin(s, f"{b}.mlp.fc1", D, 4 * D), _lin(s, f"{b}.mlp.fc2", 4 * D, D)
-    _norm(s, f"{d}.fc_norm", D)
-    _lin(s, "decode_task_layer.0", D, D), _lin(s, "decode_task_layer.2", D, OUT)
+        randlin(s, f"{b}.attn.qkv", D, 3 * D, bias=False), randlin(s, f"{b}.attn.proj", D, D)
+        randlin(s, f"{b}.mlp.fc1", D, 4 * D), randlin(s, f"{b}.mlp.fc2", 4 * D, D)
+    randnorm(s, f"{d}.fc_norm", D)
+    randlin(s, "decode_task_layer.0", D, D), randlin(s, "decode_task_layer.2", D, OUT)
     return s
 
 
 # --- TokenFlow's forward, recomputed ------------------------------------------------------
-
-
-def _c(x, s, name, **kw):
-    w = s[f"{name}.weight"]
-    return F.conv2d(x, w, s.get(f"{name}.bias"), padding=kw.pop("padding", w.shape[-1] // 2), **kw)
-
-
-def _gn(x, s, name):
-    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
 
 
 def _ln(x, s, name, eps=1e-5):
@@ -143,35 +106,21 @@ def _mlp2(x, s, name, act):
     return F.linear(act(F.linear(x, s[f"{name}.0.weight"], s[f"{name}.0.bias"])), s[f"{name}.2.weight"], s[f"{name}.2.bias"])
 
 
-def _block(x, s, name):
-    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
-    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
-    return (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
-
-
-def _conv_attention(x, s, name):
-    b, c, h, w = x.shape
-    n = _gn(x, s, f"{name}.norm")
-    q, k, v = (_c(n, s, f"{name}.{p}").reshape(b, c, h * w) for p in "qkv")
-    weights = torch.softmax(q.transpose(1, 2) @ k * c**-0.5, dim=-1)  # (B, HW_q, HW_k)
-    return x + _c((v @ weights.transpose(1, 2)).reshape(b, c, h, w), s, f"{name}.proj_out")
-
-
 def _mid(h, s, side):
-    return _block(_conv_attention(_block(h, s, f"{side}.mid.0"), s, f"{side}.mid.1"), s, f"{side}.mid.2")
+    return block(attention(block(h, s, f"{side}.mid.0"), s, f"{side}.mid.1"), s, f"{side}.mid.2")
 
 
 def ref_pixel_latents(s, x):
-    h, n = _c(x, s, "encoder.conv_in"), len(MULT)
+    h, n = conv(x, s, "encoder.conv_in"), len(MULT)
     for i in range(n):
         for j in range(BLOCKS):
-            h = _block(h, s, f"encoder.conv_blocks.{i}.res.{j}")
+            h = block(h, s, f"encoder.conv_blocks.{i}.res.{j}")
             if i == n - 1:
-                h = _conv_attention(h, s, f"encoder.conv_blocks.{i}.attn.{j}")
+                h = attention(h, s, f"encoder.conv_blocks.{i}.attn.{j}")
         if i != n - 1:  # pad right and bottom by one, then a stride-2 3x3 conv without padding
-            h = _c(F.pad(h, (0, 1, 0, 1)), s, f"encoder.conv_blocks.{i}.downsample.conv", stride=2, padding=0)
-    h = _c(F.silu(_gn(_mid(h, s, "encoder"), s, "encoder.norm_out")), s, "encoder.conv_out")
-    return _c(h, s, "quant_conv")
+            h = conv(F.pad(h, (0, 1, 0, 1)), s, f"encoder.conv_blocks.{i}.downsample.conv", stride=2, padding=0)
+    h = conv(F.silu(gn(_mid(h, s, "encoder"), s, "encoder.norm_out")), s, "encoder.conv_out")
+    return conv(h, s, "quant_conv")
 
 
 def _resize_table(table, side):
@@ -237,20 +186,20 @@ def ref_quant(s, ids):
 
 
 def ref_pixels(s, f):
-    h, n = _mid(_c(_c(f[:, SEM:], s, "post_quant_conv"), s, "decoder.conv_in"), s, "decoder"), len(MULT)
+    h, n = _mid(conv(conv(f[:, SEM:], s, "post_quant_conv"), s, "decoder.conv_in"), s, "decoder"), len(MULT)
     for k, i in enumerate(reversed(range(n))):
         for j in range(BLOCKS + 1):
-            h = _block(h, s, f"decoder.conv_blocks.{k}.res.{j}")
+            h = block(h, s, f"decoder.conv_blocks.{k}.res.{j}")
             if i == n - 1:
-                h = _conv_attention(h, s, f"decoder.conv_blocks.{k}.attn.{j}")
+                h = attention(h, s, f"decoder.conv_blocks.{k}.attn.{j}")
         if i != 0:
-            h = _c(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.conv_blocks.{k}.upsample.conv")
-    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+            h = conv(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.conv_blocks.{k}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
 
 
 def ref_semantic(s, f):
     d, side = "decoder_vqkd", f.shape[-1]
-    t = _c(f[:, :SEM], s, f"{d}.patch_embed.proj").flatten(2).transpose(1, 2)  # (B, g*g, D)
+    t = conv(f[:, :SEM], s, f"{d}.patch_embed.proj").flatten(2).transpose(1, 2)  # (B, g*g, D)
     t = torch.cat([s[f"{d}.cls_token"].expand(f.shape[0], 1, D), t], 1) + _resize_table(s[f"{d}.pos_embed"][0], side)
     for i in range(DEPTH):
         b = f"{d}.blocks.{i}"

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.taming_cnn import block, conv, gn, randconv, randnorm, randres
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -24,25 +25,8 @@ CH, MULT, BLOCKS, Z, K = 32, [1, 2], 1, 8, 24  # a 2-level CNN (f2), 8-d codes, 
 SCALES, PHI_COUNT, RATIO = [1, 2, 3, 4], 4, 0.5  # 8 px images -> a 4x4 latent grid
 
 
-def _conv(s, name, cin, cout, k):
-    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
-    s[f"{name}.bias"] = torch.randn(cout) * 0.05
-
-
-def _norm(s, name, c):
-    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
-    s[f"{name}.bias"] = 0.1 * torch.randn(c)
-
-
-def _res(s, name, cin, cout):
-    _norm(s, f"{name}.norm1", cin), _conv(s, f"{name}.conv1", cin, cout, 3)
-    _norm(s, f"{name}.norm2", cout), _conv(s, f"{name}.conv2", cout, cout, 3)
-    if cin != cout:
-        _conv(s, f"{name}.nin_shortcut", cin, cout, 1)
-
-
 def _attn(s, name, c):
-    _norm(s, f"{name}.norm", c), _conv(s, f"{name}.qkv", c, 3 * c, 1), _conv(s, f"{name}.proj_out", c, c, 1)
+    randnorm(s, f"{name}.norm", c), randconv(s, f"{name}.qkv", c, 3 * c, 1), randconv(s, f"{name}.proj_out", c, c, 1)
 
 
 def var_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -50,35 +34,35 @@ def var_state(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
     top = CH * MULT[-1]
-    _conv(s, "encoder.conv_in", 3, CH, 3)
+    randconv(s, "encoder.conv_in", 3, CH, 3)
     cin = CH
     for i, m in enumerate(MULT):
         for j in range(BLOCKS):
-            _res(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
+            randres(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
             cin = CH * m
             if i == len(MULT) - 1:
                 _attn(s, f"encoder.down.{i}.attn.{j}", cin)
         if i != len(MULT) - 1:
-            _conv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
     for side in ("encoder", "decoder"):
-        _res(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
-        _res(s, f"{side}.mid.block_2", top, top)
-    _norm(s, "encoder.norm_out", top), _conv(s, "encoder.conv_out", top, Z, 3)
-    _conv(s, "decoder.conv_in", Z, top, 3)
+        randres(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
+        randres(s, f"{side}.mid.block_2", top, top)
+    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
+    randconv(s, "decoder.conv_in", Z, top, 3)
     cin = top
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            _res(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
+            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
             cin = CH * MULT[i]
             if i == len(MULT) - 1:
                 _attn(s, f"decoder.up.{i}.attn.{j}", cin)
         if i != 0:
-            _conv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    _norm(s, "decoder.norm_out", CH), _conv(s, "decoder.conv_out", CH, 3, 3)
-    _conv(s, "quant_conv", Z, Z, 3), _conv(s, "post_quant_conv", Z, Z, 3)
+            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
+    randconv(s, "quant_conv", Z, Z, 3), randconv(s, "post_quant_conv", Z, Z, 3)
     s["quantize.embedding.weight"] = torch.randn(K, Z) * 0.5
     for k in range(PHI_COUNT):
-        _conv(s, f"quantize.quant_resi.qresi_ls.{k}", Z, Z, 3)
+        randconv(s, f"quantize.quant_resi.qresi_ls.{k}", Z, Z, 3)
     s["quantize.ema_vocab_hit_SV"] = torch.zeros(len(SCALES), K)
     return s
 
@@ -86,47 +70,32 @@ def var_state(seed: int = 0) -> dict[str, torch.Tensor]:
 # --- VAR's forward, recomputed ------------------------------------------------------------
 
 
-def _c(x, s, name):
-    w = s[f"{name}.weight"]
-    return F.conv2d(x, w, s[f"{name}.bias"], padding=w.shape[-1] // 2)
-
-
-def _gn(x, s, name):
-    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
-
-
-def _block(x, s, name):
-    h = _c(F.silu(_gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
-    h = _c(F.silu(_gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
-    return (_c(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
-
-
 def _attention(x, s, name):
     b, c, h, w = x.shape
-    q, k, v = _c(_gn(x, s, f"{name}.norm"), s, f"{name}.qkv").reshape(b, 3, c, h * w).unbind(1)
+    q, k, v = conv(gn(x, s, f"{name}.norm"), s, f"{name}.qkv").reshape(b, 3, c, h * w).unbind(1)
     weights = torch.softmax(q.transpose(1, 2) @ k * c**-0.5, dim=-1)  # (B, HW_q, HW_k)
     out = (v @ weights.transpose(1, 2)).reshape(b, c, h, w)
-    return x + _c(out, s, f"{name}.proj_out")
+    return x + conv(out, s, f"{name}.proj_out")
 
 
 def ref_latents(s, x):
-    h = _c(x, s, "encoder.conv_in")
+    h = conv(x, s, "encoder.conv_in")
     for i in range(len(MULT)):
         for j in range(BLOCKS):
-            h = _block(h, s, f"encoder.down.{i}.block.{j}")
+            h = block(h, s, f"encoder.down.{i}.block.{j}")
             if i == len(MULT) - 1:
                 h = _attention(h, s, f"encoder.down.{i}.attn.{j}")
         if i != len(MULT) - 1:  # pad right and bottom by one, stride-2 3x3 conv without padding
             h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"encoder.down.{i}.downsample.conv.weight"],
                          s[f"encoder.down.{i}.downsample.conv.bias"], stride=2)  # fmt: skip
-    h = _block(_attention(_block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
-    return _c(_c(F.silu(_gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+    h = block(_attention(block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
+    return conv(conv(F.silu(gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
 
 
 def _phi(s, h, k):
     ticks = np.linspace(1 / 3 / PHI_COUNT, 1 - 1 / 3 / PHI_COUNT, PHI_COUNT)
     i = int(np.argmin(np.abs(ticks - k / (len(SCALES) - 1))))
-    return h * (1 - RATIO) + _c(h, s, f"quantize.quant_resi.qresi_ls.{i}") * RATIO
+    return h * (1 - RATIO) + conv(h, s, f"quantize.quant_resi.qresi_ls.{i}") * RATIO
 
 
 def ref_ids(s, x):
@@ -149,16 +118,16 @@ def ref_decode(s, ids):
         codes = e[ids[:, start : start + p * p]].reshape(ids.shape[0], p, p, Z).permute(0, 3, 1, 2)
         f = f + _phi(s, F.interpolate(codes, size=(side, side), mode="bicubic") if p != side else codes, k)
         start += p * p
-    h = _c(_c(f, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = _block(_attention(_block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
+    h = conv(conv(f, s, "post_quant_conv"), s, "decoder.conv_in")
+    h = block(_attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
     for i in reversed(range(len(MULT))):
         for j in range(BLOCKS + 1):
-            h = _block(h, s, f"decoder.up.{i}.block.{j}")
+            h = block(h, s, f"decoder.up.{i}.block.{j}")
             if i == len(MULT) - 1:
                 h = _attention(h, s, f"decoder.up.{i}.attn.{j}")
         if i != 0:
-            h = _c(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return _c(F.silu(_gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+            h = conv(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
 
 
 @pytest.fixture

@@ -1,0 +1,89 @@
+"""Functional re-computation of the published VQGAN CNN functions (taming-transformers), shared by the converter tests.
+
+Written from the published definitions (taming/modules/diffusionmodules/model.py: ResnetBlock,
+AttnBlock, the mid block), not copied. Two halves, both reading and writing taming's key layout
+(``{name}.weight`` / ``{name}.bias``, ``norm1``/``conv1``/``norm2``/``conv2``/``nin_shortcut``,
+``norm``/``q``/``k``/``v``/``proj_out``):
+
+- ``rand*`` fill a state dict with random values for a synthetic checkpoint. The draw order is
+  part of the contract: a test's state (and so its expected values) depends on it.
+- ``conv``, ``gn``, ``block``, ``attention``, ``mid`` recompute the published forward straight
+  from such a state dict with torch's functional ops, so vtok's converted model is checked
+  against them, not against itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# --- random states in taming's key layout -------------------------------------------------------
+
+
+def randconv(s: dict[str, torch.Tensor], name: str, cin: int, cout: int, k: int) -> None:
+    """A k x k conv (weight then bias drawn), scaled to keep activations near unit size."""
+    s[f"{name}.weight"] = torch.randn(cout, cin, k, k) / (cin * k * k) ** 0.5
+    s[f"{name}.bias"] = torch.randn(cout) * 0.05
+
+
+def randnorm(s: dict[str, torch.Tensor], name: str, c: int) -> None:
+    """A GroupNorm or LayerNorm affine near the identity."""
+    s[f"{name}.weight"] = 1 + 0.1 * torch.randn(c)
+    s[f"{name}.bias"] = 0.1 * torch.randn(c)
+
+
+def randlin(s: dict[str, torch.Tensor], name: str, cin: int, cout: int, bias: bool = True) -> None:
+    """A Linear layer, [cout, cin] weight, optional bias."""
+    s[f"{name}.weight"] = torch.randn(cout, cin) / cin**0.5
+    if bias:
+        s[f"{name}.bias"] = torch.randn(cout) * 0.05
+
+
+def randres(s: dict[str, torch.Tensor], name: str, cin: int, cout: int, k1: int = 3) -> None:
+    """ResnetBlock without temb_proj; conv1 k1 x k1, a 1x1 nin_shortcut when the width changes."""
+    randnorm(s, f"{name}.norm1", cin), randconv(s, f"{name}.conv1", cin, cout, k1)
+    randnorm(s, f"{name}.norm2", cout), randconv(s, f"{name}.conv2", cout, cout, 3)
+    if cin != cout:
+        randconv(s, f"{name}.nin_shortcut", cin, cout, 1)
+
+
+def randattn(s: dict[str, torch.Tensor], name: str, c: int) -> None:
+    """AttnBlock: a norm and separate 1x1 q, k, v, proj_out convs."""
+    randnorm(s, f"{name}.norm", c)
+    for part in ("q", "k", "v", "proj_out"):
+        randconv(s, f"{name}.{part}", c, c, 1)
+
+
+# --- the published forward, recomputed ----------------------------------------------------------
+
+
+def conv(x: torch.Tensor, s: dict[str, torch.Tensor], name: str, **kw) -> torch.Tensor:
+    """conv2d with ``name``'s weight and bias (none if absent); padding k // 2 unless given in ``kw``."""
+    w = s[f"{name}.weight"]
+    return F.conv2d(x, w, s.get(f"{name}.bias"), padding=kw.pop("padding", w.shape[-1] // 2), **kw)
+
+
+def gn(x: torch.Tensor, s: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """taming's Normalize: GroupNorm(32 groups, eps 1e-6, affine)."""
+    return F.group_norm(x, 32, s[f"{name}.weight"], s[f"{name}.bias"], eps=1e-6)
+
+
+def block(x: torch.Tensor, s: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """ResnetBlock (no temb, no dropout): x or nin_shortcut(x), plus conv2(silu(gn(conv1(silu(gn(x))))))."""
+    h = conv(F.silu(gn(x, s, f"{name}.norm1")), s, f"{name}.conv1")
+    h = conv(F.silu(gn(h, s, f"{name}.norm2")), s, f"{name}.conv2")
+    return (conv(x, s, f"{name}.nin_shortcut") if f"{name}.nin_shortcut.weight" in s else x) + h
+
+
+def attention(x: torch.Tensor, s: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """AttnBlock: w = softmax(q^T k / sqrt(C)) over keys, out = v w^T, then proj_out and the residual."""
+    b, c, height, width = x.shape
+    h = gn(x, s, f"{name}.norm")
+    q, k, v = (conv(h, s, f"{name}.{p}").flatten(2) for p in "qkv")  # (B, C, HW)
+    w = torch.softmax(q.transpose(1, 2) @ k * c**-0.5, dim=2)  # (B, HW_q, HW_k)
+    return x + conv((v @ w.transpose(1, 2)).reshape(b, c, height, width), s, f"{name}.proj_out")
+
+
+def mid(h: torch.Tensor, s: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+    """The mid block of ``side`` (encoder / decoder): block_1, attn_1, block_2."""
+    return block(attention(block(h, s, f"{side}.mid.block_1"), s, f"{side}.mid.attn_1"), s, f"{side}.mid.block_2")
