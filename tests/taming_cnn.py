@@ -54,6 +54,39 @@ def randattn(s: dict[str, torch.Tensor], name: str, c: int) -> None:
         randconv(s, f"{name}.{part}", c, c, 1)
 
 
+def randcnn(s: dict[str, torch.Tensor], ch: int, mult: list[int], blocks: int, z: int, attn=randattn) -> None:
+    """taming's Encoder (3 -> z channels) and Decoder (z -> 3), attention ``attn`` at the lowest resolution.
+
+    Draw order: encoder down path, both mid blocks (encoder then decoder), encoder out, decoder in, up path, out.
+    """
+    top, last = ch * mult[-1], len(mult) - 1
+    randconv(s, "encoder.conv_in", 3, ch, 3)
+    cin = ch
+    for i, m in enumerate(mult):
+        for j in range(blocks):
+            randres(s, f"encoder.down.{i}.block.{j}", cin, ch * m)
+            cin = ch * m
+            if i == last:
+                attn(s, f"encoder.down.{i}.attn.{j}", cin)
+        if i != last:
+            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
+    for side in ("encoder", "decoder"):
+        randres(s, f"{side}.mid.block_1", top, top), attn(s, f"{side}.mid.attn_1", top)
+        randres(s, f"{side}.mid.block_2", top, top)
+    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, z, 3)
+    randconv(s, "decoder.conv_in", z, top, 3)
+    cin = top
+    for i in reversed(range(len(mult))):
+        for j in range(blocks + 1):
+            randres(s, f"decoder.up.{i}.block.{j}", cin, ch * mult[i])
+            cin = ch * mult[i]
+            if i == last:
+                attn(s, f"decoder.up.{i}.attn.{j}", cin)
+        if i != 0:
+            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
+    randnorm(s, "decoder.norm_out", ch), randconv(s, "decoder.conv_out", ch, 3, 3)
+
+
 # --- the published forward, recomputed ----------------------------------------------------------
 
 

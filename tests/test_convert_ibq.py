@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import attention, block, conv, gn, mid, randattn, randconv, randnorm, randres
+from tests.taming_cnn import attention, block, conv, gn, mid, randcnn, randconv
 from vtok.cli import main
 from vtok.config import build_component
 from vtok.convert import convert
@@ -31,32 +31,7 @@ def ibq_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """The generator's keys of SEED-Voken's IBQ (src/IBQ/models/ibqgan.py) at a tiny size, random values."""
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
-    top, last = CH * MULT[-1], len(MULT) - 1
-    randconv(s, "encoder.conv_in", 3, CH, 3)
-    cin = CH
-    for i, m in enumerate(MULT):
-        for j in range(BLOCKS):
-            randres(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
-            cin = CH * m
-            if i == last:
-                randattn(s, f"encoder.down.{i}.attn.{j}", cin)
-        if i != last:
-            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
-    for side in ("encoder", "decoder"):
-        randres(s, f"{side}.mid.block_1", top, top), randattn(s, f"{side}.mid.attn_1", top)
-        randres(s, f"{side}.mid.block_2", top, top)
-    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
-    randconv(s, "decoder.conv_in", Z, top, 3)
-    cin = top
-    for i in reversed(range(len(MULT))):
-        for j in range(BLOCKS + 1):
-            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
-            cin = CH * MULT[i]
-            if i == last:
-                randattn(s, f"decoder.up.{i}.attn.{j}", cin)
-        if i != 0:
-            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
+    randcnn(s, CH, MULT, BLOCKS, Z)
     randconv(s, "quant_conv", Z, D, 1), randconv(s, "post_quant_conv", D, Z, 1)
     s["quantize.embedding.weight"] = torch.randn(K, D)  # nn.Embedding's N(0, 1): codes of varied norms
     return s

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import block, conv, gn, randconv, randnorm, randres
+from tests.taming_cnn import block, conv, gn, randcnn, randconv, randnorm
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -33,32 +33,7 @@ def var_state(seed: int = 0) -> dict[str, torch.Tensor]:
     """VAR's VQVAE key layout (models/vqvae.py, basic_vae.py, quant.py) at a tiny size, random values."""
     torch.manual_seed(seed)
     s: dict[str, torch.Tensor] = {}
-    top = CH * MULT[-1]
-    randconv(s, "encoder.conv_in", 3, CH, 3)
-    cin = CH
-    for i, m in enumerate(MULT):
-        for j in range(BLOCKS):
-            randres(s, f"encoder.down.{i}.block.{j}", cin, CH * m)
-            cin = CH * m
-            if i == len(MULT) - 1:
-                _attn(s, f"encoder.down.{i}.attn.{j}", cin)
-        if i != len(MULT) - 1:
-            randconv(s, f"encoder.down.{i}.downsample.conv", cin, cin, 3)
-    for side in ("encoder", "decoder"):
-        randres(s, f"{side}.mid.block_1", top, top), _attn(s, f"{side}.mid.attn_1", top)
-        randres(s, f"{side}.mid.block_2", top, top)
-    randnorm(s, "encoder.norm_out", top), randconv(s, "encoder.conv_out", top, Z, 3)
-    randconv(s, "decoder.conv_in", Z, top, 3)
-    cin = top
-    for i in reversed(range(len(MULT))):
-        for j in range(BLOCKS + 1):
-            randres(s, f"decoder.up.{i}.block.{j}", cin, CH * MULT[i])
-            cin = CH * MULT[i]
-            if i == len(MULT) - 1:
-                _attn(s, f"decoder.up.{i}.attn.{j}", cin)
-        if i != 0:
-            randconv(s, f"decoder.up.{i}.upsample.conv", cin, cin, 3)
-    randnorm(s, "decoder.norm_out", CH), randconv(s, "decoder.conv_out", CH, 3, 3)
+    randcnn(s, CH, MULT, BLOCKS, Z, attn=_attn)
     randconv(s, "quant_conv", Z, Z, 3), randconv(s, "post_quant_conv", Z, Z, 3)
     s["quantize.embedding.weight"] = torch.randn(K, Z) * 0.5
     for k in range(PHI_COUNT):
