@@ -117,6 +117,39 @@ def attention(x: torch.Tensor, s: dict[str, torch.Tensor], name: str) -> torch.T
     return x + conv((v @ w.transpose(1, 2)).reshape(b, c, height, width), s, f"{name}.proj_out")
 
 
-def mid(h: torch.Tensor, s: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+def mid(h: torch.Tensor, s: dict[str, torch.Tensor], side: str, attn=attention) -> torch.Tensor:
     """The mid block of ``side`` (encoder / decoder): block_1, attn_1, block_2."""
-    return block(attention(block(h, s, f"{side}.mid.block_1"), s, f"{side}.mid.attn_1"), s, f"{side}.mid.block_2")
+    return block(attn(block(h, s, f"{side}.mid.block_1"), s, f"{side}.mid.attn_1"), s, f"{side}.mid.block_2")
+
+
+def encoder(x: torch.Tensor, s: dict[str, torch.Tensor], mult: list[int], blocks: int, attn=attention) -> torch.Tensor:
+    """Encoder: images [B, 3, H, W] -> [B, z, H / 2^(levels - 1), W / 2^(levels - 1)] (conv_out, before quant_conv).
+
+    An attention block follows a resnet block where the state holds one; each downsample pads right and
+    bottom by one, then a stride-2 3x3 conv without padding.
+    """
+    h = conv(x, s, "encoder.conv_in")
+    for i in range(len(mult)):
+        for j in range(blocks):
+            h = block(h, s, f"encoder.down.{i}.block.{j}")
+            if f"encoder.down.{i}.attn.{j}.norm.weight" in s:
+                h = attn(h, s, f"encoder.down.{i}.attn.{j}")
+        if i != len(mult) - 1:
+            h = conv(F.pad(h, (0, 1, 0, 1)), s, f"encoder.down.{i}.downsample.conv", stride=2, padding=0)
+    return conv(F.silu(gn(mid(h, s, "encoder", attn), s, "encoder.norm_out")), s, "encoder.conv_out")
+
+
+def decoder(z: torch.Tensor, s: dict[str, torch.Tensor], mult: list[int], blocks: int, attn=attention) -> torch.Tensor:
+    """Decoder: [B, z, h, w] (after post_quant_conv) -> images [B, 3, h 2^(levels - 1), w 2^(levels - 1)] in [-1, 1].
+
+    blocks + 1 resnet blocks a level, attention after those the state has one for, nearest 2x upsampling then a conv.
+    """
+    h = mid(conv(z, s, "decoder.conv_in"), s, "decoder", attn)
+    for i in reversed(range(len(mult))):
+        for j in range(blocks + 1):
+            h = block(h, s, f"decoder.up.{i}.block.{j}")
+            if f"decoder.up.{i}.attn.{j}.norm.weight" in s:
+                h = attn(h, s, f"decoder.up.{i}.attn.{j}")
+        if i != 0:
+            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
+    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)

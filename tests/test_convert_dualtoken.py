@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import attention, block, conv, gn, randattn, randconv, randlin, randnorm, randres
+from tests.taming_cnn import block, decoder, randattn, randconv, randlin, randnorm, randres
 from vtok.cli import main
 from vtok.config import build_component
 from vtok.convert import convert
@@ -163,16 +163,7 @@ def ref_pixels(s, ids):
     e = s["quantizer_pix.codebooks.0.weight"]
     z = _projection(e[ids[..., LEVELS:]].sum(-2), s, "postquant_pix", D, W, True)  # (B, N, W)
     z = F.interpolate(z.transpose(1, 2).reshape(-1, W, SIDE, SIDE), size=(GRID, GRID), mode="bilinear")
-    h = conv(block(z, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = block(attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
-    for i in reversed(range(len(MULT))):
-        for j in range(2):
-            h = block(h, s, f"decoder.up.{i}.block.{j}")
-            if i == len(MULT) - 1:
-                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
-        if i:
-            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+    return decoder(block(z, s, "post_quant_conv"), s, MULT, 1)  # taming's decoder: 2 resnet blocks a level
 
 
 def ref_semantic(s, ids):

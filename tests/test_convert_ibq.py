@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import attention, block, conv, gn, mid, randcnn, randconv
+from tests.taming_cnn import conv, decoder, encoder, randcnn, randconv
 from vtok.cli import main
 from vtok.config import build_component
 from vtok.convert import convert
@@ -55,16 +55,7 @@ def lightning_file(path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tenso
 
 def ref_latents(s, x):
     """(B, D, h, w): encoder then quant_conv."""
-    h = conv(x, s, "encoder.conv_in")
-    for i in range(len(MULT)):
-        for j in range(BLOCKS):
-            h = block(h, s, f"encoder.down.{i}.block.{j}")
-            if f"encoder.down.{i}.attn.{j}.q.weight" in s:
-                h = attention(h, s, f"encoder.down.{i}.attn.{j}")
-        if i != len(MULT) - 1:
-            down = f"encoder.down.{i}.downsample.conv"
-            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"{down}.weight"], s[f"{down}.bias"], stride=2)
-    return conv(conv(F.silu(gn(mid(h, s, "encoder"), s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+    return conv(encoder(x, s, MULT, BLOCKS), s, "quant_conv")
 
 
 def ref_quantize(z, codes, beta=0.25):
@@ -89,15 +80,7 @@ def ref_entropy(logits, temperature=0.01):
 
 def ref_decode(s, ids, grid):
     z = s["quantize.embedding.weight"][ids].transpose(1, 2).reshape(ids.shape[0], D, *grid)
-    h = mid(conv(conv(z, s, "post_quant_conv"), s, "decoder.conv_in"), s, "decoder")
-    for i in reversed(range(len(MULT))):
-        for j in range(BLOCKS + 1):
-            h = block(h, s, f"decoder.up.{i}.block.{j}")
-            if f"decoder.up.{i}.attn.{j}.q.weight" in s:
-                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
-        if i != 0:
-            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+    return decoder(conv(z, s, "post_quant_conv"), s, MULT, BLOCKS)
 
 
 @pytest.mark.parametrize("use_ema", [None, True, False], ids=["default", "ema", "raw"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import attention, block, conv, gn, randcnn, randconv
+from tests.taming_cnn import conv, decoder, encoder, randcnn, randconv
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -42,18 +42,7 @@ def rqvae_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def ref_latents(s, x):
     """(B, h, w, Z): RQVAE.encode."""
-    h = conv(x, s, "encoder.conv_in")
-    for i in range(len(MULT)):
-        for j in range(BLOCKS):
-            h = block(h, s, f"encoder.down.{i}.block.{j}")
-            if f"encoder.down.{i}.attn.{j}.q.weight" in s:
-                h = attention(h, s, f"encoder.down.{i}.attn.{j}")
-        if i != len(MULT) - 1:
-            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"encoder.down.{i}.downsample.conv.weight"],
-                         s[f"encoder.down.{i}.downsample.conv.bias"], stride=2)  # fmt: skip
-    h = block(attention(block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
-    h = conv(conv(F.silu(gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
-    return h.permute(0, 2, 3, 1)
+    return conv(encoder(x, s, MULT, BLOCKS), s, "quant_conv").permute(0, 2, 3, 1)
 
 
 def _nearest(r, codebook):
@@ -74,16 +63,7 @@ def ref_ids(s, x):
 
 def ref_decode(s, ids):
     z = s[f"{CB}.0.weight"][ids].sum(-2).permute(0, 3, 1, 2)  # the sum of every depth's code
-    h = conv(conv(z, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = block(attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
-    for i in reversed(range(len(MULT))):
-        for j in range(BLOCKS + 1):
-            h = block(h, s, f"decoder.up.{i}.block.{j}")
-            if f"decoder.up.{i}.attn.{j}.q.weight" in s:
-                h = attention(h, s, f"decoder.up.{i}.attn.{j}")
-        if i != 0:
-            h = conv(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+    return decoder(conv(z, s, "post_quant_conv"), s, MULT, BLOCKS)
 
 
 def ref_train_step(s, z, decay=0.99, eps=1e-5):

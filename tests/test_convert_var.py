@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.taming_cnn import block, conv, gn, randcnn, randconv, randnorm
+from tests.taming_cnn import conv, decoder, encoder, gn, randcnn, randconv, randnorm
 from vtok.cli import main
 from vtok.convert import convert
 
@@ -54,17 +54,7 @@ def _attention(x, s, name):
 
 
 def ref_latents(s, x):
-    h = conv(x, s, "encoder.conv_in")
-    for i in range(len(MULT)):
-        for j in range(BLOCKS):
-            h = block(h, s, f"encoder.down.{i}.block.{j}")
-            if i == len(MULT) - 1:
-                h = _attention(h, s, f"encoder.down.{i}.attn.{j}")
-        if i != len(MULT) - 1:  # pad right and bottom by one, stride-2 3x3 conv without padding
-            h = F.conv2d(F.pad(h, (0, 1, 0, 1)), s[f"encoder.down.{i}.downsample.conv.weight"],
-                         s[f"encoder.down.{i}.downsample.conv.bias"], stride=2)  # fmt: skip
-    h = block(_attention(block(h, s, "encoder.mid.block_1"), s, "encoder.mid.attn_1"), s, "encoder.mid.block_2")
-    return conv(conv(F.silu(gn(h, s, "encoder.norm_out")), s, "encoder.conv_out"), s, "quant_conv")
+    return conv(encoder(x, s, MULT, BLOCKS, attn=_attention), s, "quant_conv")
 
 
 def _phi(s, h, k):
@@ -93,16 +83,7 @@ def ref_decode(s, ids):
         codes = e[ids[:, start : start + p * p]].reshape(ids.shape[0], p, p, Z).permute(0, 3, 1, 2)
         f = f + _phi(s, F.interpolate(codes, size=(side, side), mode="bicubic") if p != side else codes, k)
         start += p * p
-    h = conv(conv(f, s, "post_quant_conv"), s, "decoder.conv_in")
-    h = block(_attention(block(h, s, "decoder.mid.block_1"), s, "decoder.mid.attn_1"), s, "decoder.mid.block_2")
-    for i in reversed(range(len(MULT))):
-        for j in range(BLOCKS + 1):
-            h = block(h, s, f"decoder.up.{i}.block.{j}")
-            if i == len(MULT) - 1:
-                h = _attention(h, s, f"decoder.up.{i}.attn.{j}")
-        if i != 0:
-            h = conv(F.interpolate(h, scale_factor=2, mode="nearest"), s, f"decoder.up.{i}.upsample.conv")
-    return conv(F.silu(gn(h, s, "decoder.norm_out")), s, "decoder.conv_out").clamp(-1, 1)
+    return decoder(conv(f, s, "post_quant_conv"), s, MULT, BLOCKS, attn=_attention)
 
 
 @pytest.fixture
