@@ -136,8 +136,10 @@ class FlexTokFlowDecoder(Decoder):
         with torch.no_grad():
             return self.vae_decoder(self.post_quant_conv(z))
 
+    inference_only = "the flextok_flow decoder is converted from FlexTok's weights; vtok does not train it"
+
     def training_recon(self, latents: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        raise VtokError("the flextok_flow decoder is converted from FlexTok's weights; vtok does not train it")
+        raise VtokError(self.inference_only)
 
     @property
     def last_layer(self) -> torch.Tensor:

@@ -9,11 +9,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import vtok
 from vtok import registry
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def preset_part(preset: str, section: str | None = None) -> dict[str, Any]:
+    """A tiny preset's model section (or one part of it) without its name: parts whose tiny preset already
+    says their test size (every tiny preset is at 32 px, :data:`SIZE`)."""
+    model = vtok.load_config(ROOT / "configs" / "tokenizer" / f"{preset}.yaml")["model"]
+    part = model if section is None else model[section]
+    return {k: v for k, v in part.items() if k != "name"}
+
 
 MAX_PARAMS = 2_000_000
 SIZE = 32  # test images: (2, 3, 32, 32) in [-1, 1]
-CONV = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_levels": [-1], "z_channels": 16}
+CONV = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_levels": [-1], "z_channels": 32}  # 32: GroupNorm(32) on it
 VIT = {"image_size": SIZE, "patch_size": 8, "width": 32, "depth": 1, "heads": 2, "num_latent_tokens": 8}
 PATCH = {"patch_size": 4, "width": 32, "num_blocks": 1, "z_channels": 16}
 
@@ -43,6 +55,16 @@ TINY: dict[tuple[str, str], dict[str, Any]] = {
     ("quantizer", "bsq"): {"dim": 6, "bits": 6, "groups": 2},
     ("quantizer", "residual_lfq"): {"dim": 4, "bits": 4},
     ("quantizer", "tokenflow"): {"semantic_dim": 8, "pixel_dim": 4},
+    ("encoder", "flextok"): preset_part("oned_flextok_tiny", "encoder"),
+    ("decoder", "flextok_flow"): preset_part("oned_flextok_tiny", "decoder"),
+    ("encoder", "gigatok"): preset_part("vq_gigatok_tiny", "encoder"),
+    ("decoder", "gigatok"): preset_part("vq_gigatok_tiny", "decoder"),
+    ("encoder", "gigatok2d"): preset_part("vq_gigatok_2d_tiny", "encoder"),
+    ("decoder", "gigatok2d"): preset_part("vq_gigatok_2d_tiny", "decoder"),
+    ("encoder", "unitok"): preset_part("vq_unitok_tiny", "encoder"),
+    ("decoder", "unitok"): preset_part("vq_unitok_tiny", "decoder"),
+    ("encoder", "timm_siglip"): preset_part("dual_dualtoken_siglip_tiny", "encoder"),
+    ("model", "dualtoken"): preset_part("dual_dualtoken_siglip_tiny"),
     ("quantizer", "tokenflow_learned"): {"semantic_dim": 8, "pixel_dim": 4},
     ("encoder", "open_clip"): {"image_size": SIZE, "width": 64, "layers": 1, "patch_size": 4},
     ("semantic_decoder", "vit"): {"in_channels": 8, "width": 48, "depth": 1, "grid": 8},

@@ -86,6 +86,14 @@ class DualTokenTokenizer(GridTokenizer):
         self.post_quant_conv = PostQuantBlock(width, self.decoder.in_channels)
         self.semantic_dim = sem
         self.cfg = cfg
+        # The semantic read-out (the widening projection, the tower's blocks after semantic_layer, its final
+        # norm and pooling head) learns from DualToken's text-contrastive objective, which vtok's loss does not
+        # reproduce: a vtok training step gives it no gradient (declared for the registry-wide gradient tests).
+        tail = [self.postquant_sem, *self.encoder.blocks[cfg.semantic_layer :], self.encoder.net.norm]
+        tail += [self.encoder.net.attn_pool] if getattr(self.encoder.net, "attn_pool", None) is not None else []
+        read_out = {id(p) for module in tail for p in module.parameters()}
+        why = "semantic read-out: trained by DualToken's contrastive objective, not by vtok's loss"
+        self.no_grad_parameters = {n: why for n, p in self.named_parameters() if id(p) in read_out}
 
     def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], None]:
         """images (B, 3, S, S) -> [semantic | pixel] latents (B, L, D_sem + D_pix) and the token grid."""

@@ -62,6 +62,8 @@ class Decoder(Saveable, nn.Module):
 
     in_channels: int
     mask_token: nn.Parameter  # 1D decoders only
+    # Why vtok cannot train this decoder (its weights come only from a converted checkpoint); None: it trains.
+    inference_only: str | None = None
 
     @property
     def last_layer(self) -> torch.Tensor:

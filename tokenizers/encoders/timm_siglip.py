@@ -63,6 +63,9 @@ class TimmSiglipEncoder(Encoder):
         self.out_channels = self.net.embed_dim
         self.downsample_factor = self.net.patch_embed.patch_size[0]
         self.grid = tuple(self.net.patch_embed.grid_size)  # (h, w): 384 // 14 = 27, the remainder is not seen
+        # SigLIP's attention-pooling head makes the image embedding (``pool``), which the token forward does not use.
+        why = "SigLIP's pooling head: used by pool() (the image embedding), not by the token forward"
+        self.no_grad_parameters = {f"net.attn_pool.{n}": why for n, _ in self.net.attn_pool.named_parameters()}
 
     @property
     def blocks(self) -> nn.ModuleList | nn.Sequential:
