@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from vtok.interfaces import Decoder
-from vtok.nets.gigatok import CNNDecoder, GigaTokShape, QFormerLayer, TransformerLayer, grid_layers
+from vtok.nets.gigatok import CNNDecoder, GigaTok2DShape, QFormerLayer, TransformerLayer, grid_layers
 from vtok.registry import register
 
 
@@ -25,11 +25,8 @@ class GigaTok2DDecoder(Decoder):
     """(B, z_channels, g, g) quantized grid features -> images (B, 3, g*f, g*f)."""
 
     @dataclass
-    class Config(GigaTokShape):
-        # GigaTok's TransformerDecoderLayer (its 2D default; the released S-S 2D config): each layer is the Q-Former
-        # layer reading the grid as queries and as memory, positions on queries and keys at every layer. Off: plain
-        # transformer layers, positions added once (TransformerLayer: the S-B and B-L 2D configs).
-        qformer_layers: bool = False
+    class Config(GigaTok2DShape):
+        pass
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -16,7 +16,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.interfaces import Encoder
-from vtok.nets.gigatok import CNNEncoder, GigaTokShape, QFormerLayer, TransformerLayer, grid_layers
+from vtok.nets.gigatok import CNNEncoder, GigaTok2DShape, QFormerLayer, TransformerLayer, grid_layers
 from vtok.registry import register
 
 
@@ -25,11 +25,8 @@ class GigaTok2DEncoder(Encoder):
     """images (B, 3, H, W) in [-1, 1] -> (B, z_channels, H/f, W/f) grid features."""
 
     @dataclass
-    class Config(GigaTokShape):
-        # GigaTok's TransformerDecoderLayer (its 2D default; the released S-S 2D config): each layer is the Q-Former
-        # layer reading the grid as queries and as memory, positions on queries and keys at every layer. Off: plain
-        # transformer layers, positions added once (TransformerLayer: the S-B and B-L 2D configs).
-        qformer_layers: bool = False
+    class Config(GigaTok2DShape):
+        pass
 
     def __init__(self, cfg: Config):
         super().__init__()

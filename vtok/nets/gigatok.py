@@ -63,6 +63,16 @@ class GigaTokShape:
 
 
 @dataclass
+class GigaTok2DShape(GigaTokShape):
+    """GigaTok's 2D encoders and decoders: its shape plus which transformer layer type runs on the grid."""
+
+    # GigaTok's TransformerDecoderLayer (its 2D default; the released S-S 2D config): each layer is the Q-Former
+    # layer reading the grid as queries and as memory, positions on queries and keys at every layer. Off: plain
+    # transformer layers, positions added once (TransformerLayer: the S-B and B-L 2D configs).
+    qformer_layers: bool = False
+
+
+@dataclass
 class GigaTok1DShape(GigaTokShape):
     """GigaTokShape with the number of 1D tokens (default: the released 256)."""
 
