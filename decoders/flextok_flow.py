@@ -27,7 +27,7 @@ from torch import nn
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import Decoder
-from vtok.nets.flextok import Block, VAEShape, plain_norm, sincos_grid, time_frequencies, vae_decoder
+from vtok.nets.flextok import Block, FlexTokShape, plain_norm, sincos_grid, time_frequencies, vae_decoder
 from vtok.registry import register
 
 
@@ -36,15 +36,7 @@ class FlexTokFlowDecoder(Decoder):
     """(B, N, width) token latents -> (B, 3, H, W) images, sampled by FlexTok's rectified flow."""
 
     @dataclass
-    class Config(VAEShape):
-        image_size: int = ranged(256, AT_LEAST_1)
-        patch_size: int = ranged(2, AT_LEAST_1)  # in VAE latents
-        width: int = ranged(1152, AT_LEAST_1)
-        depth: int = ranged(18, AT_LEAST_1)
-        head_dim: int = ranged(64, AT_LEAST_1)
-        mlp_ratio: float = ranged(4.0, POSITIVE)
-        num_latent_tokens: int = ranged(256, AT_LEAST_1)
-        pos_grid: int = ranged(16, AT_LEAST_1)  # side of the patch position table; cropped to the image's grid
+    class Config(FlexTokShape):
         time_features: int = ranged(256, AT_LEAST_1)  # sin-cos features of the flow time
         max_timestep: float = ranged(1.0, POSITIVE)  # the time embedding's frequencies scale by 1000 / max_timestep
         modulation_sets: int = ranged(2, AT_LEAST_1)  # adaLN sets: 1 shared, 2 for patches and registers apart

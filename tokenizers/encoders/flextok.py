@@ -19,9 +19,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from vtok.config import AT_LEAST_1, POSITIVE, ranged
 from vtok.interfaces import Encoder
-from vtok.nets.flextok import Block, VAEShape, plain_norm, sincos_grid, vae_encoder
+from vtok.nets.flextok import Block, FlexTokShape, plain_norm, sincos_grid, vae_encoder
 from vtok.registry import register
 
 
@@ -30,15 +29,8 @@ class FlexTokEncoder(Encoder):
     """images (B, 3, H, W) in [-1, 1] -> (B, num_latent_tokens, width) register features."""
 
     @dataclass
-    class Config(VAEShape):
-        image_size: int = ranged(256, AT_LEAST_1)
-        patch_size: int = ranged(2, AT_LEAST_1)  # in VAE latents
-        width: int = ranged(1152, AT_LEAST_1)
-        depth: int = ranged(18, AT_LEAST_1)
-        head_dim: int = ranged(64, AT_LEAST_1)
-        mlp_ratio: float = ranged(4.0, POSITIVE)
-        num_latent_tokens: int = ranged(256, AT_LEAST_1)
-        pos_grid: int = ranged(16, AT_LEAST_1)  # side of the position table (patches); cropped to the image's grid
+    class Config(FlexTokShape):
+        pass
 
     def __init__(self, cfg: Config):
         super().__init__()

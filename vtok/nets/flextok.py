@@ -39,6 +39,22 @@ class VAEShape:
         return 2 ** (len(self.block_out_channels) - 1)
 
 
+
+@dataclass
+class FlexTokShape(VAEShape):
+    """What FlexTok's encoder and flow decoder share: the VAE, the image and patch size in VAE latents, the
+    transformer (width, depth, head width, MLP ratio), the register count and the patch position table's side
+    (cropped to the image's grid)."""
+
+    image_size: int = ranged(256, AT_LEAST_1)
+    patch_size: int = ranged(2, AT_LEAST_1)  # in VAE latents
+    width: int = ranged(1152, AT_LEAST_1)
+    depth: int = ranged(18, AT_LEAST_1)
+    head_dim: int = ranged(64, AT_LEAST_1)
+    mlp_ratio: float = ranged(4.0, POSITIVE)
+    num_latent_tokens: int = ranged(256, AT_LEAST_1)
+    pos_grid: int = ranged(16, AT_LEAST_1)
+
 def vae_encoder(shape: VAEShape) -> nn.Module:
     """diffusers' AutoencoderKL encoder: images (B, 3, H, W) -> moments (B, 2 * latent_channels, H/f, W/f)."""
     from diffusers.models.autoencoders.vae import Encoder
