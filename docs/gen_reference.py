@@ -243,12 +243,9 @@ def _table(rows: list[Row]) -> list[str]:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "&#124;") if "`" not in text else _cell_code(text)
-
-
-def _cell_code(text: str) -> str:
-    """Escape pipes outside and inside code spans of a table cell (Python-Markdown splits cells on bare ones)."""
-    return " ".join(text.split()).replace("|", "\\|")
+    """One line of a table cell: pipes outside code spans escaped (Python-Markdown keeps those inside)."""
+    parts = re.split(r"(`+[^`]*`+)", " ".join(text.split()))
+    return "".join(p if p.startswith("`") else p.replace("|", "\\|") for p in parts)
 
 
 def part_paths() -> dict[str, list[str]]:
