@@ -56,8 +56,9 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
             continue
         if action.option_strings:
             name = ", ".join(f"`{s}`" for s in action.option_strings)
-            if action.nargs != 0:
-                name += f" `{formatter._format_args(action, action.dest.upper())}`"
+            if action.nargs != 0:  # the value's name; a flag with choices lists them in its description instead
+                meta = action.metavar or action.dest.upper()
+                name += f" `{meta}`" if action.nargs in (None, 1) else f" `{meta} ...`"
         else:
             name = f"`{action.dest}`" + (" (one or more)" if action.nargs == "+" else "")
             name += " (any number)" if action.nargs == "*" else ""
@@ -67,7 +68,8 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
             shown = "required"
         text = formatter._expand_help(action) if action.help else ""
         if action.choices is not None:
-            text += (" " if text else "") + "One of: " + ", ".join(f"`{c}`" for c in action.choices) + "."
+            text = text.rstrip() + ("" if not text.strip() else " " if text.rstrip().endswith(".") else ". ")
+            text += "One of: " + ", ".join(f"`{c}`" for c in action.choices) + "."
         rows.append(f"| {name} | {shown} | {_cell(text)} |")
     return rows
 
