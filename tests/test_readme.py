@@ -43,9 +43,9 @@ COMMANDS: dict[str, str | None] = {
 }
 
 
-def readme_shell_lines() -> list[str]:
-    """The commands of the README's ```bash blocks: comments dropped, continuation lines joined."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+def readme_shell_lines(page: Path = README) -> list[str]:
+    """The commands of a page's ```bash blocks: comments dropped, continuation lines joined."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", page.read_text(), flags=re.M | re.S)
     lines = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
@@ -130,3 +130,16 @@ def test_every_readme_shell_command_runs(tmp_path):
     assert len(list((work / "decoded").glob("*.png"))) == 2
     assert (work / "report" / "results.json").is_file() and (work / "models" / "llamagen-vq16").is_dir()
     assert len(list((work / "dist").glob("vtok-*.whl"))) == 1
+
+    # docs/getting-started.md repeats the README's commands; its Python example reads the demo's model.
+    page = ROOT / "docs" / "getting-started.md"
+    assert set(readme_shell_lines(page)) <= set(COMMANDS), "getting-started.md has commands the README lacks"
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        scope: dict = {}
+        code = "\n".join(re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S))
+        exec(compile(code, "docs/getting-started.md", "exec"), scope)
+        assert scope["recon"].shape == (2, 3, 64, 64)
+    finally:
+        os.chdir(cwd)
