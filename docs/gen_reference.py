@@ -219,7 +219,7 @@ def config_rows(cls: type, prefix: str = "", owner: type | None = None) -> list[
         key, tp = f"{prefix}{f.name}", hints[f.name]
         kind = f.metadata.get("component")
         if kind is not None:
-            rows.append(Row(key, f"a [`{kind}`](#{kind}) part", _default(f), "", docs.get(f.name, "")))
+            rows.append(Row(key, f"part: [`{kind}`](#{kind})", _default(f), "", docs.get(f.name, "")))
             continue
         if dataclasses.is_dataclass(tp):
             rows.append(Row(key, f"`{tp.__name__}`", "", "", docs.get(f.name, "") or _class_doc(tp)))
