@@ -8,8 +8,8 @@
 - ``results-archive.md``: ``benchmarks/RESULTS.md`` as it stands, its figures beside it.
 
 So the reference cannot fall behind the code: ``make docs`` regenerates it on every build, and
-``tests/test_docs_reference.py`` checks that no registered part's key is missing. ``python
-docs/gen_reference.py OUT`` writes the same pages into the folder OUT, for reading without mkdocs.
+``tests/test_docs_reference.py`` checks that no key is missing. ``python docs/gen_reference.py OUT``
+writes the same pages into OUT, for reading without mkdocs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 import sys
 import textwrap
 import tokenize
+import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +61,7 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
                 meta = action.metavar or action.dest.upper()
                 name += f" `{meta}`" if action.nargs in (None, 1) else f" `{meta} ...`"
         else:
-            name = f"`{action.dest}`" + (" (one or more)" if action.nargs == "+" else "")
-            name += " (any number)" if action.nargs == "*" else ""
+            name = f"`{action.dest}`" + {"+": " (one or more)", "*": " (any number)"}.get(action.nargs, "")
         default = action.default
         shown = "" if default in (None, argparse.SUPPRESS, False) or not action.option_strings else f"`{default}`"
         if action.required and action.option_strings:
@@ -158,14 +158,12 @@ def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
         return " or ".join(repr(a).replace("'", '"') for a in args)
-    if tp is type(None):
-        return "None"
     if origin is not None and args:
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             return " | ".join(_type_name(a) for a in args)
         name = getattr(origin, "__name__", str(origin))
         return f"{name}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
 def _plain(value: Any) -> Any:
@@ -322,9 +320,8 @@ def config_markdown() -> str:
     for kind in kinds:
         where = paths.get(kind, [])
         lines += ["", f"## {kind} {{#{kind}}}", ""]
-        lines.append(
-            "Set at " + ", ".join(f"`{p}`" for p in where) + "." if where else "Built in Python, not from a preset."
-        )
+        set_at = ", ".join(f"`{p}`" for p in where)
+        lines.append(f"Set at {set_at}." if where else "Built in Python, not from a preset.")
         for k, name, cls in parts:
             if k != kind:
                 continue
@@ -373,9 +370,6 @@ def results_archive() -> tuple[str, list[str]]:
     return f"{first}\n\n{intro}{rest}", sorted(set(figures))
 
 
-# --- writing --------------------------------------------------------------------------------------------
-
-
 def pages() -> dict[str, str]:
     """Every generated page: path under docs/ -> Markdown."""
     archive, _ = results_archive()
@@ -396,8 +390,8 @@ def _write_with_gen_files() -> None:
 if __name__ == "<run_path>":  # run by the mkdocs-gen-files plugin during `mkdocs build`
     _write_with_gen_files()
 elif __name__ == "__main__":
-    out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "site-reference")
-    for rel, page in pages().items():
+    out_dir, generated = Path(sys.argv[1] if len(sys.argv) > 1 else "site-reference"), pages()
+    for rel, page in generated.items():
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / rel).write_text(page, encoding="utf-8")
-    print(f"wrote {len(pages())} pages under {out_dir}")
+    print(f"wrote {len(generated)} pages under {out_dir}")
