@@ -7,10 +7,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned first: a CPU build; an unpinned torch would pull several GB of CUDA packages.
 	$(PY) -m pip install -q "torch==2.13.0" "torchvision==0.28.0"
-	$(PY) -m pip install -q -e ".[dev,eval]"
+	$(PY) -m pip install -q -e ".[dev,eval,docs]"
 	touch $@
 
-.PHONY: demo test test-fast lint bench fuzz
+.PHONY: demo test test-fast lint bench fuzz docs
 demo: $(VENV)/.installed
 	$(VENV)/bin/vtok demo --out vtok-demo
 
@@ -22,6 +22,10 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 	$(VENV)/bin/ruff check .
+
+# The documentation site in site/: every page, the generated CLI and config reference, warnings as errors.
+docs: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_vq.py

@@ -121,3 +121,13 @@ def test_the_encoder_and_decoder_example_runs():
         assert module.tok.encoder.downsample_factor == 4 and module.tok.decoder.in_channels == 32
     finally:
         forget(module, added)
+
+
+def test_the_loss_term_example_runs():
+    module, added = run_section("Add a loss term", "vtok_docs_example_loss")
+    try:
+        assert added == [("perceptual", "edges")]
+        assert module.distances.shape == (2,) and bool((module.distances > 0).all())
+        assert bool((module.same == 0).all())
+    finally:
+        forget(module, added)
