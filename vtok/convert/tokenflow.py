@@ -37,7 +37,15 @@ import torch
 
 from vtok.convert.common import count_levels, rename
 from vtok.convert.registry import source
-from vtok.convert.tokenflow_towers import clip_tower, dino_resize, siglip_tower, teacher, tower_grid, vitamin_tower
+from vtok.convert.tokenflow_towers import (
+    check_scaling,
+    clip_tower,
+    dino_resize,
+    siglip_tower,
+    teacher,
+    tower_grid,
+    vitamin_tower,
+)
 from vtok.errors import VtokError
 
 SCALES = {  # TokenFlow's scale_rq_layers per teacher and image size
@@ -124,7 +132,8 @@ def tokenflow(
             f"TokenFlow {kind} at {image_size} px has a {side}x{side} grid: give scale_rq_layers ending in {side} "
             f"(TokenFlow's own: {', '.join(f'{k} {n} px' for k, n in SCALES)})"
         )
-    state = {k: v for k, v in state.items() if k not in DROPPED}
+    check_scaling(state, kind)
+    state = {k: v for k, v in state.items() if k not in DROPPED and not k.startswith("scaling_layer.")}
     unknown = sorted(k for k in state if not k.startswith(PREFIXES))
     if unknown:
         raise VtokError(f"TokenFlow {kind} checkpoint has tensors no vtok part takes: {', '.join(unknown[:4])}")

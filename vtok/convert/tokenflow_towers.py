@@ -11,6 +11,9 @@ Three teachers, told apart by their keys (``tokenizer/vq_model.py``'s ``teacher`
   as in TokenFlow (kept frozen there). ``position_ids`` (an index buffer of 0..L-1) is dropped.
 - ``vitamin_xlarge_256``: timm's ViTamin with ``head`` and ``fc_norm`` deleted, names as timm's ->
   the ``timm_vitamin`` encoder; its heads are not in the weights (16 for ViTamin-XL's width 1152).
+
+SigLIP's and ViTamin's ``scaling_layer.{shift,scale}`` (the input normalisation's constants, saved as
+buffers) are checked equal to what ``siglip_layer`` / ``timm_vitamin`` apply, and dropped.
 """
 
 from __future__ import annotations
@@ -29,17 +32,30 @@ SIGLIP = "encoder_vqkd.vision_model."
 VITAMIN = "encoder_vqkd.patch_embed.backbone."
 VITAMIN_HEADS = {1152: 16, 1024: 16, 768: 12, 384: 6}  # timm's ViTamin XL, L, B, S
 VITAMIN_XL = (1152, 32, 192, [192, 384], [2, 4])  # width, depth, stem, stage widths and depths
+# TokenFlow's ScalingLayerForSigLip / ScalingLayerForClip constants (shift, scale), saved as buffers.
+SCALING = {"siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+           "vitamin": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}  # fmt: skip
+
+
+def check_scaling(state: dict[str, torch.Tensor], kind: str) -> None:
+    """TokenFlow's ``scaling_layer.{shift,scale}`` buffers (SigLIP, ViTamin) are the constants vtok's towers apply."""
+    if kind not in SCALING:
+        return
+    for name, want in zip(("shift", "scale"), SCALING[kind]):
+        got = state.get(f"scaling_layer.{name}")
+        if got is None or not torch.equal(got.flatten().float(), torch.tensor(want)):
+            raise VtokError(f"TokenFlow {kind} checkpoint's scaling_layer.{name} is not TokenFlow's {want}")
 
 
 def teacher(state: dict[str, torch.Tensor]) -> str:
     """Which of TokenFlow's teachers the checkpoint's semantic tower is: clipb, siglip or vitamin."""
-    if "encoder_vqkd.conv1.weight" in state:
-        return "clipb"
-    if f"{SIGLIP}embeddings.patch_embedding.weight" in state:
-        return "siglip"
-    if f"{VITAMIN}stem.conv1.weight" in state:
-        return "vitamin"
-    raise VtokError("TokenFlow checkpoint's semantic tower (encoder_vqkd) is not CLIP, SigLIP or ViTamin")
+    prefixes = {"clipb": "encoder_vqkd.conv1.", "siglip": SIGLIP, "vitamin": VITAMIN}
+    kinds = [kind for kind, prefix in prefixes.items() if any(k.startswith(prefix) for k in state)]
+    if len(kinds) > 1:
+        raise VtokError(f"TokenFlow checkpoint's semantic tower (encoder_vqkd) mixes {' and '.join(kinds)} tensors")
+    if not kinds:
+        raise VtokError("TokenFlow checkpoint's semantic tower (encoder_vqkd) is not CLIP, SigLIP or ViTamin")
+    return kinds[0]
 
 
 def dino_resize(table: torch.Tensor, side: int) -> torch.Tensor:
@@ -83,7 +99,10 @@ def siglip_tower(state: dict[str, torch.Tensor], image_size: int, side: int) -> 
     if table.shape[0] != side * side:
         raise VtokError(f"TokenFlow SigLIP's position table has {table.shape[0]} rows, not {side}x{side} at {image_size} px")
     tower = {VISION + k[len(SIGLIP) :]: v for k, v in state.items() if k.startswith(SIGLIP) and "position_ids" not in k}
-    cfg, mapped = _tower(tower, image_size)
+    try:
+        cfg, mapped = _tower(tower, image_size)
+    except KeyError as err:  # name the key as TokenFlow's file has it
+        raise KeyError(str(err.args[0]).replace(VISION, SIGLIP)) from None
     depth = count_levels(state, r"encoder_vqkd\.vision_model\.encoder\.layers\.(\d+)\.")
     if depth < 2:
         raise VtokError("TokenFlow SigLIP's tower has one block: it reads hidden_states[-2], the output of the one before")
