@@ -64,6 +64,8 @@ TINY: dict[tuple[str, str], dict[str, Any]] = {
     ("encoder", "unitok"): preset_part("vq_unitok_tiny", "encoder"),
     ("decoder", "unitok"): preset_part("vq_unitok_tiny", "decoder"),
     ("encoder", "timm_siglip"): preset_part("dual_dualtoken_siglip_tiny", "encoder"),
+    ("encoder", "siglip_layer"): preset_part("dual_tokenflow_siglip_tiny", "semantic_encoder"),
+    ("encoder", "timm_vitamin"): preset_part("dual_tokenflow_vitamin_tiny", "semantic_encoder"),
     ("model", "dualtoken"): preset_part("dual_dualtoken_siglip_tiny"),
     ("quantizer", "tokenflow_learned"): {"semantic_dim": 8, "pixel_dim": 4},
     ("encoder", "open_clip"): {"image_size": SIZE, "width": 64, "layers": 1, "patch_size": 4},

@@ -13,7 +13,9 @@ from vtok.tokenizers.encoders import (  # noqa: F401
     openclip,
     patch,
     patch1d,
+    siglip_layer,
     timm_siglip,
+    timm_vitamin,
     unitok,
     vit,
 )

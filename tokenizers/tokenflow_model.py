@@ -1,5 +1,6 @@
-"""TokenFlow's tokenizer as published (ByteFlow-AI/TokenFlow): a trained CLIP semantic encoder, one shared id
-over scales (``tokenflow_learned``), a pixel decoder on the pixel half and a ViT semantic decoder on the other.
+"""TokenFlow's tokenizer as published (ByteFlow-AI/TokenFlow): a trained semantic encoder (CLIP, SigLIP or
+ViTamin), one shared id over scales (``tokenflow_learned``), a pixel decoder on the pixel half and a ViT
+semantic decoder on the other.
 
 Checked against TokenFlow's code by ``vtok convert --from tokenflow`` (docs/converting.md). vtok's own
 offline-trainable dual-codebook design, with a frozen teacher and conv adapters, is ``dual``.
@@ -16,11 +17,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vtok.config import NON_NEGATIVE, build_component, component, ranged
+from vtok.config import AT_LEAST_1, NON_NEGATIVE, build_component, component, ranged
 from vtok.errors import VtokError
 from vtok.interfaces import QuantizerOutput
 from vtok.registry import register
-from vtok.tokenizers.grid import GridTokenizer
+from vtok.tokenizers.grid import GridTokenizer, check_images
 from vtok.tokens import Tokens
 
 
@@ -33,7 +34,7 @@ def _task_layer(cin: int, cout: int) -> nn.Sequential:
 class TokenFlowTokenizer(GridTokenizer):
     """TokenFlow as published (ByteFlow-AI/TokenFlow): a trained semantic encoder, one shared id, two decoders.
 
-    images -> semantic encoder (a CLIP ViT, trained with the rest, so in the checkpoint) -> task layer
+    images -> semantic encoder (a ViT, trained with the rest, so in the checkpoint) -> task layer
     (Linear, Tanh, Linear) -> semantic latents (D_sem); images -> CNN pixel encoder -> quant_conv -> pixel
     latents (D_pix); [semantic | pixel] -> ``tokenflow_learned``. Pixels are decoded from the pixel half
     alone (post_quant_conv -> CNN decoder); the semantic half goes to the ``semantic_decoder``, whose
@@ -42,6 +43,11 @@ class TokenFlowTokenizer(GridTokenizer):
     ``open_clip`` teacher) with TokenFlow's loss, 1 - cosine per position; like ``dual``'s, the
     teacher's weights are not in the checkpoint, its name and hash are. Without a teacher the model
     encodes and decodes but does not train.
+
+    ``pixel_size`` (TokenFlow's SigLIP tokenizer): the semantic tower's grid is not the image size over
+    the pixel encoder's factor (384 px at patch 14 gives 27 x 27; the CNN's factor is 16), so the pixel
+    branch runs at ``pixel_size`` (16 x 27 = 432): images are bicubic-resized to it before the pixel
+    encoder, and decoded images bicubic-resized back to the semantic encoder's ``image_size``.
     """
 
     @dataclass
@@ -51,6 +57,8 @@ class TokenFlowTokenizer(GridTokenizer):
         semantic_decoder: dict = component("semantic_decoder", {"name": "vit"})
         teacher: dict | None = component("teacher", optional=True)
         semantic_weight: float = ranged(1.0, NON_NEGATIVE)
+        # The pixel branch's image size where it differs from the images' (see the class docstring); None: the same.
+        pixel_size: int | None = ranged(None, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -74,6 +82,10 @@ class TokenFlowTokenizer(GridTokenizer):
         object.__setattr__(self, "teacher", teacher)  # frozen, from its source: not in the module tree
         self.teacher_spec = {**teacher.spec, "weights_sha256": teacher.sha256} if teacher is not None else None
         self.semantic_weight = cfg.semantic_weight
+        self.pixel_size = cfg.pixel_size
+        self.image_size = getattr(self.semantic_encoder, "image_size", None)
+        if cfg.pixel_size is not None and self.image_size is None:
+            raise VtokError("model.pixel_size needs a semantic encoder with an image_size (the decoded images' size)")
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -90,6 +102,13 @@ class TokenFlowTokenizer(GridTokenizer):
     def pixel_code_dim(self) -> int:
         return self.quantizer.pixel_dim
 
+    def _pixel_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> (B, D_pix, h, w); at ``pixel_size`` where it is set."""
+        if self.pixel_size is not None:
+            check_images(images, 1)
+            images = F.interpolate(images, size=(self.pixel_size, self.pixel_size), mode="bicubic")  # (B, 3, P, P)
+        return super()._pixel_latents(images)
+
     def _latents(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
         pix = self._pixel_latents(images)  # (B, D_pix, h, w)
         feats = self.semantic_encoder(images)  # (B, C_enc, h', w')
@@ -103,7 +122,10 @@ class TokenFlowTokenizer(GridTokenizer):
         return z, (pix.shape[2], pix.shape[3]), images
 
     def _render(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return super()._render(z_q[..., self.semantic_dim :], grid)  # (B, 3, H, W) from the pixel half
+        pixels = super()._render(z_q[..., self.semantic_dim :], grid)  # (B, 3, H, W) from the pixel half
+        if self.pixel_size is not None:  # back from the pixel branch's size to the images'
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bicubic")
+        return pixels
 
     def _semantic(self, z_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         sem = rearrange(z_q[..., : self.semantic_dim], "b (h w) d -> b d h w", h=grid[0])

@@ -9,51 +9,55 @@ The state dict (``"ema"`` where training kept one, as TokenFlow's loaders prefer
 - ``quantize.embedding_vqkd.weight`` (K x 32) and ``quantize.embedding_vqgan.weight`` (K x 8): the two
   codebooks of ``tokenflow_learned`` (read l2-normalised, as TokenFlow does); ``quantize.codebook_used``
   (a usage counter for logging) is dropped.
-- ``encoder_vqkd.*``: the CLIP ViT-B/16 semantic encoder (OpenAI's names, ``proj`` deleted) -> the
-  ``open_clip`` encoder; ``encode_task_layer.{0,2}`` -> ``semantic_in``.
+- ``encoder_vqkd.*``: the semantic tower, one of TokenFlow's three teachers
+  (:mod:`vtok.convert.tokenflow_towers`): CLIP ViT-B/16 (``clipb_224``) -> ``open_clip``; SigLIP
+  So400m/14-384 (``siglip_384``, transformers' names) -> ``siglip_layer``; ViTamin-XL
+  (``vitamin_xlarge_256``, timm's names) -> ``timm_vitamin``. ``encode_task_layer.{0,2}`` -> ``semantic_in``.
 - ``decoder_vqkd.*``: BEiT-v2's ViT (names as timm's ``Beit``) and ``decode_task_layer.{0,2}`` -> the
-  ``vit`` semantic decoder.
+  ``vit`` semantic decoder (12 heads: not in the weights, TokenFlow's default for every teacher).
 
-Both position tables are stored for 14x14 patches (CLIP at 224 px). TokenFlow's released
-text-to-image setting runs 256 px images (``--image-size 256 --infer_interpolate``): its
-forward resizes both tables each call with the DINO recipe (bicubic, ``scale_factor``
-(16 + 0.1) / 14); the converter applies that same operation once, so the converted model
-computes the same numbers. ``--config`` takes a YAML/JSON with ``image_size`` (224: the tables
-as stored, scales 1..14; 256, the default: scales 1..16) and, for other sizes, TokenFlow's
-``scale_rq_layers``.
+Image sizes and scales, not in the weights (``--config``: a YAML/JSON with ``image_size`` and, for
+other sizes, TokenFlow's ``scale_rq_layers``; ``vitamin_heads`` for a ViTamin of another width):
 
-Only the CLIP variant (``clipb_224``) maps onto vtok's parts so far: the SigLIP
-(``tokenflow_siglip_32k``, transformers' ``SiglipVisionModel``) and ViTamin (timm) semantic encoders
-are refused with a one-line error.
+- clipb: both position tables are stored for 14x14 patches (CLIP at 224 px). TokenFlow's released
+  text-to-image setting runs 256 px images (``--image-size 256 --infer_interpolate``): its forward
+  resizes both tables each call with the DINO recipe (bicubic, ``scale_factor`` (16 + 0.1) / 14);
+  the converter applies that same operation once, so the converted model computes the same numbers.
+  ``image_size`` 224 (the tables as stored, scales 1..14) or 256, the default (scales 1..16).
+- siglip: 384 px (27 x 27 tokens), scales 1..10, 12, 14, 17, 22, 27. TokenFlow runs the pixel branch
+  at 16 x 27 = 432 px (the images bicubic-resized up, the decoded ones back to 384): ``pixel_size``.
+- vitamin: 256 px (16 x 16 tokens), scales 1, 2, 4, ..., 16.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from vtok.convert.common import count_levels, rename
 from vtok.convert.registry import source
+from vtok.convert.tokenflow_towers import (
+    check_scaling,
+    clip_tower,
+    dino_resize,
+    siglip_tower,
+    teacher,
+    tower_grid,
+    vitamin_tower,
+)
 from vtok.errors import VtokError
 
-CLIP_SCALES = {224: [1, 2, 4, 6, 8, 10, 12, 14], 256: [1, 2, 4, 6, 8, 10, 12, 14, 16]}
+SCALES = {  # TokenFlow's scale_rq_layers per teacher and image size
+    ("clipb", 224): [1, 2, 4, 6, 8, 10, 12, 14],
+    ("clipb", 256): [1, 2, 4, 6, 8, 10, 12, 14, 16],
+    ("siglip", 384): [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 22, 27],
+    ("vitamin", 256): [1, 2, 4, 6, 8, 10, 12, 14, 16],
+}
+IMAGE_SIZE = {"clipb": 256, "siglip": 384, "vitamin": 256}  # the released / reconstruction scripts' sizes
 DROPPED = {"quantize.codebook_used"}  # a rolling log of recent ids, for the usage statistic only
 PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.embedding_vq", "encoder_vqkd.",
             "encode_task_layer.", "decoder_vqkd.", "decode_task_layer.")  # fmt: skip
-
-
-def dino_resize(table: torch.Tensor, side: int) -> torch.Tensor:
-    """(1 + n^2, D) position table (class row first) -> (1 + side^2, D), as TokenFlow's forward resizes it."""
-    n = int(math.sqrt(table.shape[0] - 1))
-    if n == side:
-        return table
-    grid = table[1:].reshape(1, n, n, -1).permute(0, 3, 1, 2)
-    scale = (side + 0.1) / math.sqrt(n * n)
-    grid = F.interpolate(grid, scale_factor=(scale, scale), mode="bicubic")
-    return torch.cat([table[:1], grid.permute(0, 2, 3, 1).reshape(side * side, -1)], dim=0)
 
 
 def _cnn(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]:
@@ -112,56 +116,54 @@ def _semantic_decoder(state: dict[str, torch.Tensor], side: int) -> tuple[dict[s
     marker="quantize.embedding_vqkd.",
     contains=("llamagen-vq",),  # LlamaGen's CNN layout for the pixel branch
     takes_config=True,
-    config_help="image_size (256 or 224), scale_rq_layers (optional)",
+    config_help="image_size (clipb: 256 or 224; siglip 384; vitamin 256), scale_rq_layers, vitamin_heads (optional)",
     entries=("ema", "model"),  # TokenFlow's loaders read the EMA weights first
 )
 def tokenflow(
     state: dict[str, torch.Tensor], source_cfg: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    if any(k.startswith("encoder_vqkd.vision_model.") for k in state):
-        raise VtokError("TokenFlow's SigLIP tokenizer (transformers' SiglipVisionModel) is not supported yet; clipb is")
-    if "encoder_vqkd.conv1.weight" not in state:
-        raise VtokError("TokenFlow's ViTamin tokenizer (timm) is not supported yet; clipb (CLIP ViT-B/16) is")
+    kind = teacher(state)
     source_cfg = source_cfg or {}
-    image_size = int(source_cfg.get("image_size", 256))
-    patch = state["encoder_vqkd.conv1.weight"].shape[-1]
-    side = image_size // patch
-    scales = [int(s) for s in source_cfg.get("scale_rq_layers") or CLIP_SCALES.get(image_size, [])]
+    image_size = int(source_cfg.get("image_size", IMAGE_SIZE[kind]))
+    side = tower_grid(state, kind, image_size)
+    scales = [int(s) for s in source_cfg.get("scale_rq_layers") or SCALES.get((kind, image_size), [])]
     if not scales or scales[-1] != side:
         raise VtokError(
-            f"TokenFlow clipb at {image_size} px has a {side}x{side} grid: give scale_rq_layers ending in {side} "
-            "(224 and 256 px have TokenFlow's own)"
+            f"TokenFlow {kind} at {image_size} px has a {side}x{side} grid: give scale_rq_layers ending in {side} "
+            f"(TokenFlow's own: {', '.join(f'{k} {n} px' for k, n in SCALES)})"
         )
-    state = {k: v for k, v in state.items() if k not in DROPPED}
+    check_scaling(state, kind)
+    state = {k: v for k, v in state.items() if k not in DROPPED and not k.startswith("scaling_layer.")}
     unknown = sorted(k for k in state if not k.startswith(PREFIXES))
     if unknown:
-        raise VtokError(f"TokenFlow clipb checkpoint has tensors no vtok part takes: {', '.join(unknown[:4])}")
+        raise VtokError(f"TokenFlow {kind} checkpoint has tensors no vtok part takes: {', '.join(unknown[:4])}")
     enc, dec, rules = _cnn(state)
     mapped = {rename(k, rules): v for k, v in state.items() if k.split(".")[0] in ("encoder", "decoder")}
     for key in ("quant_conv.weight", "quant_conv.bias", "post_quant_conv.weight", "post_quant_conv.bias"):
         mapped[key] = state[key]
     semantic, pixel = state["quantize.embedding_vqkd.weight"], state["quantize.embedding_vqgan.weight"]
     mapped["quantizer.semantic_codes"], mapped["quantizer.pixel_codes"] = semantic, pixel
+    if kind == "clipb":
+        tower, tensors = clip_tower(state, image_size, side)
+    elif kind == "siglip":
+        tower, tensors = siglip_tower(state, image_size, side)
+    else:
+        tower, tensors = vitamin_tower(state, image_size, source_cfg.get("vitamin_heads"))
+    mapped.update(tensors)
     for key, value in state.items():
-        if key.startswith("encoder_vqkd."):
-            name = key[len("encoder_vqkd.") :]
-            mapped["semantic_encoder.net." + name] = dino_resize(value, side) if name == "positional_embedding" else value
-        elif key.startswith("encode_task_layer."):
+        if key.startswith("encode_task_layer."):
             mapped["semantic_in." + key[len("encode_task_layer.") :]] = value
     sem_dec, dec_mapped = _semantic_decoder(state, side)
     mapped.update(dec_mapped)
-    width = state["encoder_vqkd.conv1.weight"].shape[0]
-    layers = count_levels(state, r"encoder_vqkd\.transformer\.resblocks\.(\d+)\.")
-    clip = {"name": "open_clip", "model": "ViT-B-16", "image_size": image_size, "quick_gelu": True}
-    if (width, layers, patch) != (768, 12, 16):  # another CLIP than ViT-B/16: its sizes, OpenAI's 64-d heads
-        clip.update(width=width, layers=layers, patch_size=patch)
     cfg = {
         "name": "tokenflow",
         "encoder": enc,
         "decoder": dec,
         "quantizer": {"name": "tokenflow_learned", "semantic_dim": semantic.shape[1], "pixel_dim": pixel.shape[1],
                       "codebook_size": semantic.shape[0], "scales": scales},  # fmt: skip
-        "semantic_encoder": clip,
+        "semantic_encoder": tower,
         "semantic_decoder": sem_dec,
     }
+    if kind == "siglip":  # TokenFlow's pixel branch runs at 16 x the SigLIP grid (2**4, its CNN's factor)
+        cfg["pixel_size"] = 2 ** (len(enc["ch_mult"]) - 1) * side
     return cfg, mapped
