@@ -110,7 +110,11 @@ def read_config(config: str | Path, kinds: Sequence[str] = MODEL_KINDS) -> dict[
     if path.is_file() or path.suffix not in ("", *SUFFIXES):
         return read_yaml(path)
     if is_name(str(config)):
-        return find(str(config), kinds).read()
+        try:
+            preset = find(str(config), kinds)
+        except VtokError as err:  # "x.yaml" was meant as a file first: say that it is missing
+            raise VtokError(f"config file not found: {path}; {err}" if path.suffix else str(err)) from None
+        return preset.read()
     packaged = {p.name for p in presets(kinds)}
     stem = _stem(path.name)
     hint = f" (vtok's packaged preset of that name is '{stem}': pass the name)" if stem in packaged else ""
