@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,eval,docs]"
 	touch $@
 
-.PHONY: demo test test-fast lint bench fuzz docs
+.PHONY: demo test test-fast lint bench fuzz docs wheel
 demo: $(VENV)/.installed
 	$(VENV)/bin/vtok demo --out vtok-demo
 
@@ -33,3 +33,10 @@ bench: $(VENV)/.installed
 
 fuzz: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/fuzz.py --seconds 300
+
+# dist/vtok-VERSION-py3-none-any.whl, presets and fine-tune overlays included; built offline by the venv's
+# setuptools, from a clean build/ (setuptools would otherwise ship stale files left there).
+wheel: $(VENV)/.installed
+	rm -rf build dist/vtok-*.whl
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation --no-index --wheel-dir dist .
+	@ls dist/vtok-*.whl

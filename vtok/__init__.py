@@ -1,7 +1,7 @@
 """vtok: discrete visual tokenizers for image understanding and generation.
 
 >>> import vtok
->>> tok = vtok.build("configs/tokenizer/vq_f16.yaml", ["model.quantizer.codebook_size=1024"])
+>>> tok = vtok.build("vq_f16", ["model.quantizer.codebook_size=1024"])  # a preset name or a YAML path
 >>> tokens = tok.encode(images)          # images: (B, 3, H, W) in [-1, 1]
 >>> recon = tok.decode(tokens)
 >>> tok.save_pretrained("out/tok"); tok = vtok.load("out/tok")
@@ -45,17 +45,19 @@ __all__ = [
 def load_config(
     config: str | Path | dict[str, Any], overrides: Sequence[str] = (), overlays: Sequence[str | Path] = ()
 ) -> dict[str, Any]:
-    """A preset (YAML path or mapping), then overlay YAML files merged over it, then dotted overrides.
+    """A preset (YAML path, preset name or mapping), then overlay YAML files merged over it, then dotted overrides.
 
-    An overlay (e.g. ``configs/finetune/decoder.yaml``) is a partial preset: its mappings merge
-    key by key into the preset's, any other value replaces the preset's.
+    An overlay (e.g. ``configs/finetune/decoder.yaml`` or its name ``decoder``) is a partial preset: its mappings
+    merge key by key into the preset's, any other value replaces the preset's. A name is one of ``vtok presets``;
+    a file that exists at the path given wins over a name (:mod:`vtok.catalog`).
     """
-    from vtok.config import apply_overrides, merge, read_yaml
+    from vtok.catalog import read_config
+    from vtok.config import apply_overrides, merge
     from vtok.presets import RunConfig
 
-    raw = read_yaml(config) if isinstance(config, str | Path) else dict(config)
+    raw = read_config(config) if isinstance(config, str | Path) else dict(config)
     for overlay in overlays:
-        raw = merge(raw, read_yaml(overlay))
+        raw = merge(raw, read_config(overlay, ("finetune",)))
     return apply_overrides(RunConfig, raw, list(overrides))
 
 

@@ -13,18 +13,20 @@ import argparse
 import logging
 import sys
 
-from vtok.cli import convert, decode, demo_command, encode, generate, push, reconstruct, train
+from vtok import __version__
+from vtok.cli import convert, decode, demo_command, encode, generate, presets, push, reconstruct, train
 from vtok.cli import eval as eval_command  # the module, not the builtin
 from vtok.cli.args import Parser
 from vtok.errors import VtokError
 
 # In the order ``vtok --help`` lists them.
-COMMANDS = (train, encode, decode, reconstruct, convert, push, generate, eval_command, demo_command)
+COMMANDS = (train, encode, decode, reconstruct, convert, push, generate, eval_command, demo_command, presets)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``vtok`` parser, one subcommand per module of :data:`COMMANDS`."""
     parser = Parser(prog="vtok", description="Discrete visual tokenizers: train, encode, decode.")
+    parser.add_argument("--version", action="version", version=f"vtok {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(subparsers)

@@ -8,22 +8,13 @@ from typing import Any
 import torch
 
 import vtok
-from vtok.errors import VtokError
+from vtok.catalog import find
 from vtok.images import make_grid, save_image
 from vtok.io import atomic_path, dumps_json
 from vtok.stats import CodeUsage, usage_verdict
 from vtok.tokens import save_tokens
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tokenizer" / "vq_demo.yaml"
-
-
-def demo_config_path() -> Path:
-    """The demo preset in the repository's ``configs/`` (vtok is installed editable from its checkout)."""
-    if not DEMO_CONFIG.is_file():
-        raise VtokError(
-            f"demo preset not found at {DEMO_CONFIG}; run vtok demo from an editable install (pip install -e .)"
-        )
-    return DEMO_CONFIG
+DEMO_PRESET = "vq_demo"  # packaged with vtok (vtok.catalog), so the demo runs from a wheel too
 
 
 def evaluate_heldout(tokenizer: vtok.Tokenizer, image_size: int, progress: bool = True) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def run_demo(out: str | Path, overrides: list[str] | None = None, progress: bool
     from vtok.tokenizers.train import train_tokenizer
 
     out = Path(out)
-    cfg = vtok.load_config(demo_config_path(), overrides or [])
+    cfg = vtok.load_config(find(DEMO_PRESET).read(), overrides or [])
     final = train_tokenizer(cfg, out / "run", progress=progress)
     tokenizer = vtok.load(final)
     result = evaluate_heldout(tokenizer, cfg["data"]["image_size"], progress)

@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="train a small VQ tokenizer on the built-in photos, then reconstruct held-out crops"
     )
     add_out(p, "output folder (default: vtok-demo)", default="vtok-demo")
-    add_overrides(p, "dotted overrides of configs/tokenizer/vq_demo.yaml")
+    add_overrides(p, "dotted overrides of the vq_demo preset (vtok presets)")
     p.set_defaults(func=run)
 
 
