@@ -35,9 +35,8 @@ COMMANDS: dict[str, str | None] = {
     "vtok reconstruct --tokenizer vtok-demo/run/final photo.jpg --size 64 --out recon/": None,
     "vtok encode --tokenizer vtok-demo/run/final photos/ --size 64 --out tokens.safetensors": None,
     "vtok decode tokens.safetensors --tokenizer vtok-demo/run/final --out decoded/": None,
-    "vtok train configs/tokenizer/vq_demo.yaml train.steps=1000 --out runs/vq_demo": (
-        "vtok train configs/tokenizer/vq_demo.yaml train.steps=2 --out runs/vq_demo"
-    ),
+    "vtok presets": None,
+    "vtok train vq_demo train.steps=1000 --out runs/vq_demo": "vtok train vq_demo train.steps=2 --out runs/vq_demo",
     "vtok eval --tokenizer runs/vq_demo/final --data builtin --metrics psnr,ssim,codebook --out report/": None,
     "vtok convert --from llamagen-vq vq_ds16_c2i.pt --out models/llamagen-vq16": None,
 }
