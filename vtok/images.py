@@ -109,8 +109,17 @@ def make_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> torch.Tensor:
     return torch.nn.functional.pad(grid, (0, pad, 0, pad), value=1.0)
 
 
-def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write (3, H, W) in [-1, 1] as a PNG, atomically."""
+def save_image(image: torch.Tensor, path: str | Path, what: str = "image") -> None:
+    """Write (3, H, W) in [-1, 1] as a PNG, atomically, with a text chunk saying vtok wrote it (``what``).
+
+    The chunk is how a later command knows it may replace the file (:func:`vtok.outputs.is_vtok_image`).
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    from vtok.outputs import PNG_KEY
+
+    info = PngInfo()
+    info.add_text(PNG_KEY, what)
     path = Path(path)
     with atomic_path(path) as tmp:
-        tensor_to_pil(image).save(tmp, format="PNG")
+        tensor_to_pil(image).save(tmp, format="PNG", pnginfo=info)

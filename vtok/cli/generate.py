@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.sample import SamplingConfig, generate
     from vtok.images import make_grid, save_image
-    from vtok.outputs import check_out_file, is_token_file
+    from vtok.outputs import check_out_file, is_token_file, is_vtok_image
     from vtok.pipeline import decode_batched
     from vtok.shards import check_trained_on
     from vtok.tokens import save_tokens
@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> None:
     if out.suffix.lower() != ".png":
         raise VtokError(f"--out {out} must name a .png file (the sample grid; the tokens go beside it)")
     token_file = out.with_suffix(".safetensors")
-    check_out_file(token_file, [args.model, args.tokenizer], is_token_file, kind="token file")
-    check_out_file(out, [args.model, args.tokenizer], lambda p: is_token_file(token_file), kind="sample grid")
+    # The grid and its token file are one output: either is replaced only where vtok wrote this grid.
+    grid = lambda p: is_vtok_image(out, "sample grid")  # noqa: E731
+    check_out_file(token_file, [args.model, args.tokenizer], lambda p: is_token_file(p) and grid(p), kind="token file")
+    check_out_file(out, [args.model, args.tokenizer], grid, kind="sample grid")
     model = load_fast(args.model, args)
     if not isinstance(model, GPT):
         raise VtokError(f"{args.model} is not an AR model")
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> None:
     tokens.check_range()
     images = decode_batched(tokenizer, tokens, args.batch_size, precision=args.precision)
     ncol = args.per_class if args.classes else min(8, len(images))
-    save_image(make_grid(images, ncol=ncol), out)
+    save_image(make_grid(images, ncol=ncol), out, what="sample grid")
     save_tokens(token_file, tokens, tokenizer.fingerprint(), labels=labels)
     print(f"{len(images)} images -> {out} (tokens: {token_file})")
