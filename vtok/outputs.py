@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from vtok.errors import VtokError
+from vtok.errors import VtokError, one_line
 from vtok.tokens import TOKEN_FILE_FORMAT
 
 MARKER = ".vtok-out.json"  # what a folder claimed by check_out_dir was made for: {"kind": ...}
@@ -35,7 +35,7 @@ def os_error_line(err: OSError) -> str:
     reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
         err.errno, err.strerror or str(err)
     )
-    return f"cannot write {where}: {reason}"
+    return one_line(f"cannot write {where}: {reason}")
 
 
 def check_writable(folder: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list
+from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list, require_tokenizer
 from vtok.config import AT_LEAST_1, number_arg
 from vtok.errors import VtokError
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
         raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
     inputs = [p for p in (args.data, args.recon, args.tokenizer) if p and p != "builtin"]
     check_out_dir(args.out, inputs, kind="report")
-    tokenizer = vtok.load(args.tokenizer).eval() if args.tokenizer else None
+    tokenizer = require_tokenizer(vtok.load(args.tokenizer).eval(), args.tokenizer) if args.tokenizer else None
     out = Path(args.out)
     result = evaluate(
         args.metrics,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtok.cli.args import COUNT, add_batch, add_out, add_speed, add_tokenizer, int_list, load_fast
+from vtok.cli.args import SAMPLES, SEED, add_batch, add_out, add_speed, add_tokenizer, int_list, load_fast
 from vtok.errors import VtokError
 
 
@@ -17,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="folder of a trained AR model (RUN/final)")
     add_tokenizer(p)
     p.add_argument("--classes", default=None, help="comma-separated class ids (one grid row each); none: unconditional")
-    p.add_argument("--per-class", type=COUNT, default=4, help="samples per class")
-    p.add_argument("--num", type=COUNT, default=8, help="unconditional samples")
+    p.add_argument("--per-class", type=SAMPLES, default=4, help="samples per class")
+    p.add_argument("--num", type=SAMPLES, default=8, help="unconditional samples")
     sampling = SamplingConfig
     p.add_argument(
         "--cfg", type=field_arg(sampling, "cfg_scale"), default=1.0, help="classifier-free guidance scale (1: off)"
@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=field_arg(sampling, "temperature"), default=1.0)
     p.add_argument("--top-k", type=field_arg(sampling, "top_k"), default=0, help="0: off")
     p.add_argument("--top-p", type=field_arg(sampling, "top_p"), default=1.0, help="nucleus share; 1: off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     add_out(p, "grid PNG; the tokens go beside it as .safetensors")
     add_batch(p)
     add_speed(p)
