@@ -27,6 +27,7 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.io import atomic_dir, atomic_path, write_safetensors, write_torch
+from vtok.memory import check_zip
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -77,6 +78,7 @@ def read_checkpoint_file(path: Path, run: Path) -> Any:
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
+        check_zip(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, ValueError, KeyError, OSError) as err:
         reason = err.__class__.__name__

@@ -284,8 +284,9 @@ def safe_yaml(text: str) -> Any:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; one-line errors for missing or malformed files."""
     path = Path(path)
-    if not path.is_file():
-        raise VtokError(f"config file not found: {path}")
+    from vtok.io import check_regular_file
+
+    check_regular_file(path, "config file")
     if path.stat().st_size > MAX_YAML_BYTES:
         raise VtokError(f"config file {path} is over {MAX_YAML_BYTES // 1000} kB; a preset is a few kB")
     try:

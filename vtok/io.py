@@ -137,6 +137,19 @@ def write_torch(obj: Any, path: str | Path) -> None:
         raise _as_os_error(err, path) from None
 
 
+def check_regular_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a regular file; else one line: not found, or a device, FIFO or socket (never read)."""
+    from vtok.errors import VtokError
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.exists() or path.is_symlink():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket?)"
+        raise VtokError(f"{what} {path} is {kind}")
+    raise VtokError(f"{what} not found: {path}")
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file, read in 1 MB blocks (released checkpoints are GBs)."""
     import hashlib

@@ -143,6 +143,21 @@ def int_list(text: str, flag: str, valid: Range = ID) -> list[int]:
     return values
 
 
+def distinct_names(names: list[str]) -> list[str]:
+    """Each input's base name, or its path as given where two inputs share a base name (a row each)."""
+    from collections import Counter
+    from pathlib import Path
+
+    counts = Counter(Path(n).name for n in names)
+    out = [Path(n).name if counts[Path(n).name] == 1 else n for n in names]
+    seen: Counter = Counter()
+    for i, key in enumerate(out):  # the same file given twice: number the repeats
+        seen[key] += 1
+        if seen[key] > 1:
+            out[i] = f"{key} ({seen[key]})"
+    return out
+
+
 def table(rows: dict[str, object]) -> str:
     """Rows as an aligned two-column text table, floats to 4 decimals."""
     width = max(len(k) for k in rows)

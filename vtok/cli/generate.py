@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> None:
     from vtok.ar_models.gpt import GPT
     from vtok.ar_models.sample import SamplingConfig, generate
     from vtok.images import make_grid, save_image
+    from vtok.memory import check_memory, generated_bytes
     from vtok.outputs import check_out_file, is_token_file, is_vtok_image
     from vtok.pipeline import decode_batched
     from vtok.shards import check_trained_on
@@ -53,16 +54,16 @@ def run(args: argparse.Namespace) -> None:
     grid = lambda p: is_vtok_image(out, "sample grid")  # noqa: E731
     check_out_file(token_file, [args.model, args.tokenizer], lambda p: is_token_file(p) and grid(p), kind="token file")
     check_out_file(out, [args.model, args.tokenizer], grid, kind="sample grid")
+    classes = int_list(args.classes, "--classes") if args.classes else None  # bounded ids, before any loading
     model = load_fast(args.model, args)
     if not isinstance(model, GPT):
         raise VtokError(f"{args.model} is not an AR model")
     tokenizer = load_fast(args.tokenizer, args)
     check_trained_on(args.model, tokenizer)
+    count = len(classes) * args.per_class if classes else args.num
+    check_memory(generated_bytes(model, tokenizer, count), f"{count} samples", "generate fewer at a time")
+    labels = torch.tensor(classes).repeat_interleave(args.per_class) if classes else None
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.cfg, args.cfg_schedule, args.seed)
-    if args.classes:
-        labels = torch.tensor(int_list(args.classes, "--classes")).repeat_interleave(args.per_class)
-    else:
-        labels = None
     num = args.num if labels is None else None
     tokens = generate(model, labels, num, sampling, progress=True, precision=args.precision, compile=args.compile)
     tokens = tokens.to("cpu")

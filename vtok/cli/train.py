@@ -24,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     import vtok
+    from vtok.memory import check_training
     from vtok.outputs import check_out_dir, run_lock
     from vtok.registry import lookup
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> None:
     trainer = getattr(lookup("model", name), "trained_by", None)  # the model class names its trainer
     if trainer is None:
         raise VtokError(f"model {name!r} has no trainer")
+    check_training(cfg)  # batch, image side and codebooks against the memory there is, before any layer
     with run_lock(args.out):
         final = lookup("trainer", trainer)(cfg, args.out).train()
     print(f"trained model saved to {final}")
