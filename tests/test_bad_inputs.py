@@ -48,12 +48,54 @@ def template(tmp_path_factory) -> Path:
     save_tokens(world / "tokens.safetensors", tokens, tok.fingerprint(), names=[f"{i}.png" for i in range(6)])
     save_tokens(world / "short_names.safetensors", tokens, tok.fingerprint(), names=["only_one.png"])
     (world / "notes.txt").write_text("a user's file that no command may replace\n")
+    _second_round_world(world, tok, tokens)
     (world / "alias_bomb.yaml").write_text(
         "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
         + "model: {name: grid}\n"
     )
     return world
+
+
+def _bad_token_file(path: Path, tokens, **metadata: str) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"format": "vtok.tokens/1", "layout": json.dumps(tokens.layout()), "tokenizer_hash": "x", "names": "[]"}
+    save_file({"ids": tokens.ids.contiguous()}, str(path), metadata={**meta, **metadata})
+
+
+def _second_round_world(world: Path, tok, tokens) -> None:
+    """What issue 29's rows need: a user's photograph beside its token file, damaged token metadata,
+    a GPT, shards (one with an index pointing outside), a NaN model, a zip bomb, a run with two checkpoints."""
+    import zipfile
+
+    from vtok.shards import INDEX_FORMAT
+
+    shutil.copy(world / "tokens.safetensors", world / "photo.safetensors")  # `vtok encode photo.png`'s output
+    _bad_token_file(world / "names_int.safetensors", tokens, names="5")
+    _bad_token_file(world / "names_list.safetensors", tokens, names="[1, 2, 3, 4, 5, 6]")
+    _bad_token_file(world / "names_nul.safetensors", tokens, names=json.dumps([f"a\0{i}" for i in range(6)]))
+    grid = tokens.layout() | {"grid": [-8, -8]}
+    _bad_token_file(world / "grid_negative.safetensors", tokens, layout=json.dumps(grid))
+    torch.manual_seed(0)
+    vtok.build(ROOT / "configs" / "ar" / "gpt_tiny.yaml").save_pretrained(world / "gpt")
+    nan = vtok.build(TINY).eval()
+    with torch.no_grad():
+        next(nan.parameters()).fill_(float("nan"))
+    nan.save_pretrained(world / "tok_nan")
+    assert main(["encode", "--tokenizer", str(world / "tok"), str(world / "photos"), "--shards", "10", "--size", "32",
+                 "--out", str(world / "shards")]) == 0  # fmt: skip
+    for name, change in {"shards_outside": {"shards": ["/etc/passwd"]}, "shards_up": {"shards": ["../../../../etc/hostname"]},
+                         "shards_million": {"layout": {"codebook_sizes": [1_000_000], "grid": [8, 8], "scales": None}}}.items():  # fmt: skip
+        shutil.copytree(world / "shards", world / name)
+        index = json.loads((world / name / "index.json").read_text()) | change
+        (world / name / "index.json").write_text(json.dumps(index))
+    assert json.loads((world / "shards" / "index.json").read_text())["format"] == INDEX_FORMAT
+    with zipfile.ZipFile(world / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("archive/data.pkl", b"\0" * (100 << 20))
+    (world / "twice.yaml").write_text(TINY.read_text() + "train:\n  steps: 2\n")
+    (world / "overlay.yaml").write_text("train: {lr: 2.0e-3}\n")
+    assert main(["train", *TRAIN, "train.save_every=1", "--out", str(world / "run")]) == 0
 
 
 @pytest.fixture
@@ -77,14 +119,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _read_only(monkeypatch):
+def _read_only(monkeypatch, world=None):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir") or (args[2] if len(args) > 2 else "."))
 
     monkeypatch.setattr("vtok.outputs.tempfile.mkstemp", refuse)
 
 
-def _disk_full_on_safetensors(monkeypatch):
+def _disk_full_on_safetensors(monkeypatch, world=None):
     from safetensors import SafetensorError
 
     def full(*args, **kwargs):
@@ -95,15 +137,83 @@ def _disk_full_on_safetensors(monkeypatch):
     monkeypatch.setattr("safetensors.torch.save_file", full)
 
 
-def _disk_full_on_png(monkeypatch):
+def _disk_full_on_png(monkeypatch, world=None):
     def full(self, fp, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(fp))
 
     monkeypatch.setattr(Image.Image, "save", full)
 
 
-def _tiny_pixel_limit(monkeypatch):
+def _tiny_pixel_limit(monkeypatch, world=None):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every test image is now a "decompression bomb"
+
+
+def _small_machine(monkeypatch, world=None):
+    monkeypatch.setattr("vtok.memory.available_bytes", lambda: 4 << 30)  # 4 GB, whatever this machine has
+    monkeypatch.setattr("vtok.memory._device_bytes", lambda: 0)
+
+
+def _offline(monkeypatch, world=None):
+    from huggingface_hub import HfApi
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("offline mode is enabled")
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+
+
+def _torch_disk_full(monkeypatch, world=None):
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr("vtok.io.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+
+
+def _untyped_disk_full(monkeypatch, world=None):
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    monkeypatch.setattr("vtok.io.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+
+
+def _newest_checkpoint(world: Path) -> Path:
+    return world / "run" / "checkpoints" / "step_00000002"
+
+
+def _pickled_optim(monkeypatch, world):
+    import pickle
+
+    (_newest_checkpoint(world) / "optim.pt").write_bytes(pickle.dumps(Image.Image()))  # a pickle of another class
+
+
+def _pickled_rng(monkeypatch, world):
+    import os
+    import pickle
+
+    (_newest_checkpoint(world) / "rng_rank0.pt").write_bytes(pickle.dumps(os.getcwd))
+
+
+def _truncated_weights(monkeypatch, world):
+    file = _newest_checkpoint(world) / "model.safetensors"
+    file.write_bytes(file.read_bytes()[:1000])
+
+
+def _fifo(monkeypatch, world):
+    import os
+
+    os.mkfifo(world / "fifo.png")
+
+
+def _locked(monkeypatch, world):
+    from vtok.outputs import run_lock
+
+    lock = run_lock(world / "run")
+    lock.__enter__()
+    monkeypatch.setattr("tests.test_bad_inputs._held", lock, raising=False)  # released with the row
 
 
 TRAIN = [str(TINY), "train.steps=2", "train.batch_size=2", "data.image_size=32", "train.log_every=1"]
@@ -192,25 +302,111 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "encode-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _disk_full_on_safetensors, "no space left"),
     "decode-disk-full": ([*DEC, "--out", "{w}/d"], _disk_full_on_png, "no space left"),
     "train-checkpoint-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _disk_full_on_safetensors, "no space left"),
+    # --- issue 29, data loss: outputs inside things vtok did not make for this command
+    "generate-over-a-photograph": ([*GEN[:-1], "{w}/photo.png"], None, "not a token file vtok wrote"),
+    "convert-over-a-trained-model": (
+        ["convert", "--from", "llamagen-vq", "{w}/notes.txt", "--out", "{w}/tok"], None, "a vtok model folder"
+    ),
+    "decode-out-a-tokenizer": ([*DEC, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "decode-out-inside-a-tokenizer": ([*DEC, "--out", "{w}/tok/decoded"], None, "is inside"),
+    "reconstruct-out-a-tokenizer": ([*REC, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "reconstruct-out-a-run": ([*REC, "--out", "{w}/run"], None, "a vtok training run"),
+    "demo-out-a-tokenizer": (["demo", "--out", "{w}/tok"], None, "a vtok model folder"),
+    "decode-out-a-user-folder": ([*DEC, "--out", "{w}/photos"], None, "a folder vtok did not make"),
+    "encode-out-png-inside-the-data": (
+        ["encode", "--tokenizer", "{w}/tok", "{w}/photos", "--size", "32", "--out", "{w}/photos/tokens.png"],
+        None,
+        "inside the input",
+    ),
+    "encode-out-named-png": ([*ENC, "--out", "{w}/tokens.png"], None, "named like an image"),
+    "encode-out-inside-a-model": ([*ENC, "--out", "{w}/gpt/t.safetensors"], None, "is inside"),
+    "train-out-inside-its-data": (["train", *TRAIN, "data.source={w}/photos", "--out", "{w}/photos/run"], None, "inside the input"),
+    "train-out-a-tokenizer": (["train", *TRAIN, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "push-offline-writes-nothing": (["push", "{w}/tok", "org/name"], _offline, "cannot reach the Hub"),
+    "train-while-another-runs": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _locked, "in use by another vtok train"),
+    # --- tracebacks: disk full inside torch.save, damaged checkpoints (named, with the fallback)
+    "train-torch-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _torch_disk_full, "no space left"),
+    "encode-untyped-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _untyped_disk_full, "no space left"),
+    "resume-pickled-optim": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_optim, "optim.pt is damaged (UnpicklingError); delete"
+    ),
+    "resume-pickled-rng": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_rng, "rng_rank0.pt is damaged"),
+    "resume-truncated-weights": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _truncated_weights, "model.safetensors is damaged"
+    ),
+    # --- memory, on a 4 GB machine
+    "eval-huge-resolution": (
+        ["eval", "--tokenizer", "{w}/tok", "--metrics", "psnr", "--resolution", "100000", "--out", "{w}/e"],
+        _small_machine,
+        "needs about",
+    ),
+    "train-huge-image-size": (["train", *TRAIN, "data.image_size=100000", "--out", "{w}/r"], _small_machine, "needs about"),
+    "train-huge-codebook": (
+        ["train", *TRAIN, "model.quantizer.codebook_size=100000000", "--out", "{w}/r"], _small_machine, "needs about"
+    ),
+    "train-huge-batch": (["train", *TRAIN, "train.batch_size=1000000000", "--out", "{w}/r"], _small_machine, "needs about"),
+    "encode-huge-size": ([*ENC[:-1], "100000", "--out", "{w}/t.safetensors"], _small_machine, "needs about"),
+    "generate-huge-per-class": ([*GEN, "--classes", "0", "--per-class", "100000000"], None, "--per-class"),
+    "generate-huge-num": ([*GEN, "--num", "100000000"], None, "--num"),
+    # --- integers
+    "generate-huge-class": ([*GEN, "--classes", "99999999999999999999"], None, "--classes"),
+    "generate-huge-seed": ([*GEN, "--seed", str(2**70)], None, "--seed"),
+    "encode-huge-label": ([*ENC, "--labels", "99999999999999999999", "--out", "{w}/t.safetensors"], None, "--labels"),
+    "encode-negative-label": ([*ENC, "--labels", "-5", "--out", "{w}/t.safetensors"], None, "--labels"),
+    # --- token file metadata against one schema
+    "decode-names-a-number": (["decode", "{w}/names_int.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-names-numbers": (["decode", "{w}/names_list.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-names-nul": (["decode", "{w}/names_nul.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-negative-grid": (
+        ["decode", "{w}/grid_negative.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "layout.grid"
+    ),
+    # --- overrides, flags and presets
+    "train-section-a-number": (["train", *TRAIN, "train=5", "--out", "{w}/r"], None, "expected a mapping"),
+    "train-deep-override": (["train", *TRAIN, "model.encoder.ch_mult=" + "[" * 20000 + "]" * 20000, "--out", "{w}/r"], None, "nests"),
+    "train-duplicate-section": (["train", "{w}/twice.yaml", "--out", "{w}/r"], None, "given twice"),
+    "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
+    "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
+    "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
+    "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
+    "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
+    # --- shards
+    "train-gpt-shards-outside": (["train", "{gpt}", "data.source={w}/shards_outside", "--out", "{w}/r"], None, "outside its folder"),
+    "train-gpt-shards-up": (["train", "{gpt}", "data.source={w}/shards_up", "--out", "{w}/r"], None, "outside its folder"),
+    "train-gpt-shards-million-codes": (["train", "{gpt}", "data.source={w}/shards_million", "--out", "{w}/r"], None, "layout"),
+    # --- messages
+    "encode-newline-in-a-name": ([*ENC[:3], "{w}/no\nsuch.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "no\\nsuch"),
+    "train-zero-width-level-no-warning": (["train", *TRAIN, "model.encoder.ch_mult=[0]", "--out", "{w}/r"], None, "model.encoder"),
+    "encode-dev-zero": ([*ENC[:3], "/dev/zero", "--size", "32", "--out", "{w}/t.safetensors"], None, "not a regular file"),
+    "encode-fifo": ([*ENC[:3], "{w}/fifo.png", "--size", "32", "--out", "{w}/t.safetensors"], _fifo, "not a regular file"),
+    "convert-a-vtok-model": (
+        ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"], None, "already a vtok model"
+    ),
+    "convert-zip-bomb": (["convert", "--from", "llamagen-vq", "{w}/bomb.pt", "--out", "{w}/c"], None, "zip bomb"),
 }
 
 
 @pytest.mark.parametrize("row", list(ROWS))
 def test_bad_input_is_one_line_exit_2_and_changes_no_input(row, world, monkeypatch, capsys):
     argv, setup, words = ROWS[row]
-    argv = [a.replace("{w}", str(world)) for a in argv]
+    argv = [a.replace("{w}", str(world)).replace("{gpt}", str(ROOT / "configs" / "ar" / "gpt_tiny.yaml")) for a in argv]
+    if setup is not None:  # before the snapshot: a setup may damage an input on purpose
+        setup(monkeypatch, world)
     before = snapshot(world)
-    if setup is not None:
-        setup(monkeypatch)
     code, err = run_cli(argv, capsys)
+    held = globals().get("_held")
     monkeypatch.undo()
+    if held is not None:
+        held.__exit__(None, None, None)
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("vtok: error:")]
     assert code == 2, (row, code, err[-500:])
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert words in lines[0], lines[0]
+    assert "Warning" not in err, err  # a refused setting's warnings are noise before the one line
     after = snapshot(world)
     assert {k: v for k, v in after.items() if k in before} == before, f"{row} changed an input file"
+    added = [k for k in after if k not in before and k.split("/")[0] in ("tok", "gpt", "photos", "run", "shards")]
+    assert not added, f"{row} wrote into a folder it did not make: {added}"
 
 
 def test_a_bomb_inside_a_folder_is_skipped_and_named(world, monkeypatch, capsys, caplog):
@@ -274,3 +470,59 @@ def test_a_large_preset_file_is_refused_before_parsing(tmp_path, capsys):
     big.write_text("model: {name: grid}\n" + "# padding\n" * 120_000)
     code, err = run_cli(["train", str(big), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "kB" in err
+
+
+# --- issue 29: what must work, beside what must be refused ------------------------------------------------
+
+
+def test_a_stale_lock_is_taken_over_and_a_damaged_checkpoint_falls_back_once_deleted(world, capsys):
+    run = world / "run"
+    (run / ".vtok-lock").write_text("999999999\n")  # left by a killed run: no process holds it
+    _pickled_optim(None, world)
+    code, err = run_cli(["train", *TRAIN, "train.save_every=1", "--out", str(run)], capsys)
+    assert code == 2 and "delete" in err and "step_00000001" in err, err
+    shutil.rmtree(_newest_checkpoint(world))  # the documented fallback: delete the damaged checkpoint
+    code, err = run_cli(["train", *TRAIN, "train.save_every=1", "--out", str(run)], capsys)
+    assert code == 0, err
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+
+
+def test_a_strip_image_is_encoded_in_little_memory(world, capsys):
+    import tracemalloc
+
+    Image.new("RGB", (1_000_000, 1), (10, 200, 30)).save(world / "strip.png")
+    tracemalloc.start()
+    code, err = run_cli([*[a.replace("{w}", str(world)) for a in ENC[:3]], str(world / "strip.png"), "--size", "32",
+                         "--out", str(world / "t.safetensors")], capsys)  # fmt: skip
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 0, err
+    assert peak < 200 << 20, peak  # resizing the whole strip to cover 32 px took 3 GB
+
+
+def test_reconstruct_rows_of_inputs_with_one_base_name_stay_distinct(world, capsys):
+    (world / "more").mkdir()
+    shutil.copy(world / "photos" / "a.png", world / "more" / "a.png")
+    argv = ["reconstruct", "--tokenizer", str(world / "tok"), str(world / "photos"), str(world / "more"),
+            "--size", "32", "--out", str(world / "r")]  # fmt: skip
+    assert run_cli(argv, capsys)[0] == 0
+    rows = json.loads((world / "r" / "psnr.json").read_text())["psnr_db"]
+    assert len(rows) == 4  # three images and the mean
+
+
+def test_overrides_come_before_or_after_the_options(world, capsys):
+    argv = ["train", str(TINY), "--overlay", str(world / "overlay.yaml"), *TRAIN[1:], "--out", str(world / "r")]
+    code, err = run_cli(argv, capsys)
+    assert code == 0, err
+    cfg = json.loads((world / "r" / "config.json").read_text())
+    assert cfg["train"]["steps"] == 2 and cfg["train"]["lr"] == 2.0e-3
+
+
+def test_generate_replaces_its_own_grid_and_nothing_else(world, capsys):
+    argv = ["generate", "--model", str(world / "gpt"), "--tokenizer", str(world / "tok"), "--classes", "0",
+            "--per-class", "1", "--out", str(world / "g.png")]  # fmt: skip
+    assert run_cli(argv, capsys)[0] == 0
+    assert run_cli(argv, capsys)[0] == 0  # its own grid and token file: replaced
+    (world / "g.png").write_bytes((world / "photo.png").read_bytes())  # the user put a photograph there
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "not a" in err

@@ -192,11 +192,11 @@ def check_out_file(
             raise VtokError(f"--out {path} is one of the inputs; write the {kind} elsewhere")
         if source.is_dir() and _inside(path, source):
             raise VtokError(f"--out {path} is inside the input {source}; write the {kind} elsewhere")
+    if path.exists() and not (replaceable is not None and replaceable(path)):
+        raise VtokError(f"--out {path} exists and is not a {kind} vtok wrote; remove it or choose another name")
     if kind != "sample grid" and path.suffix.lower() in IMAGE_EXTENSIONS:
         raise VtokError(f"--out {path} is named like an image ({path.suffix}); name the {kind} .safetensors")
     _check_not_under_vtok_folder(path, kind)
-    if path.exists() and not (replaceable is not None and replaceable(path)):
-        raise VtokError(f"--out {path} exists and is not a {kind} vtok wrote; remove it or choose another name")
     check_writable(path.parent if str(path.parent) else Path("."))
     return path
 
