@@ -187,7 +187,7 @@ def _newest_checkpoint(world: Path) -> Path:
 def _pickled_optim(monkeypatch, world):
     import pickle
 
-    (_newest_checkpoint(world) / "optim.pt").write_bytes(pickle.dumps(Image.Image()))  # a pickle of another class
+    (_newest_checkpoint(world) / "optim.pt").write_bytes(pickle.dumps(Path("x")))  # a pickle of another class
 
 
 def _pickled_rng(monkeypatch, world):
