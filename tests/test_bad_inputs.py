@@ -21,6 +21,19 @@ import torch
 from PIL import Image
 
 import vtok
+from tests import bad_world
+from tests.bad_world import (
+    _fifo,
+    _locked,
+    _offline,
+    _pickled_optim,
+    _pickled_rng,
+    _small_machine,
+    _torch_disk_full,
+    _truncated_weights,
+    _untyped_disk_full,
+    second_round_world,
+)
 from vtok.cli import main
 from vtok.tokens import load_tokens, save_tokens
 
@@ -48,54 +61,13 @@ def template(tmp_path_factory) -> Path:
     save_tokens(world / "tokens.safetensors", tokens, tok.fingerprint(), names=[f"{i}.png" for i in range(6)])
     save_tokens(world / "short_names.safetensors", tokens, tok.fingerprint(), names=["only_one.png"])
     (world / "notes.txt").write_text("a user's file that no command may replace\n")
-    _second_round_world(world, tok, tokens)
+    second_round_world(world, tok, tokens, TRAIN)
     (world / "alias_bomb.yaml").write_text(
         "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
         + "model: {name: grid}\n"
     )
     return world
-
-
-def _bad_token_file(path: Path, tokens, **metadata: str) -> None:
-    from safetensors.torch import save_file
-
-    meta = {"format": "vtok.tokens/1", "layout": json.dumps(tokens.layout()), "tokenizer_hash": "x", "names": "[]"}
-    save_file({"ids": tokens.ids.contiguous()}, str(path), metadata={**meta, **metadata})
-
-
-def _second_round_world(world: Path, tok, tokens) -> None:
-    """What issue 29's rows need: a user's photograph beside its token file, damaged token metadata,
-    a GPT, shards (one with an index pointing outside), a NaN model, a zip bomb, a run with two checkpoints."""
-    import zipfile
-
-    from vtok.shards import INDEX_FORMAT
-
-    shutil.copy(world / "tokens.safetensors", world / "photo.safetensors")  # `vtok encode photo.png`'s output
-    _bad_token_file(world / "names_int.safetensors", tokens, names="5")
-    _bad_token_file(world / "names_list.safetensors", tokens, names="[1, 2, 3, 4, 5, 6]")
-    _bad_token_file(world / "names_nul.safetensors", tokens, names=json.dumps([f"a\0{i}" for i in range(6)]))
-    grid = tokens.layout() | {"grid": [-8, -8]}
-    _bad_token_file(world / "grid_negative.safetensors", tokens, layout=json.dumps(grid))
-    torch.manual_seed(0)
-    vtok.build(ROOT / "configs" / "ar" / "gpt_tiny.yaml").save_pretrained(world / "gpt")
-    nan = vtok.build(TINY).eval()
-    with torch.no_grad():
-        next(nan.parameters()).fill_(float("nan"))
-    nan.save_pretrained(world / "tok_nan")
-    assert main(["encode", "--tokenizer", str(world / "tok"), str(world / "photos"), "--shards", "10", "--size", "32",
-                 "--out", str(world / "shards")]) == 0  # fmt: skip
-    for name, change in {"shards_outside": {"shards": ["/etc/passwd"]}, "shards_up": {"shards": ["../../../../etc/hostname"]},
-                         "shards_million": {"layout": {"codebook_sizes": [1_000_000], "grid": [8, 8], "scales": None}}}.items():  # fmt: skip
-        shutil.copytree(world / "shards", world / name)
-        index = json.loads((world / name / "index.json").read_text()) | change
-        (world / name / "index.json").write_text(json.dumps(index))
-    assert json.loads((world / "shards" / "index.json").read_text())["format"] == INDEX_FORMAT
-    with zipfile.ZipFile(world / "bomb.pt", "w", zipfile.ZIP_DEFLATED) as bomb:
-        bomb.writestr("archive/data.pkl", b"\0" * (100 << 20))
-    (world / "twice.yaml").write_text(TINY.read_text() + "train:\n  steps: 2\n")
-    (world / "overlay.yaml").write_text("train: {lr: 2.0e-3}\n")
-    assert main(["train", *TRAIN, "train.save_every=1", "--out", str(world / "run")]) == 0
 
 
 @pytest.fixture
@@ -146,74 +118,6 @@ def _disk_full_on_png(monkeypatch, world=None):
 
 def _tiny_pixel_limit(monkeypatch, world=None):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every test image is now a "decompression bomb"
-
-
-def _small_machine(monkeypatch, world=None):
-    monkeypatch.setattr("vtok.memory.available_bytes", lambda: 4 << 30)  # 4 GB, whatever this machine has
-    monkeypatch.setattr("vtok.memory._device_bytes", lambda: 0)
-
-
-def _offline(monkeypatch, world=None):
-    from huggingface_hub import HfApi
-
-    def refuse(*args, **kwargs):
-        raise ConnectionError("offline mode is enabled")
-
-    monkeypatch.setattr(HfApi, "create_repo", refuse)
-
-
-def _torch_disk_full(monkeypatch, world=None):
-    def full(*args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4160 vs 4054")
-
-    monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr("vtok.io.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
-
-
-def _untyped_disk_full(monkeypatch, world=None):
-    from safetensors import SafetensorError
-
-    def full(*args, **kwargs):
-        raise SafetensorError("Error while serializing: I/O error")
-
-    monkeypatch.setattr("safetensors.torch.save_file", full)
-    monkeypatch.setattr("vtok.io.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
-
-
-def _newest_checkpoint(world: Path) -> Path:
-    return world / "run" / "checkpoints" / "step_00000002"
-
-
-def _pickled_optim(monkeypatch, world):
-    import pickle
-
-    (_newest_checkpoint(world) / "optim.pt").write_bytes(pickle.dumps(Path("x")))  # a pickle of another class
-
-
-def _pickled_rng(monkeypatch, world):
-    import os
-    import pickle
-
-    (_newest_checkpoint(world) / "rng_rank0.pt").write_bytes(pickle.dumps(os.getcwd))
-
-
-def _truncated_weights(monkeypatch, world):
-    file = _newest_checkpoint(world) / "model.safetensors"
-    file.write_bytes(file.read_bytes()[:1000])
-
-
-def _fifo(monkeypatch, world):
-    import os
-
-    os.mkfifo(world / "fifo.png")
-
-
-def _locked(monkeypatch, world):
-    from vtok.outputs import run_lock
-
-    lock = run_lock(world / "run")
-    lock.__enter__()
-    monkeypatch.setattr("tests.test_bad_inputs._held", lock, raising=False)  # released with the row
 
 
 TRAIN = [str(TINY), "train.steps=2", "train.batch_size=2", "data.image_size=32", "train.log_every=1"]
@@ -393,7 +297,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_no_input(row, world, monkeypat
         setup(monkeypatch, world)
     before = snapshot(world)
     code, err = run_cli(argv, capsys)
-    held = globals().get("_held")
+    held = getattr(bad_world, "_held", None)
     monkeypatch.undo()
     if held is not None:
         held.__exit__(None, None, None)
@@ -470,59 +374,3 @@ def test_a_large_preset_file_is_refused_before_parsing(tmp_path, capsys):
     big.write_text("model: {name: grid}\n" + "# padding\n" * 120_000)
     code, err = run_cli(["train", str(big), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "kB" in err
-
-
-# --- issue 29: what must work, beside what must be refused ------------------------------------------------
-
-
-def test_a_stale_lock_is_taken_over_and_a_damaged_checkpoint_falls_back_once_deleted(world, capsys):
-    run = world / "run"
-    (run / ".vtok-lock").write_text("999999999\n")  # left by a killed run: no process holds it
-    _pickled_optim(None, world)
-    code, err = run_cli(["train", *TRAIN, "train.save_every=1", "--out", str(run)], capsys)
-    assert code == 2 and "delete" in err and "step_00000001" in err, err
-    shutil.rmtree(_newest_checkpoint(world))  # the documented fallback: delete the damaged checkpoint
-    code, err = run_cli(["train", *TRAIN, "train.save_every=1", "--out", str(run)], capsys)
-    assert code == 0, err
-    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000002"
-
-
-def test_a_strip_image_is_encoded_in_little_memory(world, capsys):
-    import tracemalloc
-
-    Image.new("RGB", (1_000_000, 1), (10, 200, 30)).save(world / "strip.png")
-    tracemalloc.start()
-    code, err = run_cli([*[a.replace("{w}", str(world)) for a in ENC[:3]], str(world / "strip.png"), "--size", "32",
-                         "--out", str(world / "t.safetensors")], capsys)  # fmt: skip
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert code == 0, err
-    assert peak < 200 << 20, peak  # resizing the whole strip to cover 32 px took 3 GB
-
-
-def test_reconstruct_rows_of_inputs_with_one_base_name_stay_distinct(world, capsys):
-    (world / "more").mkdir()
-    shutil.copy(world / "photos" / "a.png", world / "more" / "a.png")
-    argv = ["reconstruct", "--tokenizer", str(world / "tok"), str(world / "photos"), str(world / "more"),
-            "--size", "32", "--out", str(world / "r")]  # fmt: skip
-    assert run_cli(argv, capsys)[0] == 0
-    rows = json.loads((world / "r" / "psnr.json").read_text())["psnr_db"]
-    assert len(rows) == 4  # three images and the mean
-
-
-def test_overrides_come_before_or_after_the_options(world, capsys):
-    argv = ["train", str(TINY), "--overlay", str(world / "overlay.yaml"), *TRAIN[1:], "--out", str(world / "r")]
-    code, err = run_cli(argv, capsys)
-    assert code == 0, err
-    cfg = json.loads((world / "r" / "config.json").read_text())
-    assert cfg["train"]["steps"] == 2 and cfg["train"]["lr"] == 2.0e-3
-
-
-def test_generate_replaces_its_own_grid_and_nothing_else(world, capsys):
-    argv = ["generate", "--model", str(world / "gpt"), "--tokenizer", str(world / "tok"), "--classes", "0",
-            "--per-class", "1", "--out", str(world / "g.png")]  # fmt: skip
-    assert run_cli(argv, capsys)[0] == 0
-    assert run_cli(argv, capsys)[0] == 0  # its own grid and token file: replaced
-    (world / "g.png").write_bytes((world / "photo.png").read_bytes())  # the user put a photograph there
-    code, err = run_cli(argv, capsys)
-    assert code == 2 and "not a" in err
