@@ -171,7 +171,9 @@ def run_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple
     else:
         bad.write_bytes(damage(bad.read_bytes(), rng))
     steps = rng.choice(["train.steps=2", "train.steps=3"])
-    return ["train", str(TINY), *RUN, steps, "--out", str(run)], [bad] if steps.endswith("2") else []
+    # Resuming to step 3, or from a pointer edited to name step 1, rewrites checkpoints and the pointer by design.
+    kept = steps.endswith("2") and bad.name != "latest"
+    return ["train", str(TINY), *RUN, steps, "--out", str(run)], [bad] if kept else []
 
 
 def nested_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
