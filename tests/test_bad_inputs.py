@@ -268,6 +268,7 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "train-section-a-number": (["train", *TRAIN, "train=5", "--out", "{w}/r"], None, "expected a mapping"),
     "train-deep-override": (["train", *TRAIN, "model.encoder.ch_mult=" + "[" * 20000 + "]" * 20000, "--out", "{w}/r"], None, "nests"),
     "train-duplicate-section": (["train", "{w}/twice.yaml", "--out", "{w}/r"], None, "given twice"),
+    "train-empty-betas": (["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"], None, "train.betas"),  # found by the fuzz run
     "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
     "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
     "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),

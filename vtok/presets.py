@@ -25,7 +25,7 @@ class TrainConfig:
     grad_accum: int = ranged(1, AT_LEAST_1)
     lr: float = ranged(1e-4, POSITIVE)
     disc_lr: float = ranged(1e-4, POSITIVE)
-    betas: list[float] = ranged([0.9, 0.95], DECAY)
+    betas: tuple[float, float] = ranged([0.9, 0.95], DECAY)  # two: Adam's (beta1, beta2)
     weight_decay: float = ranged(0.05, NON_NEGATIVE)
     warmup_steps: int = ranged(0, NON_NEGATIVE)
     min_lr_ratio: float = ranged(0.1, UNIT)
