@@ -1,5 +1,9 @@
 """Randomised bad inputs against every command for a fixed time: any traceback, odd exit or changed input is a bug.
 
+Families: damaged images, token files, weights, configs and source checkpoints; random preset values and
+flags; token-file metadata against its schema; extreme integers; 1-pixel strips; damaged checkpoints inside
+run folders (resumed); output paths inside other vtok folders (a model, a run, shards, the data).
+
     python benchmarks/fuzz.py [--seconds 300] [--seed 0] [--out benchmarks/fuzz.json]   (or: make fuzz)
 
 Each case copies nothing: it damages a fresh file in a scratch folder (truncated or
@@ -17,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import resource
 import shutil
@@ -47,6 +52,13 @@ TRAIN_KEYS = [
     "model.quantizer.decay", "model.encoder.ch", "model.encoder.ch_mult", "model.decoder.z_channels",
     "loss.l2_weight", "loss.disc_start",
 ]  # fmt: skip
+RUN = ["train.steps=2", "train.batch_size=2", "data.image_size=32", "train.save_every=1", "train.log_every=1"]
+EXTREME = ["2147483648", "9223372036854775808", str(2**70), "99999999999999999999", "-9223372036854775809",
+           "-1", "1e3", "0x10", "1_0", "१२"]  # fmt: skip
+INT_FLAGS = {
+    "generate": ["--classes", "--seed", "--num", "--per-class", "--top-k", "--batch-size"],
+    "encode": ["--labels", "--size", "--batch-size", "--shards"],
+}
 FLAGS = {
     "encode": ["--size", "--batch-size", "--num-tokens", "--max-tokens"],
     "decode": ["--batch-size"],
@@ -69,6 +81,15 @@ def build_world(folder: Path) -> dict[str, Path]:
     for source, make in CHECKPOINTS.items():
         world[source] = folder / f"{source}.pt"
         torch.save(make(), world[source])
+    # A run with two checkpoints and a shard folder: inputs of the "run" and "nested" families.
+    quiet = contextlib.redirect_stderr(io.StringIO())
+    with quiet, contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", str(TINY), *RUN, "--out", str(folder / "run")]) == 0
+        (folder / "photos").mkdir()
+        shutil.copy(image, folder / "photos" / "a.png")
+        argv = ["encode", "--tokenizer", str(folder / "tok"), str(folder / "photos"), "--shards", "4", "--size", "32"]
+        assert main([*argv, "--out", str(folder / "shards")]) == 0
+    world.update(run=folder / "run", shards=folder / "shards", photos=folder / "photos")
     return world
 
 
@@ -86,10 +107,119 @@ def damage(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
+def json_value(rng: random.Random, depth: int = 0) -> object:
+    """A random JSON value: what a hand-edited or hostile token file's metadata may hold."""
+    kind = rng.choice(["int", "big", "neg", "float", "str", "nul", "list", "dict", "null", "bool"] if depth < 3 else ["int", "str"])
+    return {
+        "int": lambda: rng.randint(0, 100), "big": lambda: 2 ** rng.randint(31, 80), "neg": lambda: -rng.randint(1, 10),
+        "float": lambda: rng.choice([0.5, float("nan"), 1e300]), "str": lambda: rng.choice(["5", "a/b", "\n", "..", ""]),
+        "nul": lambda: "a\0b", "null": lambda: None, "bool": lambda: True,
+        "list": lambda: [json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))],
+        "dict": lambda: {rng.choice(["grid", "codebook_sizes", "scales", "x"]): json_value(rng, depth + 1)},
+    }[kind]()  # fmt: skip
+
+
+def metadata_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
+    """A token file whose metadata breaks the schema in one field (names, layout.grid, ...)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(world["tokens"]), "pt") as f:
+        meta = dict(f.metadata())
+    layout = json.loads(meta["layout"])
+    field = rng.choice(["names", "grid", "codebook_sizes", "scales", "layout", "format", "hash"])
+    value = json_value(rng)
+    if field in ("grid", "codebook_sizes", "scales"):
+        layout[field] = value
+        meta["layout"] = json.dumps(layout)
+    elif field == "layout":
+        meta["layout"] = json.dumps(value)
+    elif field == "names":
+        meta["names"] = json.dumps(value) if rng.random() < 0.8 else "{not json"
+    else:
+        meta["format" if field == "format" else "tokenizer_hash"] = str(value)
+    bad = scratch / "meta.safetensors"
+    save_file(load_file(str(world["tokens"])), str(bad), metadata=meta)
+    return ["decode", str(bad), "--tokenizer", str(world["tok"]), "--out", str(scratch / "out")], [bad]
+
+
+def strip_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
+    """A 1-pixel strip up to 300,000 long (tiny as a PNG, gigabytes if resized whole to cover --size)."""
+    n = rng.choice([2, 9, 1000, 100_000, 300_000])
+    size = (n, 1) if rng.random() < 0.5 else (1, n)
+    bad = scratch / "strip.png"
+    Image.new("RGB", size, (rng.randrange(256), 0, 0)).save(bad)
+    cmd = rng.choice(["encode", "reconstruct"])
+    out = str(scratch / "out" / "t.safetensors") if cmd == "encode" else str(scratch / "out")
+    return [cmd, "--tokenizer", str(world["tok"]), str(bad), "--size", str(rng.choice([8, 32, 64])), "--out", out], [bad]
+
+
+def run_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
+    """A copy of a run with one checkpoint file damaged (or a pickle of another class, or the pointer edited)."""
+    import pickle
+
+    run = scratch / "run"
+    shutil.copytree(world["run"], run)
+    step = rng.choice(sorted((run / "checkpoints").glob("step_*")))
+    files = [*sorted(step.iterdir()), run / "checkpoints" / "latest"]
+    bad = rng.choice(files)
+    kind = rng.random()
+    if kind < 0.2 and bad.suffix == ".pt":
+        bad.write_bytes(pickle.dumps(rng.choice([Path("x"), os.getcwd, {"torch": 1}])))
+    elif kind < 0.3 and bad.name == "latest":
+        bad.write_text(rng.choice(["../../etc", "step_99999999", "", "step_00000001\n\n"]))
+    else:
+        bad.write_bytes(damage(bad.read_bytes(), rng))
+    steps = rng.choice(["train.steps=2", "train.steps=3"])
+    # Resuming to step 3, or from a pointer edited to name step 1, rewrites checkpoints and the pointer by design.
+    kept = steps.endswith("2") and bad.name != "latest"
+    return ["train", str(TINY), *RUN, steps, "--out", str(run)], [bad] if kept else []
+
+
+def nested_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
+    """An output path that is, or lies inside, a folder vtok made for something else (a model, a run, shards)."""
+    name = rng.choice(["tok", "run", "shards", "photos"])
+    folder = world[name]
+    out = folder if rng.random() < 0.5 else folder / rng.choice(["x", "final", "checkpoints", "a/b"])
+    tok, png = str(world["tok"]), str(world["png"])
+    if name == "photos":  # the data: an output inside the input it reads
+        return rng.choice([
+            ["reconstruct", "--tokenizer", tok, str(folder), "--size", "32", "--out", str(out)],
+            ["encode", "--tokenizer", tok, str(folder), "--size", "32", "--out", str(out / "t.safetensors")],
+            ["encode", "--tokenizer", tok, str(folder), "--size", "32", "--out", str(out / "t.png")],
+            ["train", str(TINY), *RUN, f"data.source={folder}", "--out", str(out / "run")],
+        ]), [folder]  # fmt: skip
+    argv = rng.choice([
+        ["decode", str(world["tokens"]), "--tokenizer", tok, "--out", str(out)],
+        ["reconstruct", "--tokenizer", tok, png, "--size", "32", "--out", str(out)],
+        ["encode", "--tokenizer", tok, png, "--size", "32", "--out", str(out / "t.safetensors")],
+        ["encode", "--tokenizer", tok, png, "--size", "32", "--out", str(out / "t.png")],
+        ["convert", "--from", "llamagen-vq", str(world["llamagen-vq"]), "--out", str(out)],
+        ["train", str(TINY), *RUN, "--out", str(out if name != "run" else out / "x")],  # (resuming a run is fine)
+        ["demo", "--out", str(out)],
+        ["generate", "--model", tok, "--tokenizer", tok, "--out", str(out / "g.png")],
+    ])  # fmt: skip
+    return argv, [folder]
+
+
 def case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[str, list[str], list[Path]]:
     """One random case: its family, argv and the files it was given (which must not change)."""
-    family = rng.choice(["image", "tokens", "weights", "config", "checkpoint", "override", "flag"])
+    family = rng.choice(
+        ["image", "tokens", "weights", "config", "checkpoint", "override", "flag",
+         "metadata", "integer", "strip", "run", "nested"]
+    )  # fmt: skip
     out = scratch / "out"
+    if family in ("metadata", "strip", "run", "nested"):
+        make = {"metadata": metadata_case, "strip": strip_case, "run": run_case, "nested": nested_case}[family]
+        return family, *make(world, scratch, rng)
+    if family == "integer":
+        cmd = rng.choice(list(INT_FLAGS))
+        flag, value = rng.choice(INT_FLAGS[cmd]), rng.choice(EXTREME)
+        if cmd == "encode":
+            argv = ["encode", "--tokenizer", str(world["tok"]), str(world["png"]), "--out", str(out / "t.safetensors")]
+        else:
+            argv = ["generate", "--model", str(world["tok"]), "--tokenizer", str(world["tok"]), "--out", str(out / "g.png")]
+        return family, [*argv, flag, value], []
     if family == "image":
         src = world[rng.choice(["png", "jpg"])]
         bad = scratch / f"bad{src.suffix}"
@@ -131,7 +261,17 @@ def case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[str
 
 
 def digest(paths: list[Path]) -> list[str | None]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None for p in paths]
+    """A hash per file; a folder's covers every file in it and their names (a file added is a change)."""
+
+    def one(p: Path) -> str | None:
+        if p.is_dir():
+            h = hashlib.sha256()
+            for f in sorted(q for q in p.rglob("*") if q.is_file() and q.name != ".vtok-lock"):
+                h.update(str(f.relative_to(p)).encode() + hashlib.sha256(f.read_bytes()).digest())
+            return h.hexdigest()
+        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+    return [one(p) for p in paths]
 
 
 def run(argv: list[str]) -> tuple[int | str, str]:

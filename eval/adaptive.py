@@ -37,9 +37,12 @@ def parse_target(spec: str) -> tuple[str, float]:
     if name not in TARGETS or not value:
         raise VtokError(f"target must look like psnr=30, ssim=0.8 or lpips=0.1, got {spec!r}")
     try:
-        return name, float(value)
+        number = float(value)
     except ValueError:
         raise VtokError(f"target value {value!r} is not a number") from None
+    if not math.isfinite(number):  # nan is met by no image and inf by none either: a target that means nothing
+        raise VtokError(f"target value {value!r} must be a finite number")
+    return name, number
 
 
 def meets(name: str, threshold: float, scores: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,9 @@ def load_reference_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"reference statistics {path} do not exist")
+    from vtok.memory import check_zip
+
+    check_zip(path)  # an .npz is a zip: a bomb is refused before inflating
     try:
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data or "sigma" not in data:

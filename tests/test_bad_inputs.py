@@ -21,6 +21,19 @@ import torch
 from PIL import Image
 
 import vtok
+from tests import bad_world
+from tests.bad_world import (
+    _fifo,
+    _locked,
+    _offline,
+    _pickled_optim,
+    _pickled_rng,
+    _small_machine,
+    _torch_disk_full,
+    _truncated_weights,
+    _untyped_disk_full,
+    second_round_world,
+)
 from vtok.cli import main
 from vtok.tokens import load_tokens, save_tokens
 
@@ -48,6 +61,7 @@ def template(tmp_path_factory) -> Path:
     save_tokens(world / "tokens.safetensors", tokens, tok.fingerprint(), names=[f"{i}.png" for i in range(6)])
     save_tokens(world / "short_names.safetensors", tokens, tok.fingerprint(), names=["only_one.png"])
     (world / "notes.txt").write_text("a user's file that no command may replace\n")
+    second_round_world(world, tok, tokens, TRAIN)
     (world / "alias_bomb.yaml").write_text(
         "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
         + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
@@ -77,14 +91,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def _read_only(monkeypatch):
+def _read_only(monkeypatch, world=None):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir") or (args[2] if len(args) > 2 else "."))
 
     monkeypatch.setattr("vtok.outputs.tempfile.mkstemp", refuse)
 
 
-def _disk_full_on_safetensors(monkeypatch):
+def _disk_full_on_safetensors(monkeypatch, world=None):
     from safetensors import SafetensorError
 
     def full(*args, **kwargs):
@@ -95,14 +109,14 @@ def _disk_full_on_safetensors(monkeypatch):
     monkeypatch.setattr("safetensors.torch.save_file", full)
 
 
-def _disk_full_on_png(monkeypatch):
+def _disk_full_on_png(monkeypatch, world=None):
     def full(self, fp, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(fp))
 
     monkeypatch.setattr(Image.Image, "save", full)
 
 
-def _tiny_pixel_limit(monkeypatch):
+def _tiny_pixel_limit(monkeypatch, world=None):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every test image is now a "decompression bomb"
 
 
@@ -192,25 +206,112 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "encode-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _disk_full_on_safetensors, "no space left"),
     "decode-disk-full": ([*DEC, "--out", "{w}/d"], _disk_full_on_png, "no space left"),
     "train-checkpoint-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _disk_full_on_safetensors, "no space left"),
+    # --- issue 29, data loss: outputs inside things vtok did not make for this command
+    "generate-over-a-photograph": ([*GEN[:-1], "{w}/photo.png"], None, "not a token file vtok wrote"),
+    "convert-over-a-trained-model": (
+        ["convert", "--from", "llamagen-vq", "{w}/notes.txt", "--out", "{w}/tok"], None, "a vtok model folder"
+    ),
+    "decode-out-a-tokenizer": ([*DEC, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "decode-out-inside-a-tokenizer": ([*DEC, "--out", "{w}/tok/decoded"], None, "is inside"),
+    "reconstruct-out-a-tokenizer": ([*REC, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "reconstruct-out-a-run": ([*REC, "--out", "{w}/run"], None, "a vtok training run"),
+    "demo-out-a-tokenizer": (["demo", "--out", "{w}/tok"], None, "a vtok model folder"),
+    "decode-out-a-user-folder": ([*DEC, "--out", "{w}/photos"], None, "a folder vtok did not make"),
+    "encode-out-png-inside-the-data": (
+        ["encode", "--tokenizer", "{w}/tok", "{w}/photos", "--size", "32", "--out", "{w}/photos/tokens.png"],
+        None,
+        "inside the input",
+    ),
+    "encode-out-named-png": ([*ENC, "--out", "{w}/tokens.png"], None, "named like an image"),
+    "encode-out-inside-a-model": ([*ENC, "--out", "{w}/gpt/t.safetensors"], None, "is inside"),
+    "train-out-inside-its-data": (["train", *TRAIN, "data.source={w}/photos", "--out", "{w}/photos/run"], None, "inside the input"),
+    "train-out-a-tokenizer": (["train", *TRAIN, "--out", "{w}/tok"], None, "a vtok model folder"),
+    "push-offline-writes-nothing": (["push", "{w}/tok", "org/name"], _offline, "cannot reach the Hub"),
+    "train-while-another-runs": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _locked, "in use by another vtok train"),
+    # --- tracebacks: disk full inside torch.save, damaged checkpoints (named, with the fallback)
+    "train-torch-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _torch_disk_full, "no space left"),
+    "encode-untyped-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _untyped_disk_full, "no space left"),
+    "resume-pickled-optim": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_optim, "optim.pt is damaged (UnpicklingError); delete"
+    ),
+    "resume-pickled-rng": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_rng, "rng_rank0.pt is damaged"),
+    "resume-truncated-weights": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _truncated_weights, "model.safetensors is damaged"
+    ),
+    # --- memory, on a 4 GB machine
+    "eval-huge-resolution": (
+        ["eval", "--tokenizer", "{w}/tok", "--metrics", "psnr", "--resolution", "100000", "--out", "{w}/e"],
+        _small_machine,
+        "needs about",
+    ),
+    "train-huge-image-size": (["train", *TRAIN, "data.image_size=100000", "--out", "{w}/r"], _small_machine, "needs about"),
+    "train-huge-codebook": (
+        ["train", *TRAIN, "model.quantizer.codebook_size=100000000", "--out", "{w}/r"], _small_machine, "needs about"
+    ),
+    "train-huge-batch": (["train", *TRAIN, "train.batch_size=1000000000", "--out", "{w}/r"], _small_machine, "needs about"),
+    "encode-huge-size": ([*ENC[:-1], "100000", "--out", "{w}/t.safetensors"], _small_machine, "needs about"),
+    "generate-huge-per-class": ([*GEN, "--classes", "0", "--per-class", "100000000"], None, "--per-class"),
+    "generate-huge-num": ([*GEN, "--num", "100000000"], None, "--num"),
+    # --- integers
+    "generate-huge-class": ([*GEN, "--classes", "99999999999999999999"], None, "--classes"),
+    "generate-huge-seed": ([*GEN, "--seed", str(2**70)], None, "--seed"),
+    "encode-huge-label": ([*ENC, "--labels", "99999999999999999999", "--out", "{w}/t.safetensors"], None, "--labels"),
+    "encode-negative-label": ([*ENC, "--labels", "-5", "--out", "{w}/t.safetensors"], None, "--labels"),
+    # --- token file metadata against one schema
+    "decode-names-a-number": (["decode", "{w}/names_int.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-names-numbers": (["decode", "{w}/names_list.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-names-nul": (["decode", "{w}/names_nul.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-negative-grid": (
+        ["decode", "{w}/grid_negative.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "layout.grid"
+    ),
+    # --- overrides, flags and presets
+    "train-section-a-number": (["train", *TRAIN, "train=5", "--out", "{w}/r"], None, "expected a mapping"),
+    "train-deep-override": (["train", *TRAIN, "model.encoder.ch_mult=" + "[" * 20000 + "]" * 20000, "--out", "{w}/r"], None, "nests"),
+    "train-duplicate-section": (["train", "{w}/twice.yaml", "--out", "{w}/r"], None, "given twice"),
+    "train-empty-betas": (["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"], None, "train.betas"),  # found by the fuzz run
+    "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
+    "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
+    "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
+    "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
+    "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
+    # --- shards
+    "train-gpt-shards-outside": (["train", "{gpt}", "data.source={w}/shards_outside", "--out", "{w}/r"], None, "outside its folder"),
+    "train-gpt-shards-up": (["train", "{gpt}", "data.source={w}/shards_up", "--out", "{w}/r"], None, "outside its folder"),
+    "train-gpt-shards-million-codes": (["train", "{gpt}", "data.source={w}/shards_million", "--out", "{w}/r"], None, "layout"),
+    # --- messages
+    "encode-newline-in-a-name": ([*ENC[:3], "{w}/no\nsuch.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "no\\nsuch"),
+    "train-zero-width-level-no-warning": (["train", *TRAIN, "model.encoder.ch_mult=[0]", "--out", "{w}/r"], None, "model.encoder"),
+    "encode-dev-zero": ([*ENC[:3], "/dev/zero", "--size", "32", "--out", "{w}/t.safetensors"], None, "not a regular file"),
+    "encode-fifo": ([*ENC[:3], "{w}/fifo.png", "--size", "32", "--out", "{w}/t.safetensors"], _fifo, "not a regular file"),
+    "convert-a-vtok-model": (
+        ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"], None, "already a vtok model"
+    ),
+    "convert-zip-bomb": (["convert", "--from", "llamagen-vq", "{w}/bomb.pt", "--out", "{w}/c"], None, "zip bomb"),
 }
 
 
 @pytest.mark.parametrize("row", list(ROWS))
 def test_bad_input_is_one_line_exit_2_and_changes_no_input(row, world, monkeypatch, capsys):
     argv, setup, words = ROWS[row]
-    argv = [a.replace("{w}", str(world)) for a in argv]
+    argv = [a.replace("{w}", str(world)).replace("{gpt}", str(ROOT / "configs" / "ar" / "gpt_tiny.yaml")) for a in argv]
+    if setup is not None:  # before the snapshot: a setup may damage an input on purpose
+        setup(monkeypatch, world)
     before = snapshot(world)
-    if setup is not None:
-        setup(monkeypatch)
     code, err = run_cli(argv, capsys)
+    held = getattr(bad_world, "_held", None)
     monkeypatch.undo()
+    if held is not None:
+        held.__exit__(None, None, None)
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("vtok: error:")]
     assert code == 2, (row, code, err[-500:])
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert words in lines[0], lines[0]
+    assert "Warning" not in err, err  # a refused setting's warnings are noise before the one line
     after = snapshot(world)
     assert {k: v for k, v in after.items() if k in before} == before, f"{row} changed an input file"
+    added = [k for k in after if k not in before and k.split("/")[0] in ("tok", "gpt", "photos", "run", "shards")]
+    assert not added, f"{row} wrote into a folder it did not make: {added}"
 
 
 def test_a_bomb_inside_a_folder_is_skipped_and_named(world, monkeypatch, capsys, caplog):

@@ -3,12 +3,19 @@
 ``RUN/checkpoints/step_N`` holds ``<name>.safetensors`` per module, ``optim.pt``,
 ``rng_rank<i>.pt`` per process and ``state.json``; ``RUN/checkpoints/latest`` names the
 newest complete one. A run killed at any moment leaves the previous checkpoint intact.
+
+A damaged checkpoint file (a pickle where a tensor file was, a truncated
+``.safetensors``) is refused in one line naming the file and the checkpoint to fall
+back to. The fallback rule: delete the damaged ``step_N`` folder and re-run; where
+``latest`` names a folder that no longer exists, the run resumes from the newest
+complete checkpoint left.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,20 +27,62 @@ from torch import nn
 
 from vtok.errors import VtokError
 from vtok.io import atomic_dir, atomic_path, write_safetensors, write_torch
+from vtok.memory import check_zip
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step_{step:08d}"
 
 
+def _complete(run: Path) -> list[Path]:
+    """The run's complete checkpoints (``state.json`` written last), oldest first."""
+    return sorted(p for p in (run / "checkpoints").glob("step_*") if p.is_dir() and (p / "state.json").is_file())
+
+
 def latest_checkpoint(run: Path) -> Path | None:
+    """The checkpoint ``latest`` names; where the user deleted it (the fallback rule), the newest complete one."""
     pointer = run / "checkpoints" / "latest"
     if not pointer.is_file():
         return None
-    path = run / "checkpoints" / pointer.read_text().strip()
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if not re.fullmatch(r"step_\d{8}", name):
+        raise VtokError(f"{pointer} is damaged (it must name a step_N folder); {_fallback_hint(run, None)}")
+    path = run / "checkpoints" / name
+    if not path.exists():  # deleted as a damaged checkpoint's message says: resume from the previous one
+        complete = _complete(run)
+        return complete[-1] if complete else None
     if not (path / "state.json").is_file():
-        raise VtokError(f"checkpoint {path} named by {pointer} is incomplete")
+        raise VtokError(f"checkpoint {path} named by {pointer} is incomplete; {_fallback_hint(run, path)}")
     return path
+
+
+def _fallback_hint(run: Path, damaged: Path | None) -> str:
+    """How to resume from the checkpoint before ``damaged``: delete it (the documented fallback rule)."""
+    earlier = [p for p in _complete(run) if damaged is None or p.name < damaged.name]
+    if damaged is None:
+        return f"write the newest step folder's name into it ({earlier[-1].name})" if earlier else "use a new --out"
+    if earlier:
+        return f"delete {damaged} to resume from {earlier[-1].name}"
+    return f"no earlier checkpoint is kept; delete {run / 'checkpoints'} to start the run again"
+
+
+def read_checkpoint_file(path: Path, run: Path) -> Any:
+    """One file of a checkpoint (``.safetensors`` or a weights-only torch pickle); damage is one line naming it."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        check_zip(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, ValueError, KeyError, OSError) as err:
+        reason = err.__class__.__name__
+        raise VtokError(f"checkpoint file {path} is damaged ({reason}); {_fallback_hint(run, path.parent)}") from None
 
 
 def save_weights(module: nn.Module, path: Path) -> None:
@@ -45,7 +94,7 @@ def save_weights(module: nn.Module, path: Path) -> None:
 def load_weights(module: nn.Module, path: Path) -> None:
     from vtok.pretrained import load_state_strict
 
-    load_state_strict(module, load_file(str(path)), str(path))
+    load_state_strict(module, read_checkpoint_file(path, path.parent.parent.parent), str(path))
 
 
 def rng_state() -> dict[str, Any]:
@@ -116,17 +165,29 @@ def load_checkpoint(
     accelerator, path: Path, weights: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
 ) -> int:
     """Restore what :func:`save_checkpoint` wrote (weights, optimizers, this rank's RNG); returns the step."""
-    state = json.loads((path / "state.json").read_text())
+    run = path.parent.parent
+    try:
+        step = int(json.loads((path / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise VtokError(f"checkpoint file {path / 'state.json'} is damaged; {_fallback_hint(run, path)}") from None
     for name, module in weights.items():
         load_weights(module, path / f"{name}.safetensors")
-    optim = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-    for name, opt in optimizers.items():
-        opt.load_state_dict(optim[name])
+    optim = read_checkpoint_file(path / "optim.pt", run)
+    try:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(optim[name])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        hint = _fallback_hint(run, path)
+        raise VtokError(f"checkpoint file {path / 'optim.pt'} is damaged ({err.__class__.__name__}); {hint}") from None
     rank_file = path / f"rng_rank{accelerator.process_index}.pt"
     if not rank_file.is_file():
         raise VtokError(f"{path} was written by fewer processes than this run has; resume with the same number")
-    set_rng_state(torch.load(rank_file, map_location="cpu", weights_only=True))
-    return int(state["step"])
+    try:
+        set_rng_state(read_checkpoint_file(rank_file, run))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        hint = _fallback_hint(run, path)
+        raise VtokError(f"checkpoint file {rank_file} is damaged ({err.__class__.__name__}); {hint}") from None
+    return step
 
 
 def remove_stale_temporaries(run: Path) -> None:

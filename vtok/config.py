@@ -18,6 +18,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -166,7 +167,7 @@ def resolve(cls: type, raw: Mapping[str, Any] | None, where: str = "") -> dict[s
         kind = f.metadata.get("component")
         if kind is not None:
             out[name] = None if value is None else resolve_component(kind, value, key)
-        elif dataclasses.is_dataclass(hints[name]) and not isinstance(value, Mapping) and value is not None:
+        elif dataclasses.is_dataclass(hints[name]) and dataclasses.is_dataclass(value):
             out[name] = resolve(hints[name], dataclasses.asdict(value), key)
         else:
             out[name] = _check_value(hints[name], value, key)
@@ -208,7 +209,9 @@ def build_component(kind: str, spec: Mapping[str, Any], where: str = "") -> Any:
     resolved = resolve_component(kind, spec, where or kind)
     cls = registry.lookup(kind, resolved["name"])
     try:
-        obj = cls(instantiate(cls.Config, {k: v for k, v in resolved.items() if k != "name"}))
+        with warnings.catch_warnings(record=True) as caught:  # shown only once the part is built (below)
+            warnings.simplefilter("always")
+            obj = cls(instantiate(cls.Config, {k: v for k, v in resolved.items() if k != "name"}))
     except VtokError:
         raise
     except (ValueError, RuntimeError, ZeroDivisionError, IndexError, AssertionError) as err:
@@ -222,6 +225,8 @@ def build_component(kind: str, spec: Mapping[str, Any], where: str = "") -> Any:
                 f"config key '{where or kind}': builds an empty layer ({empty[0]} has shape {empty[1]}); "
                 "a width, channel count or size is 0"
             )
+    for warning in caught:  # a part that built: its warnings are worth seeing (a refused one's were noise)
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return obj  # its ``spec`` (== resolved) was recorded by the registry's wrapper of __init__
 
 
@@ -268,7 +273,9 @@ def _count_values(node: Any, budget: int) -> int:
 
 def safe_yaml(text: str) -> Any:
     """``yaml.safe_load`` refusing alias bombs: shared nodes that expand past ``MAX_YAML_VALUES`` values."""
-    data = yaml.safe_load(text)
+    from vtok.strict_yaml import strict_load
+
+    data = strict_load(text)  # duplicate keys and deep nesting refused
     if _count_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
         raise VtokError(f"expands to more than {MAX_YAML_VALUES} values (nested YAML aliases?)")
     return data
@@ -277,8 +284,9 @@ def safe_yaml(text: str) -> Any:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; one-line errors for missing or malformed files."""
     path = Path(path)
-    if not path.is_file():
-        raise VtokError(f"config file not found: {path}")
+    from vtok.io import check_regular_file
+
+    check_regular_file(path, "config file")
     if path.stat().st_size > MAX_YAML_BYTES:
         raise VtokError(f"config file {path} is over {MAX_YAML_BYTES // 1000} kB; a preset is a few kB")
     try:

@@ -93,6 +93,8 @@ def list_images(source: str | Path) -> list[Path]:
         files = [(path.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines if line]
     elif path.is_file():
         files = [path]
+    elif path.exists():
+        raise VtokError(f"{path} is not a regular file or folder (a device, FIFO or socket?)")
     else:
         raise VtokError(f"no such file or folder: {path}")
     if not files:

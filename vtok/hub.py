@@ -159,15 +159,19 @@ def push(model_dir: str | Path, repo_id: str, data: str | None = None, results: 
     if results is not None and not Path(results).is_file():
         raise VtokError(f"eval results not found: {results} (vtok eval writes REPORT/results.json)")
     card = model_card(model_dir, repo_id, data, Path(results) if results else None)
-    with atomic_path(model_dir / "README.md") as tmp:
-        tmp.write_text(card)
     api = HfApi()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        # The card is written beside the weights only once the Hub has answered: an offline push leaves the folder.
+        with atomic_path(model_dir / "README.md") as tmp:
+            tmp.write_text(card)
         info = api.upload_folder(
             repo_id=repo_id, folder_path=str(model_dir), allow_patterns=MODEL_FILES, revision=revision,
             commit_message="vtok push",
         )  # fmt: skip
     except HfHubHTTPError as err:
         raise VtokError(f"the Hub refused the upload to {repo_id}: {str(err).splitlines()[0]}") from None
+    except OSError as err:  # offline (HF_HUB_OFFLINE=1, no network: ConnectionError, requests errors)
+        reason = (str(err).strip().splitlines() or [err.__class__.__name__])[0]
+        raise VtokError(f"cannot reach the Hub to upload to {repo_id}: {reason}") from None
     return str(info.commit_url)

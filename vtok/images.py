@@ -11,7 +11,8 @@ from einops import rearrange
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vtok.errors import VtokError
-from vtok.io import atomic_path
+from vtok.io import atomic_path, check_regular_file
+from vtok.memory import check_memory, image_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -44,8 +45,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     unreadable file, like any other.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VtokError(f"image not found: {path}")
+    check_regular_file(path, "image")
     try:
         with warnings.catch_warnings():
             # Between PIL's limit and twice it PIL only warns; the budget below is the check that matters here.
@@ -53,6 +53,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             im = Image.open(path)
         with im:
             w, h = im.size
+            check_memory(w * h * 4 * 3, f"decoding {path} ({w}x{h})")  # RGBA decode, RGB copy, array: from the header
             if max_pixels is not None and w * h > max_pixels:
                 raise VtokError(
                     f"{path} is {w}x{h} ({w * h / 1e6:.0f} MP), more than {max_pixels / 1e6:.0f} MP to encode at its "
@@ -70,16 +71,33 @@ def center_crop_arr(image: Image.Image, size: int) -> Image.Image:
     """ADM's resize and center crop: halve with BOX while the short side is >= 2 * size,
     resize bicubic so the short side is ``size``, then cut the central ``size`` square.
 
-    Images smaller than ``size`` are therefore upscaled (bicubic) to cover the crop.
+    Images smaller than ``size`` are therefore upscaled (bicubic) to cover the crop. A strip (one side
+    over 8 times the other, e.g. 1 x 1,000,000) is first cut to its central part 4 times as long as wide
+    plus a margin for the resampling kernel: the crop keeps nothing else, and resizing all of it to cover
+    ``size`` would take gigabytes. Images up to 8:1 are resized whole, as ADM does.
     """
+    image = _cut_strip(image)
     while min(*image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(*image.size)
+    check_memory(image_bytes(1, *(round(x * scale) for x in image.size)), f"resizing a {image.size[0]}x{image.size[1]} image")
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
     arr = np.asarray(image)
     top = (arr.shape[0] - size) // 2
     left = (arr.shape[1] - size) // 2
     return Image.fromarray(arr[top : top + size, left : left + size])
+
+
+def _cut_strip(image: Image.Image, ratio: int = 8) -> Image.Image:
+    """The central part of a strip (long side over ``ratio`` times the short one), 4x as long as wide + 16 px."""
+    w, h = image.size
+    short, long = min(w, h), max(w, h)
+    if long <= ratio * short:
+        return image
+    keep = min(long, 4 * short + 16)
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, h) if w > h else (0, start, w, start + keep)
+    return image.crop(box)
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -109,8 +127,17 @@ def make_grid(images: torch.Tensor, ncol: int, pad: int = 2) -> torch.Tensor:
     return torch.nn.functional.pad(grid, (0, pad, 0, pad), value=1.0)
 
 
-def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write (3, H, W) in [-1, 1] as a PNG, atomically."""
+def save_image(image: torch.Tensor, path: str | Path, what: str = "image") -> None:
+    """Write (3, H, W) in [-1, 1] as a PNG, atomically, with a text chunk saying vtok wrote it (``what``).
+
+    The chunk is how a later command knows it may replace the file (:func:`vtok.outputs.is_vtok_image`).
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    from vtok.outputs import PNG_KEY
+
+    info = PngInfo()
+    info.add_text(PNG_KEY, what)
     path = Path(path)
     with atomic_path(path) as tmp:
-        tensor_to_pil(image).save(tmp, format="PNG")
+        tensor_to_pil(image).save(tmp, format="PNG", pnginfo=info)

@@ -92,11 +92,26 @@ def dumps_json(value: Any, **kwargs: Any) -> str:
 
 
 def _as_os_error(err: Exception, path: str | Path) -> OSError:
-    """A library's write failure as the OSError it wraps: safetensors and torch report ENOSPC in their own types."""
+    """A library's write failure as the OSError it wraps: safetensors and torch report ENOSPC in their own types.
+
+    Where the message carries no error code (torch's ``unexpected pos`` from its zip writer: a short
+    write), a full disk is told by the free space left, else it is an I/O error.
+    """
     text = str(err)
     code = re.search(r"(?:code:|errno) ?(\d+)", text)
-    number = int(code.group(1)) if code else errno.EIO
+    number = int(code.group(1)) if code else (errno.ENOSPC if _nearly_full(Path(path).parent) else errno.EIO)
     return OSError(number, os.strerror(number), str(path))
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 16 << 20
+    except OSError:
+        return False
+
+
+# torch.save's own write failures: its zip writer reports a short write as "unexpected pos" (inline_container.cc).
+_TORCH_WRITE_ERRORS = ("writ", "unexpected pos", "inline_container", "file_size", "no space")
 
 
 def write_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -117,9 +132,22 @@ def write_torch(obj: Any, path: str | Path) -> None:
     try:
         torch.save(obj, path)
     except RuntimeError as err:
-        if "writ" not in str(err).lower():
+        if not any(words in str(err).lower() for words in _TORCH_WRITE_ERRORS):
             raise
         raise _as_os_error(err, path) from None
+
+
+def check_regular_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a regular file; else one line: not found, or a device, FIFO or socket (never read)."""
+    from vtok.errors import VtokError
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.exists() or path.is_symlink():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket?)"
+        raise VtokError(f"{what} {path} is {kind}")
+    raise VtokError(f"{what} not found: {path}")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -25,7 +25,7 @@ class TrainConfig:
     grad_accum: int = ranged(1, AT_LEAST_1)
     lr: float = ranged(1e-4, POSITIVE)
     disc_lr: float = ranged(1e-4, POSITIVE)
-    betas: list[float] = ranged([0.9, 0.95], DECAY)
+    betas: list[float] = ranged([0.9, 0.95], DECAY)  # Adam's (beta1, beta2): two, checked below
     weight_decay: float = ranged(0.05, NON_NEGATIVE)
     warmup_steps: int = ranged(0, NON_NEGATIVE)
     min_lr_ratio: float = ranged(0.1, UNIT)
@@ -50,6 +50,8 @@ class TrainConfig:
     reinit_unused_codes: bool = False  # with init_from: codes unused on the first batches restart there (k-means)
 
     def __post_init__(self) -> None:
+        if len(self.betas) != 2:  # [] once reached the optimiser as an IndexError
+            raise VtokError(f"train.betas must be two numbers [beta1, beta2], got {list(self.betas)}")
         if self.reinit_unused_codes and self.init_from is None:
             raise VtokError("train.reinit_unused_codes re-fits the codes of the model in train.init_from; set that")
 

@@ -28,7 +28,7 @@ class Range:
 
     def problem(self, value: float) -> str | None:
         """Why ``value`` is out of range, or None when it is in."""
-        if not math.isfinite(value):
+        if not isinstance(value, int) and not math.isfinite(value):  # ints compare exactly, however large
             return f"must be a finite number, got {value}"
         below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         above = self.high is not None and (value >= self.high if self.high_open else value > self.high)

@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from vtok.builtin import builtin_crops, photo_names
 from vtok.data import list_images
-from vtok.errors import VtokError
+from vtok.errors import VtokError, one_line
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.io import atomic_path, write_safetensors
-from vtok.tokens import TOKEN_FILE_FORMAT
+from vtok.tokens import TOKEN_FILE_FORMAT, check_layout
 
 SHARD_INDEX = "index.json"
 INDEX_FORMAT = "vtok.token-shards/1"
@@ -174,19 +174,26 @@ class TokenShards:
             raise VtokError(
                 f"{self.folder} holds no token shards ({SHARD_INDEX} missing); write them with vtok encode --shards"
             )
-        self.index = json.loads(path.read_text())
-        if self.index.get("format") != INDEX_FORMAT:
+        try:
+            self.index = json.loads(path.read_text())
+        except (ValueError, RecursionError):
+            raise VtokError(f"{path} is not valid JSON") from None
+        if not isinstance(self.index, dict) or self.index.get("format") != INDEX_FORMAT:
             raise VtokError(f"{path} is not a vtok shard index")
-        self.files = [safe_open(str(self.folder / name), "pt") for name in self.index["shards"]]
-        counts = [f.get_slice("labels").get_shape()[0] for f in self.files]
+        self.files = [_open_shard(self.folder, name, path) for name in _shard_names(self.index, path)]
+        try:
+            counts = [f.get_slice("labels").get_shape()[0] for f in self.files]
+            self.has_flip = all("ids_flip" in f.keys() for f in self.files)
+            self.has_lengths = all("lengths" in f.keys() for f in self.files)
+            self.positions = self.files[0].get_slice("ids").get_shape()[1]
+        except (SafetensorError, KeyError, IndexError) as err:
+            raise VtokError(f"{self.folder} holds a damaged shard ({err.__class__.__name__}: no ids or labels)") from None
         self.offsets = np.cumsum([0, *counts])
-        self.has_flip = all("ids_flip" in f.keys() for f in self.files)
-        self.has_lengths = all("lengths" in f.keys() for f in self.files)
-        layout = self.index["layout"]
+        layout = check_layout(self.index.get("layout"), str(path))
+        _check_layout_matches_shards(layout, self.files, path)
         self.codebook_sizes = tuple(layout["codebook_sizes"])
         self.grid = None if layout["grid"] is None else tuple(layout["grid"])
         self.scales = layout["scales"]
-        self.positions = self.files[0].get_slice("ids").get_shape()[1]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -210,6 +217,43 @@ class TokenShards:
         rows = [self.row(i, f) for i, f in zip(indices, flips, strict=True)]
         lengths = torch.tensor([r.length for r in rows]) if self.has_lengths else None
         return torch.stack([r.ids for r in rows]), torch.tensor([r.label for r in rows]), lengths
+
+
+def _shard_names(index: dict[str, Any], path: Path) -> list[str]:
+    """The index's shard file names: plain names inside its folder (a path elsewhere is refused, not followed)."""
+    names = index.get("shards")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise VtokError(f"{path} lists no shard files")
+    for name in names:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise VtokError(one_line(f"{path} lists the shard {name!r} outside its folder; a shard index names files beside it"))
+    return names
+
+
+def _open_shard(folder: Path, name: str, index: Path):
+    file = folder / name
+    if file.is_symlink() or not file.is_file():
+        raise VtokError(one_line(f"{index} lists the shard {name}, which is not a file in {folder}"))
+    try:
+        return safe_open(str(file), "pt")
+    except (SafetensorError, OSError) as err:
+        raise VtokError(one_line(f"shard {file} is not a readable safetensors file ({err.__class__.__name__})")) from None
+
+
+def _check_layout_matches_shards(layout: dict[str, Any], files: list, index: Path) -> None:
+    """The index's layout must be the one its shards were written with, and fit their id type
+    (a layout edited to claim a million codes would build a GPT of that vocabulary before anything failed)."""
+    for f in files:
+        try:
+            written = json.loads((f.metadata() or {}).get("layout", "null"))
+        except ValueError:
+            written = None
+        if written != layout:
+            raise VtokError(f"{index}: its layout differs from the layout its shards were written with")
+        dtype = f.get_slice("ids").get_dtype()
+        limit = {"I16": 2**15, "I32": 2**31}.get(dtype, 2**63)  # _int_type: room for an end token
+        if max(layout["codebook_sizes"]) + 1 > limit:
+            raise VtokError(f"{index}: its layout claims {max(layout['codebook_sizes'])} codes, its ids are {dtype}")
 
 
 def shard_batches(

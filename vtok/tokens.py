@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vtok.errors import VtokError
-from vtok.io import atomic_path, write_safetensors
+from vtok.io import atomic_path, check_regular_file, write_safetensors
 
 TOKEN_FILE_FORMAT = "vtok.tokens/1"
 
@@ -163,6 +163,47 @@ def save_tokens(
         write_safetensors(tensors, tmp, metadata=metadata)
 
 
+MAX_CODES = 2**31 - 1  # ids are stored as int64 but a codebook past this is no codebook vtok can build
+MAX_SIDE = 2**16  # a token grid side: 65,536 positions a side is past any image vtok reads
+
+
+def _ints(value: Any, count: int | None, low: int, high: int) -> bool:
+    return (
+        isinstance(value, list)
+        and (count is None or len(value) == count)
+        and all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value)
+    )
+
+
+def check_layout(layout: Any, where: str) -> dict[str, Any]:
+    """A token layout read from a file (a token file's or a shard index's), checked against the one schema.
+
+    ``{"codebook_sizes": [K, ...] (1 to 64 sizes, each in [1, 2**31 - 1]), "grid": [h, w] or null,
+    "scales": [[h, w], ...] or null}``, sides in [1, 65536]. Anything else is one line naming ``where``.
+    """
+    if not isinstance(layout, dict) or not {"codebook_sizes", "grid", "scales"} <= set(layout):
+        raise VtokError(f"{where}: its layout must be a mapping with codebook_sizes, grid and scales")
+    sizes, grid, scales = layout["codebook_sizes"], layout["grid"], layout["scales"]
+    if not (_ints(sizes, None, 1, MAX_CODES) and 1 <= len(sizes) <= 64):
+        raise VtokError(f"{where}: layout.codebook_sizes must be 1 to 64 integers in [1, {MAX_CODES}], got {sizes!r}"[:300])
+    if grid is not None and not _ints(grid, 2, 1, MAX_SIDE):
+        raise VtokError(f"{where}: layout.grid must be null or two integers in [1, {MAX_SIDE}], got {grid!r}"[:300])
+    if scales is not None and not (
+        isinstance(scales, list) and 1 <= len(scales) <= 64 and all(_ints(x, 2, 1, MAX_SIDE) for x in scales)
+    ):
+        raise VtokError(f"{where}: layout.scales must be null or 1 to 64 pairs [h, w] of positive sides"[:300])
+    return layout
+
+
+def check_names(names: Any, where: str) -> list[str] | None:
+    """A token file's ``names``: a list of strings without NUL (file names of the images), or empty."""
+    if names in (None, []):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and "\0" not in n and len(n) < 4096 for n in names):
+        raise VtokError(f"{where} is a damaged token file: its names must be a list of file names")
+    return names
+
+
 def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
     """Read a token file written by :func:`save_tokens`; one-line errors for anything else.
 
@@ -170,8 +211,7 @@ def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
     its ids would decode to noise.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VtokError(f"token file not found: {path}")
+    check_regular_file(path, "token file")
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
@@ -183,7 +223,7 @@ def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
     if metadata.get("format") != TOKEN_FILE_FORMAT or "ids" not in tensors:
         raise VtokError(f"{path} is not a vtok token file (format {metadata.get('format')!r})")
     try:
-        layout = json.loads(metadata["layout"])
+        layout = check_layout(json.loads(metadata["layout"]), f"{path} is a damaged token file")
         tokens = Tokens(
             ids=tensors["ids"],
             codebook_sizes=tuple(layout["codebook_sizes"]),
@@ -191,11 +231,11 @@ def load_tokens(path: str | Path, expect: Any | None = None) -> TokenFile:
             lengths=tensors.get("lengths"),
             scales=None if layout["scales"] is None else tuple(tuple(s) for s in layout["scales"]),
         )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise VtokError(f"{path} is a damaged token file (its layout: {err.__class__.__name__})") from None
     try:
-        names = json.loads(metadata.get("names", "[]")) or None
-    except ValueError:
+        names = check_names(json.loads(metadata.get("names", "[]")), str(path))
+    except (ValueError, RecursionError):
         raise VtokError(f"{path} is a damaged token file (its names are not JSON)") from None
     count = tokens.ids.shape[0]
     for what, value in (("names", names), ("labels", tensors.get("labels")), ("lengths", tokens.lengths)):

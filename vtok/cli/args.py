@@ -9,17 +9,35 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from vtok.config import AT_LEAST_1, number_arg
+from vtok.config import Range, number_arg
 from vtok.errors import VtokError
 
-COUNT = number_arg(int, AT_LEAST_1)
+# Every integer that enters on the command line is bounded here, so no value reaches torch or numpy as an
+# overflow ("Overflow when unpacking long long"): counts, ids and labels fit an int32, seeds an int64.
+INT32 = 2**31 - 1
+COUNT = number_arg(int, Range(1, INT32))
+SAMPLES = number_arg(int, Range(1, 1_000_000))  # images generated in one call (all are held in memory)
+SEED = number_arg(int, Range(0, 2**63 - 1))
+ID = Range(0, INT32)  # class ids and labels
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with vtok's error contract: one ``vtok: error:`` line and exit status 2."""
+    """argparse with vtok's error contract: one ``vtok: error:`` line and exit status 2.
+
+    Dotted overrides (``key=value``) may come before or after the options (``train C --overlay O
+    train.steps=2``): words argparse leaves over that look like overrides join ``overrides``.
+    """
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"vtok: error: {self.prog}: {message}\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extra = super().parse_known_args(args, namespace)
+        if extra and isinstance(getattr(namespace, "overrides", None), list):
+            late = [e for e in extra if "=" in e and not e.startswith("-")]
+            namespace.overrides.extend(late)
+            extra = [e for e in extra if e not in late]
+        return namespace, extra
 
 
 def add_tokenizer(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -92,18 +110,52 @@ def load_fast(path: str, args: argparse.Namespace) -> Any:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:
         raise VtokError(f"--device {args.device}: {str(err).splitlines()[0]}") from None
+    if device.type == "meta":  # tensors without data: every result would be a traceback later
+        raise VtokError(f"--device {args.device} holds no data; give cpu, cuda or mps")
     model = vtok.load(path).to(device).eval()
+    if path == getattr(args, "tokenizer", None):
+        require_tokenizer(model, path)
     if isinstance(model, vtok.Tokenizer):
         accelerate(model, compile=args.compile, channels_last=args.channels_last)
     return model
 
 
-def int_list(text: str, flag: str) -> list[int]:
-    """'1,207,360' -> [1, 207, 360]; a one-line error naming the flag otherwise."""
+def require_tokenizer(model: Any, path: str) -> Any:
+    """``model`` if it is a tokenizer; one line otherwise (an AR model given as ``--tokenizer``)."""
+    import vtok
+
+    if not isinstance(model, vtok.Tokenizer):
+        raise VtokError(f"--tokenizer {path} holds {type(model).__name__}, not a tokenizer")
+    return model
+
+
+def int_list(text: str, flag: str, valid: Range = ID) -> list[int]:
+    """'1,207,360' -> [1, 207, 360], each in ``valid`` (default: ids and labels, 0 to 2**31 - 1);
+    a one-line error naming the flag otherwise."""
     try:
-        return [int(x) for x in text.split(",")]
+        values = [int(x) for x in text.split(",")]
     except ValueError:
         raise VtokError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    for value in values:
+        problem = valid.problem(value) if abs(value) < 2**64 else f"must be {valid}, got a {len(str(value))}-digit number"
+        if problem:
+            raise VtokError(f"{flag}: {problem}")
+    return values
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """Each input's base name, or its path as given where two inputs share a base name (a row each)."""
+    from collections import Counter
+    from pathlib import Path
+
+    counts = Counter(Path(n).name for n in names)
+    out = [Path(n).name if counts[Path(n).name] == 1 else n for n in names]
+    seen: Counter = Counter()
+    for i, key in enumerate(out):  # the same file given twice: number the repeats
+        seen[key] += 1
+        if seen[key] > 1:
+            out[i] = f"{key} ({seen[key]})"
+    return out
 
 
 def table(rows: dict[str, object]) -> str:

@@ -30,9 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from vtok.convert import convert
-    from vtok.outputs import check_out_dir, is_model_folder
+    from vtok.outputs import check_out_dir
 
-    check_out_dir(args.out, [args.checkpoint], replaceable=is_model_folder, kind="vtok model folder")
+    check_out_dir(args.out, [args.checkpoint], kind="vtok model folder")  # replaces only a model convert wrote
     model = convert(args.source, args.checkpoint, args.out, config=args.config)
     n = sum(p.numel() for p in model.parameters()) / 1e6
     print(

@@ -19,10 +19,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from vtok.cli.demo import run_demo
-    from vtok.outputs import check_out_dir
+    from vtok.outputs import check_out_dir, run_lock
 
     check_out_dir(args.out, kind="demo folder")
-    result = run_demo(args.out, args.overrides)
+    with run_lock(args.out):  # one demo (and its training run) per folder at a time
+        result = run_demo(args.out, args.overrides)
     rows = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
     rows["classic_vq psnr (same bits)"] = result["classic_vq"]["psnr"]
     rows["color_error (R, G, B)"] = ", ".join(f"{e:+.3f}" for e in result["color_error"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list
+from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list, require_tokenizer
 from vtok.config import AT_LEAST_1, number_arg
 from vtok.errors import VtokError
 
@@ -45,13 +45,15 @@ def run(args: argparse.Namespace) -> None:
     import vtok
     from vtok.eval.evaluate import evaluate
     from vtok.eval.report import table, write_report
+    from vtok.memory import check_memory, image_bytes
     from vtok.outputs import check_out_dir
 
     if (args.tokenizer is None) == (args.recon is None):
         raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
     inputs = [p for p in (args.data, args.recon, args.tokenizer) if p and p != "builtin"]
     check_out_dir(args.out, inputs, kind="report")
-    tokenizer = vtok.load(args.tokenizer).eval() if args.tokenizer else None
+    check_memory(image_bytes(args.batch_size, args.resolution), f"--resolution {args.resolution}", "lower it")
+    tokenizer = require_tokenizer(vtok.load(args.tokenizer).eval(), args.tokenizer) if args.tokenizer else None
     out = Path(args.out)
     result = evaluate(
         args.metrics,

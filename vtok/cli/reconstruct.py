@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    from vtok.cli.args import distinct_names
     from vtok.data import load_inputs
     from vtok.eval.psnr import PSNR_PROTOCOL, psnr_per_image
     from vtok.images import save_image
@@ -37,9 +38,9 @@ def run(args: argparse.Namespace) -> None:
     values = psnr_per_image(images, recon)
     out = Path(args.out)
     rows = {}
-    for i, name in enumerate(names):
+    for i, (name, key) in enumerate(zip(names, distinct_names(names))):
         save_image(torch.cat([images[i], recon[i]], dim=-1), out / f"{i:06d}_{Path(name).stem}.png")
-        rows[Path(name).name] = float(values[i])
+        rows[key] = float(values[i])
     rows["mean"] = float(values.mean())
     with atomic_path(out / "psnr.json") as tmp:
         tmp.write_text(dumps_json({"psnr_db": rows, "protocol": PSNR_PROTOCOL}, indent=2))

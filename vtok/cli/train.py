@@ -24,16 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     import vtok
-    from vtok.outputs import check_out_dir
+    from vtok.memory import check_training
+    from vtok.outputs import check_out_dir, run_lock
     from vtok.registry import lookup
 
     cfg = vtok.load_config(args.config, args.overrides, args.overlay)
-    check_out_dir(
-        args.out, [args.config, *args.overlay], replaceable=lambda p: (p / "config.json").is_file(), kind="run folder"
-    )
+    data = [cfg["data"]["source"]] if cfg["data"].get("source") not in (None, "builtin") else []
+    check_out_dir(args.out, [args.config, *args.overlay, *data], kind="run folder")
     name = cfg["model"]["name"]
     trainer = getattr(lookup("model", name), "trained_by", None)  # the model class names its trainer
     if trainer is None:
         raise VtokError(f"model {name!r} has no trainer")
-    final = lookup("trainer", trainer)(cfg, args.out).train()
+    check_training(cfg)  # batch, image side and codebooks against the memory there is, before any layer
+    with run_lock(args.out):
+        final = lookup("trainer", trainer)(cfg, args.out).train()
     print(f"trained model saved to {final}")

@@ -46,12 +46,15 @@ def convert(
     file's contents (Open-MAGVIT2's ``use_ema``), kept in the model's ``source``.
     """
     from vtok.config import build_component, read_yaml
-    from vtok.pretrained import load_state_strict
+    from vtok.outputs import is_model_folder
+    from vtok.pretrained import check_finite, load_state_strict
 
     src = lookup_source(source)
     if config is not None and not src.takes_config:
         raise VtokError(f"{source} is converted from its weights alone; drop the config file")
     path, hub = checkpoint_file(path)
+    if Path(path).suffix == ".safetensors" and is_model_folder(Path(path).parent):
+        raise VtokError(f"{path} is already a vtok model (its folder has vtok's config.json); load it with vtok.load")
     if config is None and src.takes_config:
         config = source_config_file(path)  # the config.json published beside Hub weights
     # The source's own entries first, in its loader's order; then every other source's, so a file of another
@@ -75,6 +78,7 @@ def convert(
     if grid is not None and "grid" in cfg and cfg["name"] == "gpt":
         cfg["grid"] = [grid, grid]
     model = build_component("model", cfg, "model")
+    check_finite(mapped, str(path))
     load_state_strict(model, mapped, str(path))
     model.source = {"family": source, "file": Path(path).name, "sha256": file_sha256(path), **hub, **notes}
     model.eval()

@@ -28,8 +28,9 @@ def read_checkpoint(path: str | Path, entries: tuple[str, ...] = DEFAULT_ENTRIES
     beside the tensors of the state dict are left out and named in a warning.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VtokError(f"checkpoint not found: {path}")
+    from vtok.io import check_regular_file
+
+    check_regular_file(path, "checkpoint")
     if path.stat().st_size == 0:
         raise VtokError(f"{path} is empty (0 bytes): an interrupted download or copy?")
     if path.suffix == ".safetensors":
@@ -41,6 +42,9 @@ def read_checkpoint(path: str | Path, entries: tuple[str, ...] = DEFAULT_ENTRIES
         except (SafetensorError, OSError, ValueError) as err:
             reason = str(err).splitlines()[0][:120]
             raise VtokError(f"{path} is a truncated or corrupt safetensors file ({reason})") from None
+    from vtok.memory import check_zip
+
+    check_zip(path)  # a torch .pt is a zip: a bomb is refused from its directory, before inflating
     try:
         # argparse.Namespace is what LlamaGen's training checkpoints carry besides tensors: plain data, allowed.
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
