@@ -73,11 +73,13 @@ def test_encode_decode_round_trip(tok_dir, image_dir, tmp_path, capsys):
 
 def test_missing_and_corrupt_images(tok_dir, tmp_path, capsys):
     assert "no such file" in _error(
-        capsys, ["encode", "--tokenizer", str(tok_dir), str(tmp_path / "nope.png"), "--out", "x"]
+        capsys, ["encode", "--tokenizer", str(tok_dir), str(tmp_path / "nope.png"), "--out", str(tmp_path / "x")]
     )
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    assert "cannot read image" in _error(capsys, ["encode", "--tokenizer", str(tok_dir), str(bad), "--out", "x"])
+    assert "cannot read image" in _error(
+        capsys, ["encode", "--tokenizer", str(tok_dir), str(bad), "--out", str(tmp_path / "x")]
+    )
 
 
 def test_token_file_from_another_tokenizer(tok_dir, image_dir, tmp_path, capsys):
@@ -88,7 +90,7 @@ def test_token_file_from_another_tokenizer(tok_dir, image_dir, tmp_path, capsys)
         other.decoder.conv_out.weight.add_(0.1)
     other.save_pretrained(tmp_path / "other")
     assert "another tokenizer" in _error(
-        capsys, ["decode", str(out), "--tokenizer", str(tmp_path / "other"), "--out", "d"]
+        capsys, ["decode", str(out), "--tokenizer", str(tmp_path / "other"), "--out", str(tmp_path / "d")]
     )
 
 
@@ -96,19 +98,23 @@ def test_ids_out_of_range(tok_dir, tiny_tokenizer, images, tmp_path, capsys):
     tokens = tiny_tokenizer.encode(images)
     tokens.ids[1, 3, 0] = 10_000
     save_tokens(tmp_path / "t.safetensors", tokens, tiny_tokenizer.fingerprint())
-    err = _error(capsys, ["decode", str(tmp_path / "t.safetensors"), "--tokenizer", str(tok_dir), "--out", "d"])
+    err = _error(
+        capsys, ["decode", str(tmp_path / "t.safetensors"), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "d")]
+    )
     assert "outside codebook" in err
 
 
 def test_wrong_checkpoint_and_config(tmp_path, capsys, image_dir):
     assert "not a vtok model folder" in _error(
-        capsys, ["encode", "--tokenizer", str(image_dir), str(image_dir), "--out", "x"]
+        capsys, ["encode", "--tokenizer", str(image_dir), str(image_dir), "--out", str(tmp_path / "x")]
     )
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "config.json").write_text('{"format_version": 1, "kind": "model", "model": {"name": "grid"}}')
     (junk / "model.safetensors").write_bytes(b"\x00" * 16)
-    assert "safetensors" in _error(capsys, ["encode", "--tokenizer", str(junk), str(image_dir), "--out", "x"])
+    assert "safetensors" in _error(
+        capsys, ["encode", "--tokenizer", str(junk), str(image_dir), "--out", str(tmp_path / "x")]
+    )
     err = _error(
         capsys, ["train", "configs/tokenizer/vq_tiny.yaml", "model.quantizer.bogus=1", "--out", str(tmp_path / "r")]
     )
@@ -121,7 +127,9 @@ def test_wrong_checkpoint_and_config(tmp_path, capsys, image_dir):
 def test_token_file_that_is_not_one(tok_dir, tmp_path, capsys):
     bad = tmp_path / "t.safetensors"
     bad.write_text("hello")
-    assert "not a token file" in _error(capsys, ["decode", str(bad), "--tokenizer", str(tok_dir), "--out", "d"])
+    assert "not a token file" in _error(
+        capsys, ["decode", str(bad), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "d")]
+    )
 
 
 def test_integer_lists_and_adaptive_targets_fail_in_one_line(tok_dir, image_dir, tmp_path, capsys):
