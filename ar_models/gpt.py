@@ -20,6 +20,12 @@ the token shards at training time):
 
 The class (or a learned null class for classifier-free guidance and for the
 unconditional model) is a one-token prefix, as in LlamaGen.
+
+With ``shuffle: s`` > 1 (grids and stacks of codes on a grid), one step covers an s x s window of
+tokens (Token-Shuffle, :mod:`vtok.ar_models.shuffle`): the window's s^2 embeddings are fused into one
+input and each step's output is split into s^2 positions, each read out by the plain head (or depth
+transformer); a step's rotary position is its window's centre on the grid. Internally every layout is
+handled in steps of ``group`` = s^2 positions, (B, T, G, C); a plain model has G = 1.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from einops import rearrange
 from torch import nn
 
 from vtok.ar_models.layers import Block, KVCache, RMSNorm, rope_angles, swiglu_hidden
+from vtok.ar_models.shuffle import TokenShuffle, check_window, from_windows, to_windows
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, ranged
 from vtok.errors import VtokError
 from vtok.pretrained import Pretrained
@@ -63,6 +70,8 @@ class GPT(Pretrained, nn.Module):
         # LlamaGen's rotary table has (cos, sin) = (0, 0) at the class positions, which zeroes the class token's
         # query and key; false gives the class positions the identity rotation (angle 0) instead.
         zero_prefix_rotary: bool = False
+        # Token-Shuffle window s: one transformer step covers an s x s window of grid tokens (1: off)
+        shuffle: int = ranged(1, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -70,6 +79,10 @@ class GPT(Pretrained, nn.Module):
             raise VtokError("a gpt config needs exactly one of grid [h, w] or length")
         self.cfg = cfg
         self.positions = self._check_layout(cfg)
+        check_window(cfg.shuffle, cfg.grid, cfg.scales, cfg.end_token)
+        self.group = cfg.shuffle * cfg.shuffle  # token positions per step
+        self.steps = self.positions // self.group  # sequence steps of a sample, the class prefix and end excluded
+        self.token_shuffle = TokenShuffle(cfg.shuffle, cfg.dim) if cfg.shuffle > 1 else None
         self.codes = len(cfg.codebook_sizes)
         self.end_id = cfg.codebook_sizes[0] if cfg.end_token else None
         # The end token is one more id of a position's first code; the later codes of the end step carry no target.
@@ -129,7 +142,8 @@ class GPT(Pretrained, nn.Module):
         if self.cfg.grid is None:
             return torch.arange(steps, dtype=torch.float64)[:, None]  # (S, 1)
         h, w = self.cfg.grid
-        scales = self.cfg.scales or [[h, w]]
+        s = self.cfg.shuffle  # a window's step at the window's centre
+        scales = self.cfg.scales or [[h // s, w // s]]
         coords = []
         for sh, sw in scales:  # each scale's token at the centre of its area on the last grid
             rows = (torch.arange(sh, dtype=torch.float64) + 0.5) * h / sh - 0.5
@@ -144,14 +158,14 @@ class GPT(Pretrained, nn.Module):
     def _angles(self) -> torch.Tensor:
         """(1 + S, head_dim / 2) angles: the class prefix (none), then each token's coordinates."""
         head_dim = self.cfg.dim // self.cfg.heads
-        coords = self._coords(self.positions + (1 if self.cfg.end_token else 0))
+        coords = self._coords(self.max_steps)
         prefix = torch.full((1, coords.shape[1]), -1.0, dtype=coords.dtype)
         return rope_angles(torch.cat([prefix, coords]), head_dim, self.cfg.rope_base)
 
     @property
     def max_steps(self) -> int:
-        """Tokens (positions) a sample can have, the end token included."""
-        return self.positions + (1 if self.cfg.end_token else 0)
+        """Sequence steps a sample can have (positions / s^2 under Token-Shuffle), the end token included."""
+        return self.steps + (1 if self.cfg.end_token else 0)
 
     # --- layout -------------------------------------------------------------------
 
@@ -181,6 +195,30 @@ class GPT(Pretrained, nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T, C) ids -> (B, T, D): the sum of each code's embedding."""
         return sum(emb(ids[..., c]) for c, emb in enumerate(self.tok_embeddings))
+
+    def to_steps(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) token ids in the layout's order -> (B, T, G, C): T steps of G = s^2 positions each."""
+        if self.token_shuffle is None:
+            return ids[:, :, None]
+        return to_windows(ids, self.cfg.grid, self.cfg.shuffle)
+
+    def from_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_steps` for ids or per-position values: (B, T, G, ...) -> (B, L, ...)."""
+        if self.token_shuffle is None:
+            return x[:, :, 0]
+        return from_windows(x, self.cfg.grid, self.cfg.shuffle)
+
+    def embed_steps(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, G, C) ids of T steps -> (B, T, D) inputs: a window's embeddings fused under Token-Shuffle."""
+        if self.token_shuffle is None:
+            return self.embed(ids[:, :, 0])  # (B, T, D)
+        return self.token_shuffle.shuffle(self.embed(ids))  # (B, T, G, D) -> (B, T, D)
+
+    def position_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) step outputs -> (..., G, D): the state each of a step's G positions is read out from."""
+        if self.token_shuffle is None:
+            return hidden.unsqueeze(-2)
+        return self.token_shuffle.unshuffle(hidden)
 
     def class_prefix(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
         """(B, 1, D) class embeddings; None or the null id give the unconditional prefix."""
@@ -229,8 +267,8 @@ class GPT(Pretrained, nn.Module):
             ids: (B, L, C) codes. labels: (B,) classes or None. lengths: (B,) valid
                 lengths of variable-length samples.
         Returns:
-            (loss, logits): mean cross-entropy over every predicted code; logits of the
-            first code (B, S, K) for inspection.
+            (loss, logits): mean cross-entropy over every predicted code (per token, whatever
+            the window); logits of the first code (B, L or L + 1, K) for inspection.
         """
         b, length, _ = ids.shape
         if self.training and labels is not None and self.cfg.class_dropout > 0:
@@ -245,19 +283,23 @@ class GPT(Pretrained, nn.Module):
             steps = torch.arange(length + 1, device=ids.device)[None]
             targets = torch.where(steps[..., None] == lengths[:, None, None], end, targets)
             targets = targets.masked_fill(steps[..., None] > lengths[:, None, None], -100)
-            inputs = self.embed(targets[:, :-1].clamp(min=0))  # (B, L, D)
+            targets = targets[:, :, None]  # (B, L + 1, 1, C): one position per step
+            inputs = self.embed(targets[:, :-1, 0].clamp(min=0))  # (B, L, D)
         else:
-            inputs = self.embed(ids[:, :-1])  # (B, L - 1, D)
+            targets = self.to_steps(ids)  # (B, T, G, C)
+            inputs = self.embed_steps(targets[:, :-1])  # (B, T - 1, D)
         x = torch.cat([self.class_prefix(labels, b, ids.device), inputs], dim=1)  # (B, S, D)
-        hidden = self.backbone(x)  # (B, S, D)
+        states = self.position_hidden(self.backbone(x))  # (B, S, G, D)
         if self.codes == 1:
-            logits = self.output(hidden).float()  # (B, S, K)
-            loss = F.cross_entropy(rearrange(logits, "b s k -> (b s) k"), targets.reshape(-1), ignore_index=-100)
-            return loss, logits
-        flat_ids = rearrange(targets, "b s c -> (b s) c")
-        per_code = self.depth_logits(rearrange(hidden, "b s d -> (b s) d"), flat_ids.clamp(min=0))
+            logits = self.output(states).float()  # (B, S, G, K)
+            flat = rearrange(logits, "b s g k -> (b s g) k")
+            loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
+            return loss, self.from_steps(logits)
+        flat_ids = rearrange(targets, "b s g c -> (b s g) c")
+        per_code = self.depth_logits(rearrange(states, "b s g d -> (b s g) d"), flat_ids.clamp(min=0))
         losses = [F.cross_entropy(lg.float(), flat_ids[:, c], ignore_index=-100) for c, lg in enumerate(per_code)]
-        return sum(losses) / len(losses), rearrange(per_code[0], "(b s) k -> b s k", b=b)
+        first = rearrange(per_code[0], "(b s g) k -> b s g k", b=b, g=self.group)
+        return sum(losses) / len(losses), self.from_steps(first)
 
     def adapt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A GPT's weights for fine-tuning on more classes: old class rows kept, the null class moved to the
@@ -294,4 +336,5 @@ class GPT(Pretrained, nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"{self.num_params() / 1e6:.1f}M parameters, {self.positions} positions x {self.codes} codes"
+        window = f", {self.cfg.shuffle}x{self.cfg.shuffle} windows" if self.token_shuffle is not None else ""
+        return f"{self.num_params() / 1e6:.1f}M parameters, {self.positions} positions x {self.codes} codes{window}"

@@ -63,11 +63,14 @@ def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, hd) with pairs (2i, 2i+1) rotated by the angles behind cos/sin (T, hd/2)."""
-    pairs = rearrange(x.float(), "b h t (d two) -> b h t d two", two=2)
-    a, b = pairs[..., 0], pairs[..., 1]
-    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
-    return rearrange(out, "b h t d two -> b h t (d two)").type_as(x)
+    """x: (..., T, hd) with pairs (2i, 2i+1) rotated by the angles behind cos/sin (T, hd/2).
+
+    Any leading dims, so that queries and keys rotate in one call ((2, B, H, T, hd)); plain views rather than
+    einops here, because a one-token decoding step is bound by per-call overhead (same values either way).
+    """
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (..., T, hd / 2) each
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)  # (..., T, hd / 2, 2)
+    return out.flatten(-2).type_as(x)
 
 
 class KVCache(nn.Module):
@@ -89,8 +92,9 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v  # (B, H, T, hd) each
+        qkv = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        q, k = apply_rope(qkv[:2], cos, sin)  # both rotated in one call
+        return q, k, qkv[2]  # (B, H, T, hd) each
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D), causal over T -> (B, T, D)."""

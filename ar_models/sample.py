@@ -2,7 +2,8 @@
 
 Seeded and batched: the same seed, labels and settings give the same tokens, with
 or without the cache (tested). Under guidance the conditional and unconditional
-halves run in one batch and share every sampled token.
+halves run in one batch and share every sampled token. A Token-Shuffle model
+(``shuffle: s``) draws the s^2 tokens of a window in one step, each from its own logits.
 
 The cached path is one :class:`DecodeStep` per call: a fixed-shape cache and a
 tensor position, so ``compile=True`` compiles it once (with CUDA graphs on GPU,
@@ -131,36 +132,39 @@ def generate(
     if compile and not s.use_cache:
         raise VtokError("compile speeds up the cached decoding step; sampling without the cache cannot use it")
     step = decode_step(model, labels.shape[0], precision, compile, device) if s.use_cache else None
-    ids = torch.zeros(b, steps, model.codes, dtype=torch.long, device=device)
+    # (B, T, G, C): T steps of G positions (G = s^2 under Token-Shuffle: a step draws a whole window)
+    ids = torch.zeros(b, steps, model.group, model.codes, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     lengths = torch.full((b,), model.positions, dtype=torch.long, device=device)
     for t in tqdm(range(steps), desc="sample", disable=not progress):
         with autocast(device, precision):
             if step is not None:
-                x = prefix if t == 0 else model.embed(_both(ids[:, t - 1 : t], guided))
+                x = prefix if t == 0 else model.embed_steps(_both(ids[:, t - 1 : t], guided))
                 hidden = step(x, torch.tensor(t, device=device)).float()  # (B', D)
             else:
-                x = torch.cat([prefix, model.embed(_both(ids[:, :t], guided))], dim=1)
+                x = torch.cat([prefix, model.embed_steps(_both(ids[:, :t], guided))], dim=1)
                 hidden = model.backbone(x)[:, -1].float()
+            states = model.position_hidden(hidden).flatten(0, 1).float()  # (B' G, D), b-major: CFG halves stay halves
         scale = s.cfg_scale if s.cfg_schedule == "constant" else 1 + (s.cfg_scale - 1) * (t + 1) / steps
         if model.codes == 1:
-            logits = _guided(model.output(hidden), guided, scale)  # (B, K)
+            logits = _guided(model.output(states).float(), guided, scale)  # (B G, K)
             if model.end_id is not None and t == 0:
                 logits[:, model.end_id] = float("-inf")  # at least one token per image
-            ids[:, t, 0] = _draw(logits, s, gen)
+            ids[:, t, :, 0] = _draw(logits, s, gen).view(b, model.group)
         else:
             for c in range(model.codes):
-                per_code = model.depth_logits(hidden, _both(ids[:, t], guided))
-                logits = _guided(per_code[c], guided, scale)
+                per_code = model.depth_logits(states, _both(ids[:, t], guided).flatten(0, 1))
+                logits = _guided(per_code[c].float(), guided, scale)  # (B G, K_c)
                 if model.end_id is not None and t == 0 and c == 0:
                     logits[:, model.end_id] = float("-inf")
-                ids[:, t, c] = _draw(logits, s, gen)
+                ids[:, t, :, c] = _draw(logits, s, gen).view(b, model.group)
         if model.end_id is not None:
-            ended = (ids[:, t, 0] == model.end_id) & ~done
+            ended = (ids[:, t, 0, 0] == model.end_id) & ~done
             lengths[ended] = t
             done |= ended
             if bool(done.all()):
                 break
+    ids = model.from_steps(ids)  # (B, L, C)
     if model.end_id is None:
         return model.make_tokens(ids)
     ids = ids[:, : model.positions]
