@@ -1,11 +1,11 @@
 """Token-Shuffle: s x s windows of grid tokens as one transformer step (Ma et al. 2025, arXiv 2504.17789).
 
-Token-Shuffle (its §3, the method: the token-shuffle / token-unshuffle operations and their pipeline
-figure) cuts the steps of an AR image transformer by s^2 without changing its vocabulary: before the transformer, "token-shuffle" merges the s x s tokens
+Token-Shuffle (the paper's method section: the token-shuffle / token-unshuffle operations and their
+pipeline figure) cuts the steps of an AR image transformer by s^2 without changing its vocabulary: before the transformer, "token-shuffle" merges the s x s tokens
 of each local window along the channel dimension and fuses them with an MLP into one input; after it,
 "token-unshuffle" expands each output back into s^2 positions with an MLP, and every position gets its own
 logits over the codebook from the shared head. The s^2 tokens of a window are drawn together, in one step,
-each from its own distribution: sampling emits a window per step (the paper's design; its experiments, §4,
+each from its own distribution: sampling emits a window per step (the paper's design; its experiments
 ablate the window size, quality falling as s grows, and settle on s = 2).
 
 Here the window is a documented option of the GPT (``shuffle: s``), composed from this module; the model's
