@@ -66,7 +66,9 @@ def current_ranks() -> Ranks:
         return Ranks()
     from accelerate import PartialState
 
-    state = PartialState()
+    from vtok.training import accelerator_available
+
+    state = PartialState(cpu=not accelerator_available())  # without a GPU: gloo on the CPU, as the trainers do
     return Ranks(state.process_index, state.num_processes, state.local_process_index)
 
 

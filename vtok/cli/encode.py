@@ -108,7 +108,10 @@ def _encode_images(tokenizer, args: argparse.Namespace) -> None:
     if args.target is not None and args.num_tokens is not None:
         raise VtokError("give --target or --num-tokens, not both")
     device = device_of(tokenizer)
-    batches = image_batches(files, strict, args.size, args.batch_size, args.workers, device, desc="encode")
+    # No bar for --target: its own checks (a 1D tokenizer) come with the first batch, on a clean line.
+    batches = image_batches(
+        files, strict, args.size, args.batch_size, args.workers, device, progress=args.target is None, desc="encode"
+    )
     kept: list[int] = []  # the indices of the files encoded, in order: only ids and these accumulate
     if args.target is not None:
         from vtok.eval.adaptive import encode_adaptive
