@@ -9,7 +9,7 @@ workers) every 50 ms. ``seconds`` is the encode alone (model loaded, up to the i
 written on rank 0), ``wall`` the process with its start-up.
 
     python benchmarks/bench_encode.py --model demo --size 64 --count 400 --workers 0,1,2 --ranks 1,2
-    python benchmarks/bench_encode.py --model vq_f16 --size 256 --count 400 --workers 2
+    python benchmarks/bench_encode.py --model demo --size 256 --count 400,4000 --workers 2
 
 Tokenizers are random-initialised (a model's speed does not depend on its training).
 Writes (appends) rows to ``--json``.
@@ -107,12 +107,12 @@ def tree_rss(pid: int) -> int:
 
 
 def run_case(
-    model: str, size: int, count: int, workers: int, ranks: int, data: Path, port: int, device: str = "cpu"
+    model: str, size: int, workers: int, ranks: int, data: Path, port: int, device: str = "cpu", shard_size: int = 1000
 ) -> dict:
     tok = tokenizer_dir(model)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, __file__, "--child", "--tokenizer", str(tok), "--data", str(data), "--size", str(size)]
-        cmd += ["--out", out, "--workers-n", str(workers), "--shard-size", "1000", "--device", device]
+        cmd += ["--out", out, "--workers-n", str(workers), "--shard-size", str(shard_size), "--device", device]
         if ranks > 1:
             launch = [sys.executable, "-m", "vtok.launch", "--multi_gpu", "--num_processes", str(ranks)]
             launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -131,7 +131,7 @@ def run_case(
         line = json.loads([s for s in stdout.splitlines() if s.startswith("{")][-1])
     return {
         "model": model, "device": device, "size": size, "images": line["count"], "workers": workers, "ranks": ranks,
-        "seconds": round(line["seconds"], 2), "images_per_s": round(line["count"] / line["seconds"], 1),
+        "shard_size": shard_size, "seconds": round(line["seconds"], 2), "images_per_s": round(line["count"] / line["seconds"], 1),
         "wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20), "load": os.getloadavg()[0],
     }  # fmt: skip
 
@@ -143,10 +143,10 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--workers-n", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--shard-size", type=int, default=1000, help=argparse.SUPPRESS)
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard (ranks split whole shards)")
     p.add_argument("--model", default="demo", choices=sorted(MODELS))
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--count", type=int, default=400, help="JPEGs to encode")
+    p.add_argument("--count", default="400", help="JPEGs to encode, e.g. 400,4000")
     p.add_argument("--workers", default="0,1,2")
     p.add_argument("--ranks", default="1")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each rank takes its own GPU)")
@@ -155,13 +155,15 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    data = make_jpegs(args.count, CACHE / f"jpegs_{args.count}")
     rows = []
-    for ranks in (int(r) for r in args.ranks.split(",")):
-        for workers in (int(w) for w in args.workers.split(",")):
-            row = run_case(args.model, args.size, args.count, workers, ranks, data, 29600 + len(rows), args.device)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    for count in (int(c) for c in args.count.split(",")):
+        data = make_jpegs(count, CACHE / f"jpegs_{count}")
+        for ranks in (int(r) for r in args.ranks.split(",")):
+            for workers in (int(w) for w in args.workers.split(",")):
+                port = 29600 + len(rows)
+                row = run_case(args.model, args.size, workers, ranks, data, port, args.device, args.shard_size)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     path = Path(args.json)
     old = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps(old + rows, indent=1) + "\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def write_shards(
     shard_of_batch = [k for k, _ in plan]
     groups = itertools.groupby(zip(shard_of_batch, loader, strict=True), key=lambda pair: pair[0]) if plan else ()
     for k, group in tqdm(groups, total=len(todo), desc="shards", disable=not progress or not ranks.main):
-        batches = [batch for _, batch in group]
+        batches = (batch for _, batch in group)  # lazily: a shard's images are never all in memory at once
         tensors, layout, skipped = _encode_batches(tokenizer, batches, items, flip, device, precision)
         meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
         with atomic_path(out / names[k]) as tmp:
@@ -150,9 +151,9 @@ def _write_index(
 
 @torch.inference_mode()
 def _encode_batches(
-    tokenizer, batches: list[Batch], items: list[tuple[str, Any, int]], flip: bool, device, precision: str
+    tokenizer, batches: Iterable[Batch], items: list[tuple[str, Any, int]], flip: bool, device, precision: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
-    """A shard's tensors from its loaded batches, the token layout and the names of unreadable images."""
+    """A shard's tensors from its batches as they load, the token layout and the names of unreadable images."""
     from vtok.fast import autocast
 
     ids, ids_flip, lengths, labels, skipped = [], [], [], [], []
