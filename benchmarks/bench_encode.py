@@ -91,6 +91,15 @@ def child(args: argparse.Namespace) -> None:
         print(json.dumps({"seconds": time.perf_counter() - started, "count": index["count"]}), flush=True)
 
 
+def rss(pid: int) -> int:
+    """Resident bytes of ``pid`` alone (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants."""
     total, stack = 0, [pid]
@@ -120,9 +129,10 @@ def run_case(
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        peak = 0
+        peak = peak_main = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
+            peak_main = max(peak_main, rss(proc.pid))
             time.sleep(0.05)
         wall = time.perf_counter() - started
         stdout, stderr = proc.communicate()
@@ -132,7 +142,8 @@ def run_case(
     return {
         "model": model, "device": device, "size": size, "images": line["count"], "workers": workers, "ranks": ranks,
         "shard_size": shard_size, "seconds": round(line["seconds"], 2), "images_per_s": round(line["count"] / line["seconds"], 1),
-        "wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20), "load": os.getloadavg()[0],
+        "wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20),
+        "peak_main_rss_mb": round(peak_main / 2**20), "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "load": os.getloadavg()[0],
     }  # fmt: skip
 
 
