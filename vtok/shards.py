@@ -107,7 +107,8 @@ def write_shards(
     groups = itertools.groupby(zip(shard_of_batch, loader, strict=True), key=lambda pair: pair[0]) if plan else ()
     for k, group in tqdm(groups, total=len(todo), desc="shards", disable=not progress or not ranks.main):
         batches = (batch for _, batch in group)  # lazily: a shard's images are never all in memory at once
-        tensors, layout, skipped = _encode_batches(tokenizer, batches, items, flip, device, precision)
+        capacity = min(shard_size, len(items) - k * shard_size)
+        tensors, layout, skipped = _encode_batches(tokenizer, batches, items, flip, device, precision, capacity)
         meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
         with atomic_path(out / names[k]) as tmp:
             write_safetensors(tensors, tmp, metadata=meta)
@@ -151,12 +152,24 @@ def _write_index(
 
 @torch.inference_mode()
 def _encode_batches(
-    tokenizer, batches: Iterable[Batch], items: list[tuple[str, Any, int]], flip: bool, device, precision: str
+    tokenizer,
+    batches: Iterable[Batch],
+    items: list[tuple[str, Any, int]],
+    flip: bool,
+    device,
+    precision: str,
+    capacity: int,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
-    """A shard's tensors from its batches as they load, the token layout and the names of unreadable images."""
+    """A shard's tensors from its batches as they load, the token layout and the names of unreadable images.
+
+    The ids go into buffers of the shard's ``capacity`` allocated at its first batch: many small
+    long-lived tensors between the model's freed activations would fragment the heap, which then
+    grows with the number of images instead of staying at one shard's worth.
+    """
     from vtok.fast import autocast
 
-    ids, ids_flip, lengths, labels, skipped = [], [], [], [], []
+    buffers: dict[str, torch.Tensor] = {}
+    lengths, labels, skipped, count = [], [], [], 0
     for batch in batches:
         skipped += [items[i][0] for i, _ in batch.skipped]
         if batch.images is None:
@@ -164,20 +177,24 @@ def _encode_batches(
         x = to_device(batch.images, device)  # (B, 3, S, S)
         with autocast(device, precision):
             tokens = tokenizer.encode(x).to("cpu")
+            found = {"ids": tokens.ids}
             if flip:
-                ids_flip.append(tokenizer.encode(x.flip(-1)).ids.cpu())
-        ids.append(tokens.ids)
+                found["ids_flip"] = tokenizer.encode(x.flip(-1)).ids.cpu()
+        for key, value in found.items():  # (B, L, C)
+            if key not in buffers:
+                buffers[key] = torch.empty((capacity, *value.shape[1:]), dtype=_int_type(tokens.codebook_sizes))
+            buffers[key][count : count + len(value)] = value
+        count += len(tokens.ids)
         if tokens.lengths is not None:
             lengths.append(tokens.lengths)
         labels.extend(items[i][2] for i in batch.indices)
-    if not ids:
+    if count == 0:
         raise VtokError("no readable images in this shard")
-    dtype = _int_type(tokens.codebook_sizes)
-    tensors = {"ids": torch.cat(ids).to(dtype), "labels": torch.tensor(labels, dtype=torch.int32)}
+    tensors = {"ids": buffers["ids"][:count], "labels": torch.tensor(labels, dtype=torch.int32)}
     if lengths:
         tensors["lengths"] = torch.cat(lengths).to(torch.int32)
-    if ids_flip:
-        tensors["ids_flip"] = torch.cat(ids_flip).to(dtype)
+    if "ids_flip" in buffers:
+        tensors["ids_flip"] = buffers["ids_flip"][:count]
     return tensors, tokens.layout(), skipped
 
 
