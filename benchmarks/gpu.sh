@@ -10,7 +10,25 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 [ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+# Two extra checks on GPUs: encoding 400 JPEGs at 256 px with vq_f16 (images/s with 0 and 8 DataLoader workers,
+# benchmarks/encode_gpu.json), and, with at least 2 GPUs, a 2-step FSDP smoke run of the GPT-XXL shape through
+# configs/accelerate/fsdp.yaml that checkpoints at step 1 and resumes to step 3 (docs/guides/datasets.md).
+fsdp_smoke() {
+  local tmp; tmp=$(mktemp -d)
+  "$PY" -c "import torch, vtok; torch.manual_seed(0); vtok.build('configs/tokenizer/vq_f16.yaml').save_pretrained('$tmp/tok')"
+  "$PY" -m vtok.cli encode --tokenizer "$tmp/tok" builtin --size 256 --shards 1000 --device cuda --out "$tmp/tokens"
+  local train=(-m vtok.launch --config_file configs/accelerate/fsdp.yaml --num_processes 2 -m vtok.cli train
+    configs/ar/gpt_xxl.yaml "data.source=$tmp/tokens" train.batch_size=2 train.save_every=1 train.log_every=1)
+  "$PY" "${train[@]}" train.steps=2 --out "$tmp/run"
+  "$PY" "${train[@]}" train.steps=3 --out "$tmp/run"  # resumes from the step-2 checkpoint
+  rm -rf "$tmp"
+}
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  "$PY" benchmarks/bench_encode.py --model vq_f16 --size 256 --count 400 --workers 0,8 --device cuda \
+    --json benchmarks/encode_gpu.json || echo "encode benchmark: FAILED"
+  if [ "$("$PY" -c "import torch; print(torch.cuda.device_count())")" -ge 2 ]; then
+    if fsdp_smoke; then echo "FSDP smoke (GPT-XXL, 2 GPUs, 2 steps + resume): ok"; else echo "FSDP smoke: FAILED"; fi
+  fi
   exec "$PY" benchmarks/bench_fast.py --device cuda --out benchmarks/fast_gpu.json "$@"
 fi
 echo "no CUDA device: the CPU sizes"

@@ -18,6 +18,8 @@ from vtok.tokens import Tokens
 class CodebookStats:
     """``reset / update(tokens) / compute()`` over every token the tokenizer emits for a set."""
 
+    running = ("usage", "tokens_total", "images")  # merged across ranks like a metric's
+
     def __init__(self, codebook_sizes: tuple[int, ...]):
         self.usage = CodeUsage(codebook_sizes)
         self.reset()

@@ -25,12 +25,14 @@ from vtok.config import build_component
 from vtok.data import list_images
 from vtok.errors import VtokError
 from vtok.eval.codebook import CodebookStats
-from vtok.eval.metric import MetricUnavailable
+from vtok.eval.metric import MetricUnavailable, merge_running, running_state
 from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.interfaces import Tokenizer
-from vtok.pipeline import reconstruct_with
+from vtok.pipeline import device_of, reconstruct_with
+from vtok.ranks import Ranks, batch_block
 from vtok.registry import lookup
+from vtok.streaming import ImageFiles, file_batches, stream_images, to_device, warn_skipped
 
 IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
 DETAIL_METRICS = ("text", "face")
@@ -75,56 +77,66 @@ def _image_items(data: str, size: int) -> list[tuple[str, Any]]:
     return [(str(f.relative_to(base)) if base.is_dir() else f.name, f) for f in files]
 
 
-def _pairs(
-    items: list[tuple[str, Any]],
-    size: int,
-    batch_size: int,
-    tokenizer: Tokenizer | None,
-    reconstruct: Reconstruct | None,
-    recon_dir: Path | None,
-    progress: bool,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
-    """Batches of (originals, reconstructions, tokens or None), (B, 3, S, S) in [-1, 1]."""
+class _ImagePairs(ImageFiles):
+    """Originals and the reconstructions made elsewhere of the same files: (2, 3, S, S) per item.
+
+    A reconstruction is either ``size`` x ``size`` or the original's size (then cropped
+    alike); a missing one, like an unreadable original, stops the evaluation.
+    """
+
+    def __init__(self, items: list[tuple[str, Any]], size: int, recon_dir: Path):
+        super().__init__([item for _, item in items], size, strict=True)
+        self.names = [rel for rel, _ in items]
+        self.recon_dir = recon_dir
+
+    def load(self, index: int) -> torch.Tensor:
+        item, size = self.items[index], self.size
+        original = item if not isinstance(item, Path) else load_image(item)
+        path = self.recon_dir / self.names[index]
+        path = path if path.is_file() else path.with_suffix(".png")
+        if not path.is_file():
+            raise VtokError(f"no reconstruction for {self.names[index]} in {self.recon_dir}")
+        recon = load_image(path)
+        if recon.size == original.size:
+            recon = center_crop_arr(recon, size)
+        elif recon.size != (size, size):
+            raise VtokError(
+                f"{path} is {recon.size[0]}x{recon.size[1]}; expected {size}x{size} or its original's size"
+            )
+        return torch.stack([pil_to_tensor(center_crop_arr(original, size)), pil_to_tensor(recon)])  # (2, 3, S, S)
+
+
+def _pairs(items: list[tuple[str, Any]], block: range, run: _Run) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+    """Batches of (originals, reconstructions, tokens or None), (B, 3, S, S) in [-1, 1], of the items in ``block``.
+
+    Images are decoded by ``run.workers`` DataLoader processes while the model runs.
+    """
+    if run.recon_dir is not None:
+        dataset = _ImagePairs(items, run.resolution, run.recon_dir)
+    else:
+        dataset = ImageFiles([item for _, item in items], run.resolution)
+    device = device_of(run.tokenizer) if run.tokenizer is not None else torch.device("cpu")
+    batches = file_batches(len(block), run.batch_size, block.start)
+    loaded = stream_images(dataset, batches, run.workers, pin_memory=device.type == "cuda")
     skipped = []
-    for start in tqdm(range(0, len(items), batch_size), desc="images", disable=not progress):
-        real, fake = [], []
-        for rel, item in items[start : start + batch_size]:
-            try:
-                original = item if not isinstance(item, Path) else load_image(item)
-            except VtokError as err:
-                if recon_dir is not None:
-                    raise
-                skipped.append(str(err))
-                continue
-            if recon_dir is not None:
-                path = recon_dir / rel
-                path = path if path.is_file() else path.with_suffix(".png")
-                if not path.is_file():
-                    raise VtokError(f"no reconstruction for {rel} in {recon_dir}")
-                recon = load_image(path)
-                if recon.size == original.size:
-                    recon = center_crop_arr(recon, size)
-                elif recon.size != (size, size):
-                    raise VtokError(
-                        f"{path} is {recon.size[0]}x{recon.size[1]}; expected {size}x{size} or its original's size"
-                    )
-                fake.append(pil_to_tensor(recon))
-            real.append(pil_to_tensor(center_crop_arr(original, size)))
-        if not real:
+    for batch in tqdm(loaded, total=len(batches), desc="images", disable=not run.progress or not run.ranks.main):
+        skipped += batch.skipped
+        if batch.images is None:
             continue
-        x = torch.stack(real)  # (B, 3, S, S)
         tokens = None
-        with torch.inference_mode():
-            if tokenizer is not None:
-                tokens = tokenizer.encode(x)
-                y = tokenizer.decode(tokens).float().clamp(-1, 1)  # the tokens are kept for codebook statistics
-            elif reconstruct is not None:
-                y = reconstruct(x)
-            else:
-                y = torch.stack(fake)
+        if run.recon_dir is not None:
+            x, y = batch.images[:, 0], batch.images[:, 1]  # (B, 3, S, S) each
+        else:
+            x = batch.images  # (B, 3, S, S)
+            with torch.inference_mode():
+                if run.tokenizer is not None:
+                    tokens = run.tokenizer.encode(to_device(x, device))
+                    # the tokens are kept for codebook statistics
+                    y = run.tokenizer.decode(tokens).float().clamp(-1, 1).cpu()
+                else:
+                    y = run.reconstruct(x)
         yield x, y, tokens
-    if skipped:
-        tqdm.write(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:3])}")
+    warn_skipped(skipped, tqdm.write)
 
 
 def _build_metric(name: str, device: str):
@@ -149,6 +161,8 @@ class _Run:
     reference: str | Path | None
     device: str
     progress: bool
+    workers: int = 0
+    ranks: Ranks = field(default_factory=Ranks)
 
 
 def evaluate(
@@ -165,6 +179,8 @@ def evaluate(
     reference: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
+    workers: int = 0,
+    ranks: Ranks | None = None,
 ) -> EvalResult:
     """Run ``metrics`` for exactly one of ``tokenizer``, ``reconstruct`` or ``recon_dir``.
 
@@ -175,6 +191,10 @@ def evaluate(
         detail_dir: where the built-in detail set is written when ``data`` is builtin.
         reference: ``gfid`` only: ADM ``.npz`` statistics or a folder of real images;
             the generated images are those in ``recon_dir``.
+        workers: DataLoader processes decoding the images of the image metrics.
+        ranks: under ``accelerate launch``, each rank scores a contiguous block of whole
+            batches of the image metrics and rank 0 merges their running statistics;
+            gFID and text/face run on rank 0. Only rank 0's result holds the scores.
     """
     if sum(x is not None for x in (tokenizer, reconstruct, recon_dir)) != 1:
         raise VtokError(
@@ -186,15 +206,27 @@ def evaluate(
         raise VtokError(f"reconstruction folder {recon_dir} does not exist")
     run = _Run(
         data, resolution, batch_size, tokenizer, reconstruct, recon_dir, recognizer, embedder, detail_dir,
-        reference, device, progress,
+        reference, device, progress, workers, ranks or Ranks(),
     )  # fmt: skip
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
-    _generation_scores(result, [m for m in metrics if m in GENERATION_METRICS], run)
+    # The image metrics first: they are the part every rank shares, so no rank waits on rank 0's own work.
     _image_scores(result, [m for m in metrics if m in (*IMAGE_METRICS, "codebook")], run)
-    _detail_scores(result, [m for m in metrics if m in DETAIL_METRICS], run)
+    if run.ranks.main:
+        _generation_scores(result, [m for m in metrics if m in GENERATION_METRICS], run)
+        _detail_scores(result, [m for m in metrics if m in DETAIL_METRICS], run)
+    _report_order(result)
     result.info["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _report_order(result: EvalResult) -> None:
+    """Generation, then image, then text/face scores, as the report lists them."""
+    group = {**{m: 0 for m in GENERATION_METRICS}, **{m: 2 for m in DETAIL_METRICS}}
+    for table in (result.scores, result.protocols, result.skipped):
+        ordered = sorted(table.items(), key=lambda kv: group.get(kv[0], 1))
+        table.clear()
+        table.update(ordered)
 
 
 def _generation_scores(result: EvalResult, names: list[str], run: _Run) -> None:
@@ -229,8 +261,7 @@ def _image_scores(result: EvalResult, names: list[str], run: _Run) -> None:
         return
     count = 0
     items = _image_items(run.data, run.resolution)
-    pairs = _pairs(items, run.resolution, run.batch_size, run.tokenizer, run.reconstruct, run.recon_dir, run.progress)
-    for x, y, tokens in pairs:
+    for x, y, tokens in _pairs(items, batch_block(len(items), run.batch_size, run.ranks), run):
         if result.grid is None:
             result.grid = (x[:8].clone(), y[:8].clone())
         for name, metric in metrics.items():
@@ -239,6 +270,13 @@ def _image_scores(result: EvalResult, names: list[str], run: _Run) -> None:
             else:
                 metric.update(x, y)
         count += len(x)
+    states = run.ranks.gather((count, {name: running_state(metric) for name, metric in metrics.items()}))
+    if not run.ranks.main:
+        return
+    for other_count, other in states[1:]:  # later ranks hold later images
+        count += other_count
+        for name, metric in metrics.items():
+            merge_running(metric, [other[name]])
     if count == 0:
         raise VtokError(f"no readable images in {run.data}")
     result.info["images"] = count

@@ -85,6 +85,7 @@ class _FrechetMetric(Metric):
     """Shared streaming logic: features of both sides into Gaussian stats (and KID reservoirs)."""
 
     column = "FD"
+    running = ("real", "fake", "real_rows", "fake_rows")
 
     def __init__(self, features, kid: bool, kid_capacity: int):
         self.features = features

@@ -39,6 +39,12 @@ class GaussianStats:
         self.sum += x.sum(0)
         self.outer += x.T @ x
 
+    def merge(self, other: GaussianStats) -> None:
+        """Add another rank's sums (float64: equal to one pass up to the order of summation)."""
+        self.count += other.count
+        self.sum += other.sum
+        self.outer += other.outer
+
     @property
     def mean(self) -> np.ndarray:
         return self.sum / self.count
@@ -111,6 +117,26 @@ class FeatureReservoir:
                 if j < self.capacity:
                     self.rows[j] = row
             self.seen += 1
+
+    def merge(self, other: FeatureReservoir) -> None:
+        """Append another rank's reservoir, whose rows came after this one's.
+
+        While both together hold at most ``capacity`` rows nothing was dropped, and the
+        merged rows are those one process keeps, in its order. Past that, each side keeps
+        a share of the capacity proportional to the rows it has seen (a uniform sample of
+        the union, seeded, but not the one a single process draws).
+        """
+        mine, theirs = self.sample, other.sample
+        seen = self.seen + other.seen
+        if len(mine) + len(theirs) > self.capacity:
+            rng = np.random.default_rng([self.seed, self.seen, other.seen])
+            keep = round(self.capacity * self.seen / seen)
+            keep = min(max(keep, self.capacity - len(theirs)), len(mine))
+            mine = mine[np.sort(rng.choice(len(mine), keep, replace=False))]
+            theirs = theirs[np.sort(rng.choice(len(theirs), self.capacity - keep, replace=False))]
+        rows = np.concatenate([mine, theirs])
+        self.rows[: len(rows)] = rows
+        self.seen = seen
 
     @property
     def sample(self) -> np.ndarray:

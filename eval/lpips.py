@@ -25,6 +25,8 @@ BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth
 class LPIPS(Metric):
     """Mean LPIPS distance between originals and reconstructions (lower is better)."""
 
+    running = ("total", "count")
+
     @dataclass
     class Config:
         net: str = "alex"

@@ -22,9 +22,14 @@ class MetricUnavailable(VtokError):
 
 
 class Metric:
-    """Base of the registered ``metric`` parts (see the module docstring)."""
+    """Base of the registered ``metric`` parts (see the module docstring).
+
+    ``running`` names the attributes that hold the running state: what ranks send to
+    rank 0 to be merged (:func:`merge_running`), never the networks.
+    """
 
     registry_name: str
+    running: tuple[str, ...] = ()
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -37,6 +42,28 @@ class Metric:
 
     def protocol(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def running_state(metric: Any) -> dict[str, Any]:
+    """The running state of a metric (its ``running`` attributes), small enough to send between ranks."""
+    return {name: getattr(metric, name) for name in metric.running}
+
+
+def merge_running(metric: Any, states: list[dict[str, Any]]) -> None:
+    """Fold other ranks' running states into ``metric``, in order (theirs come after its own images).
+
+    Objects with a ``merge`` method (feature statistics, reservoirs, histograms) merge
+    themselves; counts and sums add.
+    """
+    for state in states:
+        for name, value in state.items():
+            mine = getattr(metric, name)
+            if value is None:
+                continue
+            if hasattr(mine, "merge"):
+                mine.merge(value)
+            else:
+                setattr(metric, name, mine + value)
 
 
 def check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
@@ -77,6 +104,7 @@ class PerImageMean(Metric):
     """A metric that is the mean over images of ``per_image(real, fake) -> (B,)``."""
 
     column: str
+    running = ("total", "count")
 
     def reset(self) -> None:
         self.total, self.count = 0.0, 0

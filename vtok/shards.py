@@ -13,7 +13,9 @@ rows, so a token set larger than memory trains.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ from tqdm.auto import tqdm
 from vtok.builtin import builtin_crops, photo_names
 from vtok.data import list_images
 from vtok.errors import VtokError, one_line
-from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.io import atomic_path, write_safetensors
+from vtok.ranks import Ranks, my_shards
+from vtok.streaming import Batch, ImageFiles, file_batches, stream_images, to_device
 from vtok.tokens import TOKEN_FILE_FORMAT, check_layout
 
 SHARD_INDEX = "index.json"
@@ -70,39 +73,72 @@ def write_shards(
     batch_size: int = 16,
     progress: bool = True,
     tokenizer_dir: str | Path | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
+    ranks: Ranks | None = None,
 ) -> dict[str, Any]:
     """Encode ``source`` at ``size`` x ``size`` (ADM center crop) into shards in ``out``; returns the index.
 
     ``tokenizer_dir``, the tokenizer's folder, is recorded so AR training can decode its samples.
+    ``workers`` DataLoader processes decode the images. Under ``accelerate launch`` rank r
+    writes shards k with k % world == r and rank 0 writes the index once all are there;
+    shards already written for this tokenizer are kept, so a rerun on any number of ranks
+    resumes.
     """
+    from vtok.pipeline import device_of
+
+    ranks = ranks or Ranks()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items, classes = labelled_items(source)
     fingerprint = tokenizer.fingerprint()
-    names, layout, count = [], None, 0
-    for start in tqdm(range(0, len(items), shard_size), desc="shards", disable=not progress):
-        chunk = items[start : start + shard_size]
-        name = f"shard_{start // shard_size:05d}.safetensors"
-        path = out / name
-        if path.is_file() and _shard_meta(path).get("tokenizer_hash") == fingerprint:
-            names.append(name)
-            layout = json.loads(_shard_meta(path)["layout"])
-            with safe_open(str(path), "pt") as f:
-                count += f.get_slice("labels").get_shape()[0]
-            continue
-        tensors, layout, skipped = _encode_chunk(tokenizer, chunk, size, flip, batch_size)
+    names = [f"shard_{k:05d}.safetensors" for k in range(-(-len(items) // shard_size))]
+    todo = [k for k in my_shards(len(names), ranks) if not _written(out / names[k], fingerprint)]
+    # One loader over every batch of this rank's missing shards, so the workers run on across shard ends.
+    plan = [
+        (k, b)
+        for k in todo
+        for b in file_batches(min(shard_size, len(items) - k * shard_size), batch_size, k * shard_size)
+    ]
+    dataset = ImageFiles([item for _, item, _ in items], size)
+    device = device_of(tokenizer)
+    loader = stream_images(dataset, [b for _, b in plan], workers, pin_memory=device.type == "cuda")
+    shard_of_batch = [k for k, _ in plan]
+    groups = itertools.groupby(zip(shard_of_batch, loader, strict=True), key=lambda pair: pair[0]) if plan else ()
+    for k, group in tqdm(groups, total=len(todo), desc="shards", disable=not progress or not ranks.main):
+        batches = (batch for _, batch in group)  # lazily: a shard's images are never all in memory at once
+        capacity = min(shard_size, len(items) - k * shard_size)
+        tensors, layout, skipped = _encode_batches(tokenizer, batches, items, flip, device, precision, capacity)
         meta = {"format": TOKEN_FILE_FORMAT, "layout": json.dumps(layout), "tokenizer_hash": fingerprint}
-        with atomic_path(path) as tmp:
+        with atomic_path(out / names[k]) as tmp:
             write_safetensors(tensors, tmp, metadata=meta)
-        names.append(name)
-        count += len(tensors["labels"])
         if skipped:
             tqdm.write(f"skipped {len(skipped)} unreadable images: {', '.join(skipped[:3])}")
+    ranks.barrier()
+    if ranks.main:
+        _write_index(out, names, fingerprint, tokenizer_dir, classes, size, flip, source)
+    ranks.barrier()
+    return json.loads((out / SHARD_INDEX).read_text())
+
+
+def _written(path: Path, fingerprint: str) -> bool:
+    """A shard written earlier for this tokenizer (shards are written atomically, so it is whole)."""
+    return path.is_file() and _shard_meta(path).get("tokenizer_hash") == fingerprint
+
+
+def _write_index(
+    out: Path, names: list[str], fingerprint: str, tokenizer_dir, classes: list[str], size: int, flip: bool, source: str
+) -> None:
+    """``index.json`` of the shards every rank wrote, read back from the files themselves."""
+    count = 0
+    for name in names:
+        with safe_open(str(out / name), "pt") as f:
+            count += f.get_slice("labels").get_shape()[0]
     index = {
         "format": INDEX_FORMAT,
         "shards": names,
         "count": count,
-        "layout": layout,
+        "layout": json.loads(_shard_meta(out / names[0])["layout"]),
         "tokenizer_hash": fingerprint,
         "tokenizer": None if tokenizer_dir is None else str(Path(tokenizer_dir).resolve()),
         "classes": classes,
@@ -112,43 +148,53 @@ def write_shards(
     }
     with atomic_path(out / SHARD_INDEX) as tmp:
         Path(tmp).write_text(json.dumps(index, indent=1) + "\n")
-    return index
 
 
 @torch.inference_mode()
-def _encode_chunk(
-    tokenizer, chunk, size: int, flip: bool, batch_size: int
+def _encode_batches(
+    tokenizer,
+    batches: Iterable[Batch],
+    items: list[tuple[str, Any, int]],
+    flip: bool,
+    device,
+    precision: str,
+    capacity: int,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
-    """A shard's tensors, the token layout and the names of unreadable images."""
-    ids, ids_flip, lengths, labels, skipped = [], [], [], [], []
-    for start in range(0, len(chunk), batch_size):
-        images, batch_labels = [], []
-        for name, item, label in chunk[start : start + batch_size]:
-            try:
-                image = item if not isinstance(item, Path) else load_image(item)
-            except VtokError:
-                skipped.append(name)
-                continue
-            images.append(pil_to_tensor(center_crop_arr(image, size)))
-            batch_labels.append(label)
-        if not images:
+    """A shard's tensors from its batches as they load, the token layout and the names of unreadable images.
+
+    The ids go into buffers of the shard's ``capacity`` allocated at its first batch: many small
+    long-lived tensors between the model's freed activations would fragment the heap, which then
+    grows with the number of images instead of staying at one shard's worth.
+    """
+    from vtok.fast import autocast
+
+    buffers: dict[str, torch.Tensor] = {}
+    lengths, labels, skipped, count = [], [], [], 0
+    for batch in batches:
+        skipped += [items[i][0] for i, _ in batch.skipped]
+        if batch.images is None:
             continue
-        x = torch.stack(images)  # (B, 3, S, S)
-        tokens = tokenizer.encode(x)
-        ids.append(tokens.ids)
+        x = to_device(batch.images, device)  # (B, 3, S, S)
+        with autocast(device, precision):
+            tokens = tokenizer.encode(x).to("cpu")
+            found = {"ids": tokens.ids}
+            if flip:
+                found["ids_flip"] = tokenizer.encode(x.flip(-1)).ids.cpu()
+        for key, value in found.items():  # (B, L, C)
+            if key not in buffers:
+                buffers[key] = torch.empty((capacity, *value.shape[1:]), dtype=_int_type(tokens.codebook_sizes))
+            buffers[key][count : count + len(value)] = value
+        count += len(tokens.ids)
         if tokens.lengths is not None:
             lengths.append(tokens.lengths)
-        if flip:
-            ids_flip.append(tokenizer.encode(x.flip(-1)).ids)
-        labels.extend(batch_labels)
-    if not ids:
+        labels.extend(items[i][2] for i in batch.indices)
+    if count == 0:
         raise VtokError("no readable images in this shard")
-    dtype = _int_type(tokens.codebook_sizes)
-    tensors = {"ids": torch.cat(ids).to(dtype), "labels": torch.tensor(labels, dtype=torch.int32)}
+    tensors = {"ids": buffers["ids"][:count], "labels": torch.tensor(labels, dtype=torch.int32)}
     if lengths:
         tensors["lengths"] = torch.cat(lengths).to(torch.int32)
-    if ids_flip:
-        tensors["ids_flip"] = torch.cat(ids_flip).to(dtype)
+    if "ids_flip" in buffers:
+        tensors["ids_flip"] = buffers["ids_flip"][:count]
     return tensors, tokens.layout(), skipped
 
 

@@ -33,6 +33,11 @@ class CodeUsage:
             column = column[column >= 0]  # -1: a residual level skipped by quantize dropout
             self.counts[c] += torch.bincount(column.reshape(-1), minlength=size).double()
 
+    def merge(self, other: CodeUsage) -> None:
+        """Add another rank's histograms."""
+        for mine, theirs in zip(self.counts, other.counts, strict=True):
+            mine += theirs
+
     def compute(self) -> list[dict[str, float]]:
         out = []
         for counts in self.counts:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from vtok.config import Range, number_arg
+from vtok.config import NON_NEGATIVE, Range, number_arg
 from vtok.errors import VtokError
 
 # Every integer that enters on the command line is bounded here, so no value reaches torch or numpy as an
@@ -68,6 +68,19 @@ def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
 def add_batch(p: argparse.ArgumentParser) -> None:
     """``--batch-size``."""
     p.add_argument("--batch-size", type=COUNT, default=16)
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """``--workers``: DataLoader processes decoding, resizing and cropping the images."""
+    from vtok.streaming import MAX_DEFAULT_WORKERS, default_workers
+
+    p.add_argument(
+        "--workers",
+        type=number_arg(int, NON_NEGATIVE),
+        default=default_workers(),
+        help=f"processes decoding images while the model runs; 0: in the main process "
+        f"(default: the CPU count, at most {MAX_DEFAULT_WORKERS})",
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from vtok.cli.args import COUNT, add_batch, add_inputs, add_out, add_size, add_speed, add_tokenizer, int_list, load_fast
+from vtok.cli.args import (
+    COUNT,
+    add_batch,
+    add_inputs,
+    add_out,
+    add_size,
+    add_speed,
+    add_tokenizer,
+    add_workers,
+    int_list,
+    load_fast,
+)
 from vtok.errors import VtokError
 
 
@@ -33,27 +44,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-tokens", type=COUNT, default=None, help="1D tokenizers: token budget per image")
     add_batch(p)
+    add_workers(p)
     add_speed(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from vtok.outputs import check_out_dir, check_out_file, is_token_file
+    from vtok.ranks import current_ranks
 
+    ranks = current_ranks()
     if args.shards is not None:
         if len(args.inputs) != 1 or args.size is None:
             raise VtokError("--shards encodes one data source (builtin or a folder) and needs --size")
         check_out_dir(args.out, [i for i in args.inputs if i != "builtin"], kind="shard folder")
     else:
+        if ranks.world > 1:
+            raise VtokError("a token file is written by one process; encode with --shards under accelerate launch")
         check_out_file(args.out, args.inputs, is_token_file, kind="token file")
+    args.device = ranks.device(args.device)
     tokenizer = load_fast(args.tokenizer, args)
     if args.shards is not None:
-        _write_shards(tokenizer, args)
+        _write_shards(tokenizer, args, ranks)
     else:
         _encode_images(tokenizer, args)
 
 
-def _write_shards(tokenizer, args: argparse.Namespace) -> None:
+def _write_shards(tokenizer, args: argparse.Namespace, ranks) -> None:
     from vtok.shards import write_shards
 
     index = write_shards(
@@ -65,32 +82,44 @@ def _write_shards(tokenizer, args: argparse.Namespace) -> None:
         not args.no_flip,
         args.batch_size,
         tokenizer_dir=args.tokenizer,
+        workers=args.workers,
+        precision=args.precision,
+        ranks=ranks,
     )
-    print(f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}")
+    if ranks.main:
+        print(f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}")
 
 
 def _encode_images(tokenizer, args: argparse.Namespace) -> None:
     import torch
 
     import vtok
-    from vtok.data import load_inputs
-    from vtok.pipeline import encode_batched
+    from vtok.fast import autocast
+    from vtok.pipeline import device_of
+    from vtok.streaming import command_inputs, image_batches, to_device
     from vtok.tokens import save_tokens
 
-    names, images = load_inputs(args.inputs, args.size)
+    files, strict = command_inputs(args.inputs)
     labels = None
     if args.labels is not None:  # checked before the work, not after it
         labels = torch.tensor(int_list(args.labels, "--labels"))
-        if len(labels) != len(names):
-            raise VtokError(f"--labels gives {len(labels)} labels for {len(names)} images")
+        if len(labels) > len(files):
+            raise VtokError(f"--labels gives {len(labels)} labels for {len(files)} images")
+    if args.target is not None and args.num_tokens is not None:
+        raise VtokError("give --target or --num-tokens, not both")
+    device = device_of(tokenizer)
+    # No bar for --target: its own checks (a 1D tokenizer) come with the first batch, on a clean line.
+    batches = image_batches(
+        files, strict, args.size, args.batch_size, args.workers, device, progress=args.target is None, desc="encode"
+    )
+    kept: list[int] = []  # the indices of the files encoded, in order: only ids and these accumulate
     if args.target is not None:
         from vtok.eval.adaptive import encode_adaptive
 
-        if args.num_tokens is not None:
-            raise VtokError("give --target or --num-tokens, not both")
-        parts = [
-            encode_adaptive(tokenizer, chunk, args.target, args.max_tokens) for chunk in images.split(args.batch_size)
-        ]
+        parts = []
+        for batch in batches:
+            parts.append(encode_adaptive(tokenizer, batch.images, args.target, args.max_tokens))
+            kept += batch.indices
         tokens = vtok.Tokens.cat([p.tokens for p in parts])
         met = torch.cat([p.met for p in parts])
         print(
@@ -98,8 +127,26 @@ def _encode_images(tokenizer, args: argparse.Namespace) -> None:
             f"{tokens.lengths.float().mean():.1f} tokens on average (range {int(tokens.lengths.min())}-{int(tokens.lengths.max())})"
         )
     else:
-        tokens = encode_batched(
-            tokenizer, images, args.batch_size, num_tokens=args.num_tokens or args.max_tokens, precision=args.precision
-        )
+        num_tokens = args.num_tokens or args.max_tokens
+        kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
+        parts = []
+        with torch.inference_mode():
+            for batch in batches:
+                with autocast(device, args.precision):
+                    parts.append(tokenizer.encode(to_device(batch.images, device), **kwargs).to("cpu"))
+                kept += batch.indices
+        tokens = vtok.Tokens.cat(parts)
+    if labels is not None:
+        labels = _labels_of(labels, kept, len(files))
+    names = [str(files[i]) for i in kept]
     save_tokens(args.out, tokens, tokenizer.fingerprint(), labels=labels, names=names)
     print(f"{len(names)} images -> {tokens.num_positions} positions x {tokens.ids.shape[2]} codes each -> {args.out}")
+
+
+def _labels_of(labels, kept: list[int], listed: int):
+    """One label per encoded image: given per listed file (those of skipped files dropped) or per readable image."""
+    if len(labels) == len(kept):
+        return labels
+    if len(labels) == listed:
+        return labels[kept]
+    raise VtokError(f"--labels gives {len(labels)} labels for {len(kept)} images")

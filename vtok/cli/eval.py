@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, int_list, require_tokenizer
+from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, add_workers, int_list, require_tokenizer
 from vtok.config import AT_LEAST_1, number_arg
 from vtok.errors import VtokError
 
@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_device(p)
     add_out(p, "report folder: results.json, results.md, grids")
     add_batch(p)
+    add_workers(p)
     p.set_defaults(func=run)
 
 
@@ -47,13 +48,17 @@ def run(args: argparse.Namespace) -> None:
     from vtok.eval.report import table, write_report
     from vtok.memory import check_memory, image_bytes
     from vtok.outputs import check_out_dir
+    from vtok.ranks import current_ranks
 
     if (args.tokenizer is None) == (args.recon is None):
         raise VtokError("give exactly one of --tokenizer DIR or --recon DIR")
     inputs = [p for p in (args.data, args.recon, args.tokenizer) if p and p != "builtin"]
     check_out_dir(args.out, inputs, kind="report")
     check_memory(image_bytes(args.batch_size, args.resolution), f"--resolution {args.resolution}", "lower it")
+    ranks = current_ranks()  # under accelerate launch: each rank scores its block, rank 0 merges and reports
+    args.device = ranks.device(args.device)
     tokenizer = require_tokenizer(vtok.load(args.tokenizer).eval(), args.tokenizer) if args.tokenizer else None
+    tokenizer = tokenizer.to(args.device) if tokenizer is not None else None
     out = Path(args.out)
     result = evaluate(
         args.metrics,
@@ -67,7 +72,11 @@ def run(args: argparse.Namespace) -> None:
         detail_dir=out / "detail_set",
         reference=args.reference,
         device=args.device,
+        workers=args.workers,
+        ranks=ranks,
     )
+    if not ranks.main:
+        return
     name = args.name or Path(args.tokenizer or args.recon).name
     write_report(result, out, name, {"tokenizer": args.tokenizer, "recon": args.recon})
     print(f"{name} on {args.data} at {args.resolution}px ({result.info.get('seconds')} s); report in {out}")

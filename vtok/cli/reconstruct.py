@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vtok.cli.args import add_batch, add_inputs, add_out, add_size, add_speed, add_tokenizer, load_fast, table
+from vtok.cli.args import (
+    add_batch,
+    add_inputs,
+    add_out,
+    add_size,
+    add_speed,
+    add_tokenizer,
+    add_workers,
+    load_fast,
+    table,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_out(p, "folder for side-by-side PNGs and psnr.json")
     add_size(p)
     add_batch(p)
+    add_workers(p)
     add_speed(p)
     p.set_defaults(func=run)
 
@@ -23,25 +34,36 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from vtok.cli.args import distinct_names
-    from vtok.data import load_inputs
     from vtok.eval.psnr import PSNR_PROTOCOL, psnr_per_image
+    from vtok.fast import autocast
     from vtok.images import save_image
     from vtok.io import atomic_path, dumps_json
     from vtok.outputs import check_out_dir
-    from vtok.pipeline import decode_batched, encode_batched
+    from vtok.pipeline import device_of
+    from vtok.streaming import command_inputs, image_batches, to_device
 
     check_out_dir(args.out, args.inputs, kind="reconstructions")
     tokenizer = load_fast(args.tokenizer, args)
-    names, images = load_inputs(args.inputs, args.size)
-    tokens = encode_batched(tokenizer, images, args.batch_size, precision=args.precision)
-    recon = decode_batched(tokenizer, tokens, args.batch_size, precision=args.precision)
-    values = psnr_per_image(images, recon)
+    files, strict = command_inputs(args.inputs)
+    device = device_of(tokenizer)
     out = Path(args.out)
-    rows = {}
-    for i, (name, key) in enumerate(zip(names, distinct_names(names))):
-        save_image(torch.cat([images[i], recon[i]], dim=-1), out / f"{i:06d}_{Path(name).stem}.png")
-        rows[key] = float(values[i])
-    rows["mean"] = float(values.mean())
+    rows, scores, done = {}, [], 0
+    keys = distinct_names(files)  # a row per input, where base names repeat across folders
+    # Batch by batch: the side-by-side PNGs are written as the images stream, so memory does not grow with them.
+    for batch in image_batches(files, strict, args.size, args.batch_size, args.workers, device, desc="reconstruct"):
+        with torch.inference_mode(), autocast(device, args.precision):
+            tokens = tokenizer.encode(to_device(batch.images, device))
+            tokens.check_range()
+            recon = tokenizer.decode(tokens).float().cpu()
+        images = batch.images.cpu()
+        values = psnr_per_image(images, recon)
+        scores.append(values)
+        for j, index in enumerate(batch.indices):
+            name = files[index]
+            save_image(torch.cat([images[j], recon[j]], dim=-1), out / f"{done:06d}_{Path(name).stem}.png")
+            rows[keys[index]] = float(values[j])
+            done += 1
+    rows["mean"] = float(torch.cat(scores).mean())  # over every image, as names may repeat across folders
     with atomic_path(out / "psnr.json") as tmp:
         tmp.write_text(dumps_json({"psnr_db": rows, "protocol": PSNR_PROTOCOL}, indent=2))
     print("PSNR (dB), original | reconstruction PNGs in", out)
