@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     device = device_of(tokenizer)
     out = Path(args.out)
     rows, scores, done = {}, [], 0
-    keys = distinct_names(files)  # a row per input, where base names repeat across folders
+    keys = distinct_names([str(f) for f in files])  # a row per input, where base names repeat across folders
     # Batch by batch: the side-by-side PNGs are written as the images stream, so memory does not grow with them.
     for batch in image_batches(files, strict, args.size, args.batch_size, args.workers, device, desc="reconstruct"):
         with torch.inference_mode(), autocast(device, args.precision):
