@@ -166,7 +166,7 @@ def test_directly_built_module_round_trips(index, tmp_path):
     assert module.spec == resolve_component(cls.registry_kind, module.spec, cls.registry_kind)
     with torch.no_grad():  # weights no fresh build could draw: equal after loading only if they were loaded
         for i, p in enumerate(module.parameters()):
-            p.add_(0.01 * (i + 1))
+            p.add_(0.01 * (i % 16 + 1))  # bounded, so a deep stack's outputs stay finite (NaN equals nothing)
     module.save_pretrained(tmp_path / "saved")
     config = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert config["kind"] == cls.registry_kind and config["model"] == module.spec
