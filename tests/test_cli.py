@@ -141,3 +141,16 @@ def test_integer_lists_and_adaptive_targets_fail_in_one_line(tok_dir, image_dir,
         capsys,
         ["encode", "--tokenizer", str(tok_dir), str(image_dir), "--size", "32", "--target", "psnr=20", "--out", out],
     )
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly():
+    """`vtok presets | head`: the pipe closes before vtok writes; no error line, SIGPIPE's status."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vtok.cli", "presets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before vtok has imported, so its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err

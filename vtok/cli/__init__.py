@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from vtok import __version__
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except VtokError as err:
         print(f"vtok: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`vtok presets | head`): stop quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when stdout is flushed
+        return 141
     except OSError as err:  # disk full, read-only or vanished paths met while writing: one line naming the path
         from vtok.outputs import os_error_line
 
