@@ -109,3 +109,10 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"vtok {vtok.__version__}" == f"vtok {version('vtok')}"
+
+
+def test_a_run_may_be_named_after_the_preset_it_trains(tmp_path, monkeypatch):
+    """`vtok train vq_tiny --out vq_tiny`: the name is not a path beside the run, so nothing is "inside" it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "vq_tiny", "train.steps=1", "train.save_every=1", "--out", "vq_tiny"]) == 0
+    assert (tmp_path / "vq_tiny" / "final" / "config.json").is_file()

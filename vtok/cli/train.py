@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from vtok.cli.args import add_out, add_overrides
 from vtok.errors import VtokError
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> None:
 
     cfg = vtok.load_config(args.config, args.overrides, args.overlay)
     data = [cfg["data"]["source"]] if cfg["data"].get("source") not in (None, "builtin") else []
-    check_out_dir(args.out, [args.config, *args.overlay, *data], kind="run folder")
+    # A preset given by name is read from the package, not from a path beside the run: only files are inputs.
+    files = [c for c in (args.config, *args.overlay) if Path(c).exists()]
+    check_out_dir(args.out, [*files, *data], kind="run folder")
     name = cfg["model"]["name"]
     trainer = getattr(lookup("model", name), "trained_by", None)  # the model class names its trainer
     if trainer is None:
