@@ -40,6 +40,17 @@ def _data(model: GPT, n: int = 6, seed: int = 0):
     return ids, labels, lengths
 
 
+def memorise(model: GPT, ids: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> float:
+    """Train ``model`` on one batch of ``ids`` (B, L, C) per ``labels`` (B,) until it knows them; the last loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss, _ = model(ids, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_every_layout_trains_and_samples_inside_the_codebook(layout):
     model = _model(layout)
@@ -99,13 +110,7 @@ def test_a_tiny_model_overfits_a_tiny_token_set():
     )
     ids = torch.randint(0, 16, (4, 9, 1), generator=torch.Generator().manual_seed(1))
     labels = torch.arange(4)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        loss, _ = model(ids, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.05
+    assert memorise(model, ids, labels) < 0.05
     samples = generate(model, labels, sampling=SamplingConfig(seed=0, top_k=1))
     assert torch.equal(samples.ids, ids)
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.siglip_layout import rand_siglip_vision
 from tests.taming_cnn import block, decoder, randattn, randconv, randlin, randnorm, randres
 from vtok.cli import main
 from vtok.config import build_component
@@ -47,20 +48,7 @@ def _proj(s, name, cin, cout):
 def dualtoken_state():
     torch.manual_seed(0)
     s = {}
-    randconv(s, f"{V}.embeddings.patch_embedding", 3, W, PATCH)
-    s[f"{V}.embeddings.position_embedding.weight"] = torch.randn(SIDE * SIDE, W) * 0.1
-    for i in range(DEPTH):
-        b = f"{V}.encoder.layers.{i}"
-        randnorm(s, f"{b}.layer_norm1", W), randnorm(s, f"{b}.layer_norm2", W)
-        for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            randlin(s, f"{b}.self_attn.{p}", W, W)
-        randlin(s, f"{b}.mlp.fc1", W, MLP), randlin(s, f"{b}.mlp.fc2", MLP, W)
-    randnorm(s, f"{V}.post_layernorm", W)
-    s[f"{V}.head.probe"] = torch.randn(1, 1, W)
-    s[f"{V}.head.attention.in_proj_weight"] = torch.randn(3 * W, W) / W**0.5
-    s[f"{V}.head.attention.in_proj_bias"] = torch.randn(3 * W) * 0.05
-    randlin(s, f"{V}.head.attention.out_proj", W, W), randnorm(s, f"{V}.head.layernorm", W)
-    randlin(s, f"{V}.head.mlp.fc1", W, MLP), randlin(s, f"{V}.head.mlp.fc2", MLP, W)
+    rand_siglip_vision(s, V, W, DEPTH, MLP, PATCH, SIDE)
     randlin(s, "siglip_model.text_model.head", W, W)  # the text tower: dropped
     s["siglip_model.logit_scale"], s["siglip_model.logit_bias"] = torch.ones(1), torch.zeros(1)
     for name in ("prequant_sem", "prequant_pix", "prequant_shortcut"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tests.siglip_layout import rand_siglip_vision
 from tests.taming_cnn import randconv, randlin, randnorm
 
 CLIP_SHIFT = torch.tensor([0.48145466, 0.4578275, 0.40821073])
@@ -51,21 +52,7 @@ def _lin(x, s, name):
 
 def siglip_state(s: dict[str, torch.Tensor], grid: int) -> None:
     """transformers' SiglipVisionModel keys under ``encoder_vqkd.vision_model`` (pooling head included)."""
-    v = "encoder_vqkd.vision_model"
-    randconv(s, f"{v}.embeddings.patch_embedding", 3, SW, SPATCH)
-    s[f"{v}.embeddings.position_embedding.weight"] = torch.randn(grid * grid, SW) * 0.1
-    for i in range(SDEPTH):
-        b = f"{v}.encoder.layers.{i}"
-        randnorm(s, f"{b}.layer_norm1", SW), randnorm(s, f"{b}.layer_norm2", SW)
-        for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            randlin(s, f"{b}.self_attn.{p}", SW, SW)
-        randlin(s, f"{b}.mlp.fc1", SW, SMLP), randlin(s, f"{b}.mlp.fc2", SMLP, SW)
-    randnorm(s, f"{v}.post_layernorm", SW)
-    s[f"{v}.head.probe"] = torch.randn(1, 1, SW)
-    s[f"{v}.head.attention.in_proj_weight"] = torch.randn(3 * SW, SW) / SW**0.5
-    s[f"{v}.head.attention.in_proj_bias"] = torch.randn(3 * SW) * 0.05
-    randlin(s, f"{v}.head.attention.out_proj", SW, SW), randnorm(s, f"{v}.head.layernorm", SW)
-    randlin(s, f"{v}.head.mlp.fc1", SW, SMLP), randlin(s, f"{v}.head.mlp.fc2", SMLP, SW)
+    rand_siglip_vision(s, "encoder_vqkd.vision_model", SW, SDEPTH, SMLP, SPATCH, grid)
     s["scaling_layer.shift"], s["scaling_layer.scale"] = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.5)
 
 
