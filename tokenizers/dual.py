@@ -15,9 +15,7 @@ the checkpoint; its name and weights hash are (see :mod:`vtok.tokenizers.teacher
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +28,7 @@ from vtok.interfaces import Quantizer, QuantizerOutput
 from vtok.nets.vqgan import ResnetBlock
 from vtok.registry import register
 from vtok.tokenizers.grid import GridTokenizer
+from vtok.tokenizers.teachers import FrozenTeacherHolder
 from vtok.tokens import Tokens
 
 
@@ -53,7 +52,7 @@ def _adapter(cin: int, width: int, cout: int, blocks: int) -> nn.Sequential:
 
 
 @register("model", "dual")
-class DualTokenizer(GridTokenizer):
+class DualTokenizer(FrozenTeacherHolder, GridTokenizer):
     """Semantic + pixel tokens on one 2D grid (see the module docstring)."""
 
     @dataclass
@@ -73,9 +72,7 @@ class DualTokenizer(GridTokenizer):
             raise VtokError(f"model.semantic_dropout must be in [0, 1), got {cfg.semantic_dropout}")
         super().__init__(cfg)
         teacher = build_component("teacher", cfg.teacher, "model.teacher")
-        # Kept out of the module tree: the teacher's weights come from its source, not from our checkpoint.
-        object.__setattr__(self, "teacher", teacher)
-        self.teacher_spec = {**teacher.spec, "weights_sha256": teacher.sha256}
+        self.attach_teacher(teacher)
         self.semantic_dim = dual_dims(self.quantizer)[0]
         self.semantic_in = _adapter(teacher.channels, cfg.adapter_width, self.semantic_dim, cfg.adapter_blocks)
         self.semantic_out = _adapter(self.semantic_dim, cfg.adapter_width, teacher.channels, cfg.adapter_blocks)
@@ -86,17 +83,6 @@ class DualTokenizer(GridTokenizer):
     def pixel_code_dim(self) -> int:
         """Channels of the pixel encoder's latents: the quantizer's pixel half."""
         return dual_dims(self.quantizer)[1]
-
-    # The saved config records the teacher's weights hash, so a reload checks it.
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self._spec
-
-    @spec.setter
-    def spec(self, value: dict[str, Any]) -> None:
-        value = copy.deepcopy(value)
-        value["teacher"] = self.teacher_spec
-        object.__setattr__(self, "_spec", value)
 
     def teacher_features(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] -> (B, C_t, h, w): the frozen teacher's features on the token grid."""

@@ -11,8 +11,10 @@ with a different teacher silently.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +142,9 @@ class OpenClipTeacher(Teacher):
         try:
             import open_clip
         except ImportError:
-            raise VtokError("the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)") from None
+            raise VtokError(
+                "the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)"
+            ) from None
         try:
             model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size)
         except Exception as err:  # hub unreachable, unknown tag: one line, no traceback
@@ -164,3 +168,31 @@ class OpenClipTeacher(Teacher):
         tokens = tokens @ self.net.proj  # (B, N, C)
         side = int(tokens.shape[1] ** 0.5)
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+
+class FrozenTeacherHolder:
+    """Mixin for a tokenizer that trains towards a frozen teacher it does not own.
+
+    The teacher is kept out of the module tree (its weights come from its source, never from the
+    tokenizer's checkpoint), and the saved config records the teacher's name and weights hash, so a
+    reload checks that it gets the same teacher back.
+    """
+
+    teacher: Teacher | None
+    teacher_spec: dict[str, Any] | None
+
+    def attach_teacher(self, teacher: Teacher | None) -> None:
+        """Hold ``teacher`` (or none) outside ``state_dict`` and remember its spec for the saved config."""
+        object.__setattr__(self, "teacher", teacher)
+        self.teacher_spec = None if teacher is None else {**teacher.spec, "weights_sha256": teacher.sha256}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: dict[str, Any]) -> None:
+        value = copy.deepcopy(value)
+        if self.teacher_spec is not None:
+            value["teacher"] = self.teacher_spec
+        object.__setattr__(self, "_spec", value)

@@ -8,9 +8,7 @@ offline-trainable dual-codebook design, with a frozen teacher and conv adapters,
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +20,7 @@ from vtok.errors import VtokError
 from vtok.interfaces import QuantizerOutput
 from vtok.registry import register
 from vtok.tokenizers.grid import GridTokenizer, check_images
+from vtok.tokenizers.teachers import FrozenTeacherHolder
 from vtok.tokens import Tokens
 
 
@@ -31,7 +30,7 @@ def _task_layer(cin: int, cout: int) -> nn.Sequential:
 
 
 @register("model", "tokenflow")
-class TokenFlowTokenizer(GridTokenizer):
+class TokenFlowTokenizer(FrozenTeacherHolder, GridTokenizer):
     """TokenFlow as published (ByteFlow-AI/TokenFlow): a trained semantic encoder, one shared id, two decoders.
 
     images -> semantic encoder (a ViT, trained with the rest, so in the checkpoint) -> task layer
@@ -79,24 +78,12 @@ class TokenFlowTokenizer(GridTokenizer):
                 f"model.semantic_decoder.out_channels ({self.semantic_decoder.out_channels}) must equal the "
                 f"teacher's channels ({teacher.channels})"
             )
-        object.__setattr__(self, "teacher", teacher)  # frozen, from its source: not in the module tree
-        self.teacher_spec = {**teacher.spec, "weights_sha256": teacher.sha256} if teacher is not None else None
+        self.attach_teacher(teacher)
         self.semantic_weight = cfg.semantic_weight
         self.pixel_size = cfg.pixel_size
         self.image_size = getattr(self.semantic_encoder, "image_size", None)
         if cfg.pixel_size is not None and self.image_size is None:
             raise VtokError("model.pixel_size needs a semantic encoder with an image_size (the decoded images' size)")
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self._spec
-
-    @spec.setter
-    def spec(self, value: dict[str, Any]) -> None:
-        value = copy.deepcopy(value)
-        if self.teacher_spec is not None:  # the saved config records the teacher's weights hash
-            value["teacher"] = self.teacher_spec
-        object.__setattr__(self, "_spec", value)
 
     @property
     def pixel_code_dim(self) -> int:
