@@ -124,6 +124,7 @@ TRAIN = [str(TINY), "train.steps=2", "train.batch_size=2", "data.image_size=32",
 ENC = ["encode", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
 DEC = ["decode", "{w}/tokens.safetensors", "--tokenizer", "{w}/tok"]
 REC = ["reconstruct", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
+BENCH = ["bench", "--tokenizer", "{w}/tok", "--resolution", "32", "--metrics", "psnr"]
 GEN = ["generate", "--model", "{w}/tok", "--tokenizer", "{w}/tok", "--out", "{w}/g.png"]
 
 # id -> (argv with {w} for the world, setup(monkeypatch) or None, words the error line must contain)
@@ -287,6 +288,20 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"], None, "already a vtok model"
     ),
     "convert-zip-bomb": (["convert", "--from", "llamagen-vq", "{w}/bomb.pt", "--out", "{w}/c"], None, "zip bomb"),
+    # --- vtok bench
+    "bench-out-is-a-file": ([*BENCH, "--out", "{w}/notes.txt"], None, "is a file"),
+    "bench-out-is-a-user-folder": ([*BENCH, "--out", "{w}/photos"], None, "not a leaderboard"),
+    "bench-no-such-data": ([*BENCH, "--data", "{w}/nowhere", "--out", "{w}/b"], None, "does not exist"),
+    "bench-unknown-metric": ([*BENCH[:-1], "psnr,sharpness", "--out", "{w}/b"], None, "unknown metric"),
+    "bench-names-miscounted": ([*BENCH, "--name", "a", "--name", "b", "--out", "{w}/b"], None, "--name"),
+    "bench-tokenizer-is-a-gpt": (["bench", "--tokenizer", "{w}/gpt", "--out", "{w}/b"], None, "not a tokenizer"),
+    "bench-zero-tokens": ([*BENCH, "--tokens", "0", "--out", "{w}/b"], None, "--tokens"),
+    "bench-reference-ae-hub-id-offline": (
+        [*BENCH, "--reference-ae", "nobody/no-such-vae", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+    ),
+    "bench-reference-ae-is-a-vtok-model": (
+        [*BENCH, "--reference-ae", "{w}/tok", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+    ),
 }
 
 
