@@ -7,6 +7,8 @@ tokenizer at that downsampling approaches.
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,15 @@ def load_autoencoder_kl(source: str, device: str = "cpu") -> Any:
     if Path(source).exists() and not (Path(source) / "config.json").is_file():
         raise VtokError(f"--reference-ae {source} holds no config.json of a diffusers AutoencoderKL")
     try:
-        model = AutoencoderKL.from_pretrained(source)
+        with warnings.catch_warnings():  # the Hub client's deprecation notes are noise before a one-line error
+            warnings.simplefilter("ignore")
+            model = AutoencoderKL.from_pretrained(source)
     except Exception as err:  # diffusers raises OSError, ValueError, EnvironmentError, HF errors: all one line here
         text = str(err).strip().splitlines()
-        raise VtokError(
-            f"--reference-ae {source}: cannot load an AutoencoderKL ({one_line(text[0] if text else type(err).__name__)})"
-        ) from None
+        why = one_line(text[0] if text else type(err).__name__)
+        if not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            why = f"no such folder, and the Hub is offline (HF_HUB_OFFLINE) with no cached copy: {why}"
+        raise VtokError(f"--reference-ae {source}: cannot load an AutoencoderKL ({why})") from None
     return model.to(device).eval()
 
 
