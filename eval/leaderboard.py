@@ -48,7 +48,8 @@ CODEC_PROTOCOL = {
     "a position; codecs: what they spent (JPEG/WebP: mean file bytes x 8)",
     "classic_vq": f"k-means (scikit-learn, k-means++) of raw RGB patches, fitted on {FIT_IMAGES} images of the "
     f"built-in training stream ({FIT_DATA}); a grid tokenizer's own patch, codebook and depth where its codes "
-    "share one codebook of at most 1024, else the smallest patch with whole bits per patch",
+    "share one codebook of at most 1024, else the patch with whole bits nearest to 8-20 bits a patch, residual "
+    "levels of at most 10 bits",
     "jpeg/webp": "PIL, each image at the highest quality whose file fits the tokenizer's bytes (quality 1 where "
     "none does: then the row spends more than the tokenizer)",
 }

@@ -149,9 +149,10 @@ def classic_layout(bits: float, size: int, native: dict[str, Any] | None = None)
 
     A single-scale grid tokenizer whose codes share one codebook size (at most 2^10) gives its
     own layout (patch = its downsampling, K, depth = codes per position), so classic VQ codes
-    exactly the same positions. Otherwise: the smallest power-of-two patch (at least 4) where
-    each patch gets a whole number of bits, at least 4, split into as few levels of at most
-    10 bits as divide it evenly; where no patch divides the bits, the nearest whole number of
+    exactly the same positions. Otherwise the power-of-two patch (at least 4 pixels) that gets a
+    whole number of bits, nearest to 8-20 bits a patch (where k-means of raw patches codes best
+    for its size), split into as few levels of at most 10 bits as divide it evenly, with at least
+    4 fitting patches per centroid. Where no patch divides the bits, the nearest whole number of
     bits per 16-pixel patch (the row then states its own, slightly different, bits).
     """
     if native and native.get("grid") and not native.get("multi_scale"):
@@ -159,14 +160,21 @@ def classic_layout(bits: float, size: int, native: dict[str, Any] | None = None)
         h, w = native["grid"]
         if len(set(sizes)) == 1 and sizes[0] <= 2**MAX_LEVEL_BITS and h == w and size % h == 0:
             return size // h, sizes[0], len(sizes)
+    candidates = []
     patch = 4
     while patch <= size:
-        per_patch = bits / (size // patch) ** 2
-        if size % patch == 0 and per_patch >= 4 and abs(per_patch - round(per_patch)) < 1e-6:
-            levels = _levels(round(per_patch))
-            if levels is not None:
-                return patch, 2 ** (round(per_patch) // levels), levels
+        positions = (size // patch) ** 2
+        per_patch = bits / positions
+        whole = round(per_patch)
+        if size % patch == 0 and whole >= 4 and abs(per_patch - whole) < 1e-6:
+            levels = _levels(whole)
+            if levels is not None and positions * FIT_IMAGES >= 4 * 2 ** (whole // levels):
+                distance = max(0, 8 - whole, whole - 20)
+                candidates.append((distance, patch, 2 ** (whole // levels), levels))
         patch *= 2
+    if candidates:
+        _, patch, k, levels = min(candidates)
+        return patch, k, levels
     patch = min(16, size)
     per_patch = max(4, round(bits / (size // patch) ** 2))
     levels = math.ceil(per_patch / MAX_LEVEL_BITS)
