@@ -107,7 +107,7 @@ class GemmaPageReader(PageReader):
 
     @dataclass
     class Config:
-        device: str = "cpu"
+        device: str = "cpu"  # where Gemma runs (it needs about 24 GB in bf16)
 
     def __init__(self, cfg: Config | None = None):
         cfg = cfg or self.Config()
@@ -239,7 +239,7 @@ class _PageErrorRate(Metric):
         for column, (edits, length) in self.sums.items():
             # An empty reference: VTBench reports 0; vtok says NaN so an unread page cannot look perfect.
             out[column] = edits / length if length else float("nan")
-        out["pages"] = self.pages
+        out["pages"] = float(self.pages)
         return out
 
     def protocol(self) -> dict[str, Any]:

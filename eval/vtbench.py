@@ -81,11 +81,11 @@ def _task_of(root: Path) -> str | None:
 
 
 def _folder_items(base: Path) -> list[SetItem]:
+    parquet = sorted(base.rglob("*.parquet"))
+    if parquet:
+        return _parquet_items(parquet)
     files = list_images(base)
     if not files:
-        parquet = sorted(base.rglob("*.parquet"))
-        if parquet:
-            return _parquet_items(parquet)
         raise VtokError(f"no images in {base}")
     return [SetItem(str(f.relative_to(base)), load_image(f)) for f in files]
 
