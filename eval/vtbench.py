@@ -199,6 +199,7 @@ def run_vtbench(result: Any, names: list[str], run: Any, fit: str | None, build_
     refused: dict[str, str] = {}
     per_image: list[dict[str, Any]] = []
     scored = 0
+    shown: list[tuple[torch.Tensor, torch.Tensor]] = []
     for item in tqdm(source.items, desc=run.data if len(run.data) < 30 else "images", disable=not run.progress):
         fed = prepare(item.image, fit, side, factor)
         size = f"{fed.height}x{fed.width}"  # height x width, as the tokenizers' own messages say
@@ -226,9 +227,11 @@ def run_vtbench(result: Any, names: list[str], run: Any, fit: str | None, build_
             else:
                 metric.update(x, y)
         per_image.append({"image": item.name, "size": size, "PSNR": round(float(psnr_per_image(x, y)[0]), 3)})
-        if result.grid is None and fed.size == (side, side) and fit != "tiles":
-            result.grid = (x, y)
+        if len(shown) < 8 and (not shown or shown[0][0].shape == x.shape):
+            shown.append((x, y))  # the report's grid: the first images of the first image's size
         scored += 1
+    if shown:
+        result.grid = (torch.cat([a for a, _ in shown]), torch.cat([b for _, b in shown]))
     result.info.update(
         data=run.data, set=source.description, fit=fit, images=scored, refused=refused, per_image=per_image,
         feed={"crop": f"cover {side}x{side}, centre crop", "native": "as is", "grid": f"centre-cropped to multiples of {factor}",
