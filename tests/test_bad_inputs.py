@@ -38,6 +38,18 @@ from vtok.cli import main
 from vtok.tokens import load_tokens, save_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _vtbench_parquet_no_pyarrow(monkeypatch, world: Path) -> None:
+    """VTBench's Hugging Face files as downloaded, on a machine without pyarrow."""
+    import sys
+
+    (world / "task3-movie-posters").mkdir()
+    (world / "task3-movie-posters" / "test-00000-of-00001.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+
+
 TINY = ROOT / "configs" / "tokenizer" / "vq_tiny.yaml"
 
 
@@ -272,6 +284,21 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "train-empty-betas": (["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"], None, "train.betas"),  # found by the fuzz run
     "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
     "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
+    "eval-unknown-vtbench-set": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "vtbench-nope", "--metrics", "psnr", "--out", "{w}/e"],
+        None,
+        "unknown VTBench set",
+    ),
+    "eval-unknown-fit": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "vtbench-detail", "--fit", "stretch", "--out", "{w}/e"],
+        None,
+        "--fit",
+    ),
+    "eval-vtbench-parquet-without-pyarrow": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "{w}/task3-movie-posters", "--metrics", "cer", "--out", "{w}/e"],
+        _vtbench_parquet_no_pyarrow,
+        "pyarrow",
+    ),
     "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
     "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
     "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
