@@ -36,7 +36,7 @@ from vtok.eval.leaderboard_methods import (
     tokenizer_methods,
 )
 from vtok.eval.report import summary_columns
-from vtok.images import save_image
+from vtok.images import pil_to_tensor, save_image
 from vtok.interfaces import Tokenizer
 from vtok.io import atomic_path, dumps_json
 from vtok.streaming import ImageFiles
@@ -59,7 +59,7 @@ CODEC_PROTOCOL = {
 class Bench:
     """What every row of one leaderboard shares."""
 
-    metrics: list[str]
+    metrics: list[str] | None  # None: each set's :func:`default_metrics`
     resolution: int
     out: Path
     batch_size: int = 16
@@ -90,14 +90,34 @@ class _Capture:
         return recon
 
 
-def _probe(data: str, resolution: int) -> torch.Tensor:
-    """The set's first image as the methods will see it: (1, 3, S, S) in [-1, 1]."""
+def probe(data: str, resolution: int) -> torch.Tensor:
+    """What the rates are counted on: (1, 3, R, R) in [-1, 1], the set's first image as the image metrics see it
+    (VTBench's sets: its R x R centre crop, the size of a tile; their other sizes are checked as they are fed)."""
+    from vtok.eval.vtbench import is_vtbench_data, load_source
+    from vtok.eval.vtbench_sets import cover_crop
+
+    if is_vtbench_data(data):
+        return pil_to_tensor(cover_crop(load_source(data, resolution).items[0].image, resolution, resolution))[None]
     items = _image_items(data, resolution)
     return ImageFiles([items[0][1]], resolution, strict=True).load(0)[None]
 
 
+def default_metrics(data: str) -> list[str]:
+    """The metrics a set is scored on when none are given: the image metrics, and whole-image OCR CER/WER
+    (instead of rFID, which a handful of pages cannot estimate) on VTBench's text sets."""
+    from vtok.eval.vtbench_sets import TEXT_SETS, set_key
+
+    if set_key(data) in TEXT_SETS:
+        return ["psnr", "ssim", "lpips", "cer", "wer"]
+    return ["psnr", "ssim", "lpips", "rfid"]
+
+
+def set_metrics(data: str, bench: Bench) -> list[str]:
+    return bench.metrics if bench.metrics is not None else default_metrics(data)
+
+
 def _cache_key(method: Method, data: str, bench: Bench) -> str:
-    text = f"{method.key}|{data}|{bench.resolution}|{','.join(bench.metrics)}"
+    text = f"{method.key}|{data}|{bench.resolution}|{','.join(set_metrics(data, bench))}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -120,7 +140,7 @@ def score(method: Method, data: str, bench: Bench) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = evaluate(
-            bench.metrics,
+            set_metrics(data, bench),
             data,
             reconstruct=capture,
             resolution=bench.resolution,
@@ -139,6 +159,11 @@ def score(method: Method, data: str, bench: Bench) -> dict[str, Any]:
         row["at_floor"] = method.reconstruct.at_floor()
     row["scores"] = summary_columns(result)
     row["skipped"] = result.skipped
+    if result.info.get("refused"):  # VTBench's sets: sizes this method could not take, with the reason
+        row["refused"] = result.info["refused"]
+        if not row["scores"]:
+            size, why = next(iter(result.info["refused"].items()))
+            row["reason"] = f"cannot take {size} images: {why}"
     row["protocols"] = result.protocols
     row["images"] = result.info.get("images")
     row["seconds"] = round(time.perf_counter() - started, 1)
@@ -177,8 +202,8 @@ def set_methods(
 ) -> list[Method]:
     """Every row of one set: the tokenizers, then classic VQ, JPEG and WebP at each tokenizer rate, then the
     reference. ``tokenizers``: (name, model, fingerprint)."""
-    probe = _probe(data, bench.resolution)
-    methods = [m for name, tok, fp in tokenizers for m in tokenizer_methods(name, tok, fp, probe, budgets)]
+    first = probe(data, bench.resolution)
+    methods = [m for name, tok, fp in tokenizers for m in tokenizer_methods(name, tok, fp, first, budgets)]
     rates = codec_rates(methods)
     for bits, layout, names in rates:
         tag = f"@ {names[0]}"
@@ -187,7 +212,7 @@ def set_methods(
         methods.append(m)
     for fmt in ("JPEG", "WEBP"):
         for bits, _, names in rates:
-            m = codec_method(fmt, bits, f"@ {names[0]}")
+            m = codec_method(fmt, bits, bench.resolution, f"@ {names[0]}")
             m.info["rate_of"] = list(names)
             methods.append(m)
     return methods + ([reference] if reference is not None else [])
@@ -211,12 +236,12 @@ def run_leaderboard(
     from vtok.eval.leaderboard_html import write_html
     from vtok.eval.leaderboard_plot import write_plot
 
-    bench.metrics = parse_metrics(bench.metrics)
+    bench.metrics = parse_metrics(bench.metrics) if bench.metrics is not None else None
     classic = ClassicVQCache()
     plan = [(data, set_methods(tokenizers, data, bench, budgets, classic, reference)) for data in sets]
     bar = tqdm(total=sum(len(m) for _, m in plan), desc="methods", disable=not bench.progress)
     report: dict[str, Any] = {
-        "setting": {"resolution": bench.resolution, "metrics": bench.metrics, "sets": sets},
+        "setting": {"resolution": bench.resolution, "sets": sets},
         "protocol": CODEC_PROTOCOL,
         "sets": {},
     }
@@ -233,7 +258,7 @@ def run_leaderboard(
                 if row.get("at_floor"):
                     floors[method.curve] = row
             bar.update()
-        report["sets"][data] = _set_summary(rows)
+        report["sets"][data] = {"metrics": set_metrics(data, bench), **_set_summary(rows)}
     bar.close()
     write_outputs(report, bench.out)
     write_plot(report, bench.out / "rate_distortion.png")
@@ -242,7 +267,7 @@ def run_leaderboard(
 
 
 def _set_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    scored = [r for r in rows if "scores" in r]
+    scored = [r for r in rows if r.get("scores")]
     skipped: dict[str, str] = {}
     protocols: dict[str, Any] = {}
     for r in scored:
@@ -272,14 +297,20 @@ def _cell(value: Any) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """``leaderboard.md``: a table per set (rows in the order scored; a row that could not run gives its reason)."""
     s = report["setting"]
-    lines = ["# vtok bench", "", f"Resolution {s['resolution']} px; metrics: {', '.join(s['metrics'])}.", ""]
+    lines = [
+        "# vtok bench",
+        "",
+        f"Resolution {s['resolution']} px: bits per image are per {s['resolution']} x "
+        f"{s['resolution']} pixels (an image of another size, or a tile, spends them per that area).",
+        "",
+    ]
     for data, summary in report["sets"].items():
         cols = columns(summary)
-        lines += [f"## {data} ({summary['images']} images)", ""]
+        lines += [f"## {data} ({summary['images']} images; {', '.join(summary['metrics'])})", ""]
         lines += ["| method | bits/image | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for r in summary["rows"]:
             bits = _cell(round(r["bits"])) if r.get("bits") is not None else "continuous"
-            if "reason" in r:
+            if "reason" in r and not r.get("scores"):
                 cells = [f"not scored: {r['reason']}"] + [""] * (len(cols) - 1)
             else:
                 sc = r["scores"]
@@ -289,6 +320,9 @@ def markdown(report: dict[str, Any]) -> str:
         for metric, reason in summary["skipped"].items():
             lines.append(f"- {_HEADERS.get(metric, metric)} unavailable: {reason}")
         for r in summary["rows"]:
+            if r.get("scores"):
+                for size, why in r.get("refused", {}).items():
+                    lines.append(f"- {r['method']} left out its {size} images: {why}")
             if r.get("at_floor"):
                 lines.append(
                     f"- {r['method']}: every image at quality 1, its smallest file ({r['bits']:.0f} bits on average, "

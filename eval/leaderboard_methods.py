@@ -210,8 +210,8 @@ def classic_vq_method(bits: float, size: int, native: dict[str, Any] | None, cac
     spent = (size // patch) ** 2 * depth * math.log2(k)
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] != images.shape[-2] or images.shape[-1] % patch:
-            raise VtokError(f"classic VQ codes square images in {patch}-pixel patches, got {_shape(images)}")
+        if images.shape[-1] % patch or images.shape[-2] % patch:
+            raise VtokError(f"classic VQ codes whole {patch}-pixel patches, got {_shape(images)}")
         return cache.get(patch, k, depth, size).reconstruct(images.cpu())
 
     return Method(
@@ -229,30 +229,36 @@ def classic_vq_method(bits: float, size: int, native: dict[str, Any] | None, cac
 
 
 class AtBytes:
-    """``fmt`` (JPEG or WEBP) at the highest quality whose file fits ``budget`` bytes (quality 1 where none
-    does), keeping the bytes and qualities it spent so the row states its true rate."""
+    """``fmt`` (JPEG or WEBP) at the highest quality whose file fits ``budget`` bytes per ``side`` x ``side``
+    pixels (quality 1 where none does), keeping the bytes and qualities it spent so the row states its true
+    rate. An image of another size gets the budget of its area, as a tokenizer spends its bits per area."""
 
-    def __init__(self, fmt: str, budget: float):
-        self.fmt, self.budget = fmt, budget
-        self.sizes: list[float] = []
+    def __init__(self, fmt: str, budget: float, side: int):
+        self.fmt, self.budget, self.side = fmt, budget, side
+        self.spent = 0.0  # bytes
+        self.pixels = 0
         self.qualities: list[int] = []
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        recon, mean_bytes, qualities = codec_at_bytes(images.cpu(), self.budget, self.fmt)
-        self.sizes += [mean_bytes] * len(qualities)
+        area = images.shape[-1] * images.shape[-2]
+        recon, mean_bytes, qualities = codec_at_bytes(images.cpu(), self.budget * area / self.side**2, self.fmt)
+        self.spent += mean_bytes * len(qualities)
+        self.pixels += area * len(qualities)
         self.qualities += qualities
         return recon
 
     def spent_bits(self) -> float:
-        return 8 * sum(self.sizes) / max(1, len(self.sizes))
+        """Mean bits per ``side`` x ``side`` pixels."""
+        return 8 * self.spent / max(1, self.pixels) * self.side**2
 
     def at_floor(self) -> bool:
         """Every image at quality 1: the format's smallest files, so any lower budget gives the same row."""
         return bool(self.qualities) and all(q == 1 for q in self.qualities)
 
 
-def codec_method(fmt: str, bits: float, tag: str) -> Method:
-    codec = AtBytes(fmt, bits / 8)
+def codec_method(fmt: str, bits: float, side: int, tag: str) -> Method:
+    """``fmt`` at ``bits`` per ``side`` x ``side`` image."""
+    codec = AtBytes(fmt, bits / 8, side)
     name = fmt.lower()
     return Method(f"{name} {tag}", "codec", name, codec, bits, key=f"{name} bytes={bits / 8:.3f}", info={})
 

@@ -112,3 +112,20 @@ def test_bench_writes_every_output_and_agrees_with_vtok_eval(models, tmp_path, c
     assert main(argv) == 0
     again = json.loads((out / "leaderboard.json").read_text())
     assert [r["seconds"] for r in again["sets"]["builtin"]["rows"]] == [r["seconds"] for r in rows.values()]
+
+
+@pytest.mark.slow
+def test_vtbench_sets_give_reason_rows_and_codecs_at_bits_per_area(models, tmp_path):
+    from vtok.eval.leaderboard import run_leaderboard
+
+    tokenizers = [(n, vtok.load(models / n), n) for n in ("vq", "oned")]
+    bench = Bench(["psnr"], 32, tmp_path / "board", crops=1, progress=False)
+    report = run_leaderboard(tokenizers, ["vtbench-varying"], bench, [8])
+    rows = {r["method"]: r for r in report["sets"]["vtbench-varying"]["rows"]}
+    # The 1D tokenizer takes 32x32 only: its row says why; the grid tokenizer and the codecs code every aspect.
+    assert "scores" not in rows["oned @8"] or not rows["oned @8"]["scores"]
+    assert rows["oned @8"]["reason"].startswith("cannot take")
+    assert math.isfinite(rows["vq"]["scores"]["PSNR"]) and math.isfinite(rows["classic_vq @ vq"]["scores"]["PSNR"])
+    # JPEG's budget grows with each image's area, and its rate is stated per 32 x 32 pixels.
+    assert rows["jpeg @ vq"]["bits"] >= 384
+    assert "| oned @8 | 48 | not scored: cannot take" in (tmp_path / "board" / "leaderboard.md").read_text()

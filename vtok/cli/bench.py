@@ -9,9 +9,6 @@ from vtok.cli.args import INT32, add_batch, add_device, add_out, int_list, requi
 from vtok.config import AT_LEAST_1, NON_NEGATIVE, Range, number_arg
 from vtok.errors import VtokError
 
-# The image metrics every method has; text metrics are added where a set has text.
-DEFAULT_METRICS = "psnr,ssim,lpips,rfid"
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -28,10 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--data",
         action="append",
         default=None,
-        help="a set as vtok eval --data takes it ('builtin', an image folder); repeat for several (default: builtin)",
+        help="a set as vtok eval --data takes it ('builtin', vtbench-documents and VTBench's other sets, an image "
+        "folder); repeat for several (default: builtin)",
     )
     p.add_argument(
-        "--metrics", default=DEFAULT_METRICS, help=f"comma-separated metric names (default: {DEFAULT_METRICS})"
+        "--metrics",
+        default=None,
+        help="comma-separated metric names (default: psnr,ssim,lpips,rfid; on VTBench's text sets "
+        "psnr,ssim,lpips,cer,wer)",
     )
     p.add_argument("--resolution", type=number_arg(int, AT_LEAST_1), default=256, help="image side (default: 256)")
     p.add_argument(
@@ -73,17 +74,17 @@ def row_names(paths: list[str], names: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     import vtok
-    from vtok.eval.evaluate import _image_items, parse_metrics
-    from vtok.eval.leaderboard import Bench, run_leaderboard
+    from vtok.eval.evaluate import parse_metrics
+    from vtok.eval.leaderboard import Bench, probe, run_leaderboard
     from vtok.eval.leaderboard_methods import Method
     from vtok.outputs import check_out_dir
 
     sets = args.data or ["builtin"]
-    metrics = parse_metrics(args.metrics)
+    metrics = parse_metrics(args.metrics) if args.metrics is not None else None
     budgets = int_list(args.tokens, "--tokens", Range(1, INT32)) if args.tokens else None
     names = row_names(args.tokenizer, args.name)
     for data in sets:
-        _image_items(data, args.resolution)  # a missing or empty set: one line now, not a reason in every row
+        probe(data, args.resolution)  # a missing or empty set: one line now, not a reason in every row
     inputs = [p for p in (*args.tokenizer, *sets, args.reference_ae) if p and p != "builtin" and Path(p).exists()]
     out = check_out_dir(args.out, inputs, kind="leaderboard")
     tokenizers = []
