@@ -74,19 +74,20 @@ def slug(text: str) -> str:
 
 
 class _Capture:
-    """A reconstruct function that keeps the first ``n`` (original, reconstruction) pairs for the crops page."""
+    """A reconstruct function that keeps the first ``n`` (original, reconstruction) pairs for the crops page,
+    by the index of the image in the set (an image the method refused leaves its place empty)."""
 
     def __init__(self, run: Any, n: int):
         self.run, self.n = run, n
-        self.originals: list[torch.Tensor] = []
-        self.recons: list[torch.Tensor] = []
+        self.seen = 0
+        self.pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        start = self.seen
+        self.seen += len(images)
         recon = self.run(images)
-        room = self.n - len(self.recons)
-        if room > 0:
-            self.originals += list(images[:room].cpu())
-            self.recons += list(recon[:room].cpu())
+        for i in range(max(0, min(len(images), self.n - start))):
+            self.pairs[start + i] = (images[i].cpu(), recon[i].cpu())
         return recon
 
 
@@ -178,17 +179,18 @@ def _spread(values: list[int]) -> dict[str, int]:
     return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]} if ordered else {}
 
 
-def _save_crops(capture: _Capture, data: str, name: str, out: Path) -> list[str]:
-    """The kept reconstructions (and, once per set, the originals) as PNGs under ``crops/``; their paths."""
+def _save_crops(capture: _Capture, data: str, name: str, out: Path) -> list[str | None]:
+    """The kept reconstructions (and, once per set, the originals) as PNGs under ``crops/``; their paths by
+    image index (None where the method refused the image)."""
     folder = out / "crops" / slug(data)
-    paths = []
-    for i, (x, y) in enumerate(zip(capture.originals, capture.recons, strict=True)):
+    paths: list[str | None] = [None] * (max(capture.pairs) + 1 if capture.pairs else 0)
+    for i, (x, y) in sorted(capture.pairs.items()):
         original = folder / f"{i:03d}_original.png"
         if not original.is_file():
             save_image(x, original, "leaderboard crop")
         path = folder / f"{i:03d}_{slug(name)}.png"
         save_image(y, path, "leaderboard crop")
-        paths.append(str(path.relative_to(out)))
+        paths[i] = str(path.relative_to(out))
     return paths
 
 

@@ -35,21 +35,22 @@ def page(report: dict[str, Any]) -> str:
     parts = ["<!doctype html>", "<meta charset='utf-8'>", "<title>vtok bench</title>", f"<style>{_STYLE}</style>"]
     parts.append(f"<h1>vtok bench at {report['setting']['resolution']} px</h1>")
     for data, summary in report["sets"].items():
-        rows = [r for r in summary["rows"] if r.get("crops")]
+        rows = [r for r in summary["rows"] if any(r.get("crops") or [])]
         parts.append(f"<h2>{html.escape(data)}</h2>")
         if not rows:
             parts.append("<p>No method produced reconstructions on this set.</p>")
             continue
         parts.append("<table><tr><th>original</th>" + "".join(_header(r) for r in rows) + "</tr>")
         for i in range(max(len(r["crops"]) for r in rows)):
-            original = Path(rows[0]["crops"][i]).parent / f"{i:03d}_original.png" if i < len(rows[0]["crops"]) else None
-            cells = [
-                f"<td><img src='{html.escape(str(original))}' alt='original {i}'></td>" if original else "<td></td>"
-            ]
-            for r in rows:
-                crop = r["crops"][i] if i < len(r["crops"]) else None
+            crops = [r["crops"][i] if i < len(r["crops"]) else None for r in rows]
+            known = next((c for c in crops if c), None)
+            if known is None:
+                continue
+            original = html.escape(str(Path(known).parent / f"{i:03d}_original.png"))
+            cells = [f"<td><img src='{original}' alt='original {i}'></td>"]
+            for r, crop in zip(rows, crops, strict=True):
                 alt = html.escape(f"{r['method']} {i}")
-                cells.append(f"<td><img src='{html.escape(crop)}' alt='{alt}'></td>" if crop else "<td></td>")
+                cells.append(f"<td><img src='{html.escape(crop)}' alt='{alt}'></td>" if crop else "<td>refused</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
         not_run = [r for r in summary["rows"] if "reason" in r]
