@@ -283,7 +283,9 @@ def columns(summary: dict[str, Any]) -> list[str]:
     cols: list[str] = []
     for r in summary["rows"]:
         cols += [c for c in r.get("scores", {}) if c not in cols and not c.endswith("_std") and c != "KID"]
-    return cols + [_HEADERS.get(m, m) for m in summary["skipped"] if _HEADERS.get(m, m) not in cols]
+    cols += [_HEADERS.get(m, m) for m in summary["skipped"] if _HEADERS.get(m, m) not in cols]
+    first = [c for c in _HEADERS.values() if c in cols]  # PSNR, SSIM, LPIPS, rFID, then text and the rest
+    return first + [c for c in cols if c not in first]
 
 
 def _cell(value: Any) -> str:
