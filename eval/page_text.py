@@ -175,7 +175,7 @@ class _PageErrorRate(Metric):
     """
 
     unit: str  # "CER" or "WER"
-    running = ("sums", "pages")
+    running = ("sums", "pages")  # scored on rank 0 only (vtok.eval.vtbench), never merged
     takes_texts = True
 
     @dataclass
@@ -192,7 +192,6 @@ class _PageErrorRate(Metric):
         # column -> [edits, reference length]
         self.sums: dict[str, list[float]] = {}
         self.pages = 0
-        self.examples: list[tuple[str, str, str]] = []
 
     def _units(self, text: str) -> Any:
         return text if self.unit == "CER" else text.split()
@@ -231,8 +230,6 @@ class _PageErrorRate(Metric):
                 self._add(f"{u}_original_truth", truth, ref)
                 if script:
                     self._add(f"{u}_original_truth_{script}", truth, ref)
-            if len(self.examples) < 4:
-                self.examples.append((ref, hyp, truth or ""))
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
