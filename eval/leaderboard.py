@@ -43,16 +43,20 @@ from vtok.streaming import ImageFiles
 
 # Table headers of metrics whose column did not run (skipped metrics have no scores to name them).
 _HEADERS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID"}
-CODEC_PROTOCOL = {
-    "bits": "tokenizers: token positions (the valid prefix for 1D) x sum of log2(codebook size) over the codes of "
-    "a position; codecs: what they spent (JPEG/WebP: mean file bytes x 8)",
-    "classic_vq": f"k-means (scikit-learn, k-means++) of raw RGB patches, fitted on {FIT_IMAGES} images of the "
-    f"built-in training stream ({FIT_DATA}); a grid tokenizer's own patch, codebook and depth where its codes "
-    "share one codebook of at most 1024, else the patch with whole bits nearest to 8-20 bits a patch, residual "
-    "levels of at most 10 bits",
-    "jpeg/webp": "PIL, each image at the highest quality whose file fits the tokenizer's bytes (quality 1 where "
-    "none does: then the row spends more than the tokenizer)",
-}
+
+
+def codec_protocol(fit_images: int) -> dict[str, str]:
+    """How the rates and the codecs of a leaderboard are defined (written into ``leaderboard.json`` and ``.md``)."""
+    return {
+        "bits": "tokenizers: token positions (the valid prefix for 1D) x sum of log2(codebook size) over the codes "
+        "of a position; codecs: what they spent (JPEG/WebP: mean file bytes x 8)",
+        "classic_vq": f"k-means (scikit-learn, k-means++) of raw RGB patches, fitted on {fit_images} images of the "
+        f"built-in training stream ({FIT_DATA}); a grid tokenizer's own patch, codebook and depth where its codes "
+        "share one codebook of at most 1024, else the patch with whole bits nearest to 8-20 bits a patch, residual "
+        "levels of at most 10 bits",
+        "jpeg/webp": "PIL, each image at the highest quality whose file fits the tokenizer's bytes (quality 1 where "
+        "none does: then the row spends more than the tokenizer)",
+    }
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Bench:
     device: str = "cpu"
     crops: int = 16
     progress: bool = True
+    fit_images: int = FIT_IMAGES  # training images classic VQ is fitted on
 
 
 def slug(text: str) -> str:
@@ -239,12 +244,12 @@ def run_leaderboard(
     from vtok.eval.leaderboard_plot import write_plot
 
     bench.metrics = parse_metrics(bench.metrics) if bench.metrics is not None else None
-    classic = ClassicVQCache()
+    classic = ClassicVQCache(images=bench.fit_images)
     plan = [(data, set_methods(tokenizers, data, bench, budgets, classic, reference)) for data in sets]
     bar = tqdm(total=sum(len(m) for _, m in plan), desc="methods", disable=not bench.progress)
     report: dict[str, Any] = {
         "setting": {"resolution": bench.resolution, "sets": sets},
-        "protocol": CODEC_PROTOCOL,
+        "protocol": codec_protocol(bench.fit_images),
         "sets": {},
     }
     for data, methods in plan:

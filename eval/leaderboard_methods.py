@@ -25,7 +25,7 @@ from vtok.pipeline import reconstruct_with
 
 Reconstruct = Callable[[torch.Tensor], torch.Tensor]
 MAX_LEVEL_BITS = 10  # classic VQ levels of at most 1024 centroids: a k-means fit stays seconds, not minutes
-FIT_IMAGES = 256  # classic VQ is fitted on this many images of the built-in training stream
+FIT_IMAGES = 256  # classic VQ is fitted on this many images of the built-in training stream (by default)
 FIT_DATA = {"source": "builtin", "crop_scale": [0.25, 1.0]}  # the demos' stream, without their colour jitter
 
 
@@ -190,16 +190,19 @@ def _levels(bits: int) -> int | None:
 
 
 class ClassicVQCache:
-    """Classic VQ codecs fitted once per (patch, K, depth, size) on the built-in training stream."""
+    """Classic VQ codecs fitted once per (patch, K, depth, size) on ``images`` images of the built-in training
+    stream (a multiple of 16; the layout rule of :func:`classic_layout` does not depend on it)."""
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
+    def __init__(self, seed: int = 0, images: int = FIT_IMAGES):
+        if images < 16 or images % 16:
+            raise VtokError(f"classic VQ is fitted on whole batches of 16 training images; {images} is not one")
+        self.seed, self.images = seed, images
         self.fitted: dict[tuple[int, int, int, int], ClassicVQ] = {}
 
     def get(self, patch: int, codebook_size: int, depth: int, size: int) -> ClassicVQ:
         key = (patch, codebook_size, depth, size)
         if key not in self.fitted:
-            images = training_stream({**FIT_DATA, "image_size": size}, self.seed, FIT_IMAGES)
+            images = training_stream({**FIT_DATA, "image_size": size}, self.seed, self.images)
             self.fitted[key] = ClassicVQ(patch, codebook_size, depth, self.seed).fit(images)
         return self.fitted[key]
 
@@ -220,7 +223,7 @@ def classic_vq_method(bits: float, size: int, native: dict[str, Any] | None, cac
         "classic_vq",
         run,
         spent,
-        key=f"classic_vq patch={patch} k={k} depth={depth} seed={cache.seed} fit={FIT_IMAGES}",
+        key=f"classic_vq patch={patch} k={k} depth={depth} seed={cache.seed} fit={cache.images}",
         info={"patch": patch, "codebook_size": k, "depth": depth},
     )
 

@@ -7,6 +7,7 @@ tokenizer at that downsampling approaches.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -27,9 +28,17 @@ def load_autoencoder_kl(source: str, device: str = "cpu") -> Any:
     if Path(source).exists() and not (Path(source) / "config.json").is_file():
         raise VtokError(f"--reference-ae {source} holds no config.json of a diffusers AutoencoderKL")
     try:
-        with warnings.catch_warnings():  # the Hub client's deprecation notes are noise before a one-line error
-            warnings.simplefilter("ignore")
-            model = AutoencoderKL.from_pretrained(source)
+        # The Hub client's deprecation notes and diffusers' own log lines are noise before a one-line error.
+        # Its modules log through child loggers of "diffusers": raising that logger's level silences them all.
+        library_log = logging.getLogger("diffusers")
+        level = library_log.level
+        library_log.setLevel(logging.CRITICAL + 1)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = AutoencoderKL.from_pretrained(source)
+        finally:
+            library_log.setLevel(level)
     except Exception as err:  # diffusers raises OSError, ValueError, EnvironmentError, HF errors: all one line here
         text = str(err).strip().splitlines()
         why = one_line(text[0] if text else type(err).__name__)

@@ -323,6 +323,7 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "bench-names-miscounted": ([*BENCH, "--name", "a", "--name", "b", "--out", "{w}/b"], None, "--name"),
     "bench-tokenizer-is-a-gpt": (["bench", "--tokenizer", "{w}/gpt", "--out", "{w}/b"], None, "not a tokenizer"),
     "bench-zero-tokens": ([*BENCH, "--tokens", "0", "--out", "{w}/b"], None, "--tokens"),
+    "bench-fit-images-not-whole-batches": ([*BENCH, "--fit-images", "100", "--out", "{w}/b"], None, "--fit-images"),
     "bench-reference-ae-hub-id-offline": (
         [*BENCH, "--reference-ae", "nobody/no-such-vae", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
     ),

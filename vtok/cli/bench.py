@@ -51,6 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=16,
         help="images per set shown in leaderboard.html (default: 16)",
     )
+    p.add_argument(
+        "--fit-images",
+        type=number_arg(int, Range(16, 65536)),
+        default=256,
+        help="training images classic VQ is fitted on, a multiple of 16 (default: 256; more fit better, slower)",
+    )
     add_device(p)
     add_out(p, "leaderboard folder: leaderboard.json/.md, rate_distortion.png, leaderboard.html, crops/")
     add_batch(p)
@@ -105,7 +111,9 @@ def run(args: argparse.Namespace) -> None:
         name = Path(args.reference_ae).name or args.reference_ae
         key = f"autoencoder_kl {autoencoder_fingerprint(ae)}"
         reference = Method(name, "reference", name, autoencoder_reconstruct(ae), None, key=key, info=info)
-    bench = Bench(metrics, args.resolution, out, args.batch_size, args.device, args.crops)
+    if args.fit_images % 16:
+        raise VtokError(f"--fit-images {args.fit_images}: the training stream comes in batches of 16; give a multiple")
+    bench = Bench(metrics, args.resolution, out, args.batch_size, args.device, args.crops, fit_images=args.fit_images)
     run_leaderboard(tokenizers, sets, bench, budgets, reference)
     print((out / "leaderboard.md").read_text(), end="")
     print(f"leaderboard in {out}: leaderboard.md, leaderboard.json, rate_distortion.png, leaderboard.html")
