@@ -36,8 +36,9 @@ from vtok.streaming import ImageFiles, file_batches, stream_images, to_device, w
 
 IMAGE_METRICS = ("rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0")
 DETAIL_METRICS = ("text", "face")
+PAGE_METRICS = ("cer", "wer")  # whole-image OCR (VTBench's text preservation), vtok.eval.page_text
 GENERATION_METRICS = {"gfid": "inception", "gfd_effnet_lite0": "effnet_lite0"}
-ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS, *GENERATION_METRICS)
+ALL_METRICS = (*IMAGE_METRICS, "codebook", *DETAIL_METRICS, *PAGE_METRICS, *GENERATION_METRICS)
 
 
 @dataclass
@@ -100,9 +101,7 @@ class _ImagePairs(ImageFiles):
         if recon.size == original.size:
             recon = center_crop_arr(recon, size)
         elif recon.size != (size, size):
-            raise VtokError(
-                f"{path} is {recon.size[0]}x{recon.size[1]}; expected {size}x{size} or its original's size"
-            )
+            raise VtokError(f"{path} is {recon.size[0]}x{recon.size[1]}; expected {size}x{size} or its original's size")
         return torch.stack([pil_to_tensor(center_crop_arr(original, size)), pil_to_tensor(recon)])  # (2, 3, S, S)
 
 
@@ -181,6 +180,7 @@ def evaluate(
     progress: bool = True,
     workers: int = 0,
     ranks: Ranks | None = None,
+    fit: str | None = None,
 ) -> EvalResult:
     """Run ``metrics`` for exactly one of ``tokenizer``, ``reconstruct`` or ``recon_dir``.
 
@@ -195,6 +195,8 @@ def evaluate(
         ranks: under ``accelerate launch``, each rank scores a contiguous block of whole
             batches of the image metrics and rank 0 merges their running statistics;
             gFID and text/face run on rank 0. Only rank 0's result holds the scores.
+        fit: how VTBench sets (``vtbench-*`` or a VTBench folder) and cer/wer feed images
+            of any size to the tokenizer: crop, native, grid or tiles (default: the set's own).
     """
     if sum(x is not None for x in (tokenizer, reconstruct, recon_dir)) != 1:
         raise VtokError(
@@ -210,6 +212,17 @@ def evaluate(
     )  # fmt: skip
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
+    from vtok.eval.vtbench import is_vtbench_data, run_vtbench
+
+    if is_vtbench_data(data):
+        # Images of any size and aspect, one at a time, fed as VTBench feeds them (vtok.eval.vtbench).
+        if "codebook" in metrics:
+            result.skipped["codebook"] = "codebook statistics run on the square image sets, not on VTBench's sets"
+        if run.ranks.main:
+            run_vtbench(result, [m for m in metrics if m in (*IMAGE_METRICS, *PAGE_METRICS)], run, fit, _build_metric)
+        metrics = [m for m in metrics if m not in (*IMAGE_METRICS, *PAGE_METRICS, "codebook")]
+    elif any(m in PAGE_METRICS for m in metrics) and run.ranks.main:
+        run_vtbench(result, [m for m in metrics if m in PAGE_METRICS], run, fit, _build_metric)
     # The image metrics first: they are the part every rank shares, so no rank waits on rank 0's own work.
     _image_scores(result, [m for m in metrics if m in (*IMAGE_METRICS, "codebook")], run)
     if run.ranks.main:
@@ -222,7 +235,7 @@ def evaluate(
 
 def _report_order(result: EvalResult) -> None:
     """Generation, then image, then text/face scores, as the report lists them."""
-    group = {**{m: 0 for m in GENERATION_METRICS}, **{m: 2 for m in DETAIL_METRICS}}
+    group = {**{m: 0 for m in GENERATION_METRICS}, **{m: 2 for m in (*DETAIL_METRICS, *PAGE_METRICS)}}
     for table in (result.scores, result.protocols, result.skipped):
         ordered = sorted(table.items(), key=lambda kv: group.get(kv[0], 1))
         table.clear()

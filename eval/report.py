@@ -15,7 +15,20 @@ from vtok.images import make_grid, save_image
 from vtok.io import atomic_path, dumps_json
 
 # Leaderboard column order; columns of metrics that did not run are left out.
-_ORDER = ("gfid", "gfd_effnet_lite0", "rfid", "psnr", "ssim", "lpips", "fd_effnet_lite0", "codebook", "text", "face")
+_ORDER = (
+    "gfid",
+    "gfd_effnet_lite0",
+    "rfid",
+    "psnr",
+    "ssim",
+    "lpips",
+    "fd_effnet_lite0",
+    "codebook",
+    "text",
+    "face",
+    "cer",
+    "wer",
+)
 _TEXT_KEYS = ("T-ACC", "T-NED")
 
 
@@ -36,6 +49,8 @@ def summary_columns(result: EvalResult) -> dict[str, Any]:
                 continue
             if metric == "codebook" and key.startswith("entropy"):
                 continue
+            if metric in ("cer", "wer") and (key == "pages" or "original_truth" in key):
+                continue  # the reader's own floor and the count stay in results.json
             cols[key] = value
     return cols
 
@@ -46,8 +61,10 @@ def markdown(result: EvalResult, name: str) -> str:
     if cols:
         lines += ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += ["| " + name + " | " + " | ".join(_fmt(v) for v in cols.values()) + " |", ""]
-    info = ", ".join(f"{k}: {v}" for k, v in result.info.items())
+    info = ", ".join(f"{k}: {v}" for k, v in result.info.items() if k not in ("per_image", "refused"))
     lines += [f"Setting: {info}.", ""]
+    for size, reason in result.info.get("refused", {}).items():
+        lines.append(f"- refused at {size}: {reason}")
     for metric, protocol in result.protocols.items():
         lines.append(f"- **{metric}**: " + "; ".join(f"{k}: {v}" for k, v in protocol.items()))
     for metric, reason in result.skipped.items():

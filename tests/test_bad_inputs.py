@@ -38,6 +38,18 @@ from vtok.cli import main
 from vtok.tokens import load_tokens, save_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _vtbench_parquet_no_pyarrow(monkeypatch, world: Path) -> None:
+    """VTBench's Hugging Face files as downloaded, on a machine without pyarrow."""
+    import sys
+
+    (world / "task3-movie-posters").mkdir()
+    (world / "task3-movie-posters" / "test-00000-of-00001.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+
+
 TINY = ROOT / "configs" / "tokenizer" / "vq_tiny.yaml"
 
 
@@ -124,6 +136,7 @@ TRAIN = [str(TINY), "train.steps=2", "train.batch_size=2", "data.image_size=32",
 ENC = ["encode", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
 DEC = ["decode", "{w}/tokens.safetensors", "--tokenizer", "{w}/tok"]
 REC = ["reconstruct", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
+BENCH = ["bench", "--tokenizer", "{w}/tok", "--resolution", "32", "--metrics", "psnr"]
 GEN = ["generate", "--model", "{w}/tok", "--tokenizer", "{w}/tok", "--out", "{w}/g.png"]
 
 # id -> (argv with {w} for the world, setup(monkeypatch) or None, words the error line must contain)
@@ -271,6 +284,21 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "train-empty-betas": (["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"], None, "train.betas"),  # found by the fuzz run
     "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
     "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
+    "eval-unknown-vtbench-set": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "vtbench-nope", "--metrics", "psnr", "--out", "{w}/e"],
+        None,
+        "unknown VTBench set",
+    ),
+    "eval-unknown-fit": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "vtbench-detail", "--fit", "stretch", "--out", "{w}/e"],
+        None,
+        "--fit",
+    ),
+    "eval-vtbench-parquet-without-pyarrow": (
+        ["eval", "--tokenizer", "{w}/tok", "--data", "{w}/task3-movie-posters", "--metrics", "cer", "--out", "{w}/e"],
+        _vtbench_parquet_no_pyarrow,
+        "pyarrow",
+    ),
     "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
     "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
     "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
@@ -287,6 +315,21 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"], None, "already a vtok model"
     ),
     "convert-zip-bomb": (["convert", "--from", "llamagen-vq", "{w}/bomb.pt", "--out", "{w}/c"], None, "zip bomb"),
+    # --- vtok bench
+    "bench-out-is-a-file": ([*BENCH, "--out", "{w}/notes.txt"], None, "is a file"),
+    "bench-out-is-a-user-folder": ([*BENCH, "--out", "{w}/photos"], None, "not a leaderboard"),
+    "bench-no-such-data": ([*BENCH, "--data", "{w}/nowhere", "--out", "{w}/b"], None, "does not exist"),
+    "bench-unknown-metric": ([*BENCH[:-1], "psnr,sharpness", "--out", "{w}/b"], None, "unknown metric"),
+    "bench-names-miscounted": ([*BENCH, "--name", "a", "--name", "b", "--out", "{w}/b"], None, "--name"),
+    "bench-tokenizer-is-a-gpt": (["bench", "--tokenizer", "{w}/gpt", "--out", "{w}/b"], None, "not a tokenizer"),
+    "bench-zero-tokens": ([*BENCH, "--tokens", "0", "--out", "{w}/b"], None, "--tokens"),
+    "bench-fit-images-not-whole-batches": ([*BENCH, "--fit-images", "100", "--out", "{w}/b"], None, "--fit-images"),
+    "bench-reference-ae-hub-id-offline": (
+        [*BENCH, "--reference-ae", "nobody/no-such-vae", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+    ),
+    "bench-reference-ae-is-a-vtok-model": (
+        [*BENCH, "--reference-ae", "{w}/tok", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+    ),
 }
 
 

@@ -284,6 +284,11 @@ def run_recognizer(recognizer: Any) -> None:
     assert len(words) == 2 and all(isinstance(w, str) for w in words)
 
 
+def run_page_reader(reader: Any) -> None:
+    text = reader(Image.new("RGB", (64, 32), "white"))
+    assert isinstance(text, str)
+
+
 RUNNERS: dict[str, Callable[[Any], None]] = {
     "encoder": run_encoder,
     "decoder": run_decoder,
@@ -300,6 +305,7 @@ RUNNERS: dict[str, Callable[[Any], None]] = {
     "metric": run_metric,
     "face_embedder": run_face_embedder,
     "recognizer": run_recognizer,
+    "page_reader": run_page_reader,
 }
 
 

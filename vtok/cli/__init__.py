@@ -15,13 +15,13 @@ import os
 import sys
 
 from vtok import __version__
-from vtok.cli import convert, decode, demo_command, encode, generate, presets, push, reconstruct, train
+from vtok.cli import bench, convert, decode, demo_command, encode, generate, presets, push, reconstruct, train
 from vtok.cli import eval as eval_command  # the module, not the builtin
 from vtok.cli.args import Parser
 from vtok.errors import VtokError
 
 # In the order ``vtok --help`` lists them.
-COMMANDS = (train, encode, decode, reconstruct, convert, push, generate, eval_command, demo_command, presets)
+COMMANDS = (train, encode, decode, reconstruct, convert, push, generate, eval_command, bench, demo_command, presets)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,14 +17,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_tokenizer(p, required=False)
     p.add_argument("--recon", default=None, help="folder of reconstructions made elsewhere, mirroring the data's files")
     p.add_argument(
-        "--data", default="builtin", help="'builtin', an image folder, or a TokBench folder (default: builtin)"
+        "--data",
+        default="builtin",
+        help="'builtin', a VTBench set (vtbench-documents, -posters, -multilingual, -detail, -highres, -varying), "
+        "an image folder, a TokBench folder or a VTBench folder (default: builtin)",
     )
-    p.add_argument("--metrics", default="rfid,psnr,ssim,lpips,codebook,text,face", help="comma-separated metric names")
+    p.add_argument(
+        "--metrics",
+        default="rfid,psnr,ssim,lpips,codebook,text,face",
+        help="comma-separated metric names (cer,wer: whole-image OCR)",
+    )
     p.add_argument(
         "--resolution",
         type=number_arg(int, AT_LEAST_1),
         default=256,
         help="image side; TokBench setting 256/512/1024 for text/face",
+    )
+    p.add_argument(
+        "--fit",
+        choices=("crop", "native", "grid", "tiles"),
+        default=None,
+        help="VTBench sets and cer/wer: how images reach the tokenizer (default: the set's own)",
     )
     p.add_argument("--recognizer", default="rapidocr", help="text recogniser: rapidocr (offline) or doctr_parseq")
     p.add_argument("--face-embedder", default="dlib", help="face embedder: dlib (offline, L2) or antelopev2 (cosine)")
@@ -74,6 +87,7 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
         workers=args.workers,
         ranks=ranks,
+        fit=args.fit,
     )
     if not ranks.main:
         return
