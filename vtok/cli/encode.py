@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target",
         default=None,
-        help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8 or lpips=0.1",
+        help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8, lpips=0.1 or l1=0.05",
     )
     p.add_argument("--max-tokens", type=COUNT, default=None, help="1D tokenizers: token budget per image")
     p.add_argument(
