@@ -45,16 +45,13 @@ def test_the_trained_head_asks_more_tokens_for_a_higher_target(trained, held_out
     with torch.no_grad():
         first = psnr_per_image(held_out, tok.decode(tok.encode(held_out, num_tokens=1)))
         full = psnr_per_image(held_out, tok.decode(tok.encode(held_out)))
-        # Below what one token reaches for every image, and above what all of them reach: 1 and N tokens.
-        easy = encode_single_pass(tok, held_out, f"psnr={float(first.min()) - 1:.2f}").tokens.lengths.float()
-        hard = encode_single_pass(tok, held_out, f"psnr={float(full.max()) + 1:.2f}").tokens.lengths.float()
-        assert easy.mean() <= 2 and hard.mean() >= n - 1, (easy.tolist(), hard.tolist())
-        # Between them, a higher target never asks fewer tokens on average.
-        targets = torch.linspace(float(first.median()), float(full.median()), 4).tolist()
+        # From below what one token reaches for any image to above what all N reach for any: a higher target
+        # never asks fewer tokens on average, the easiest asks (almost) one, and the ends differ by N / 4 at least.
+        targets = [float(first.min()) - 1, float((first.median() + full.median()) / 2), float(full.max()) + 1]
         means = [
             float(encode_single_pass(tok, held_out, f"psnr={t:.2f}").tokens.lengths.float().mean()) for t in targets
         ]
-    assert means == sorted(means) and means[-1] > means[0], (targets, means)
+    assert means == sorted(means) and means[0] <= 2 and means[-1] >= means[0] + n / 4, (targets, means)
 
 
 @pytest.mark.slow
