@@ -1,6 +1,13 @@
 """Adaptive length for 1D tokenizers: per image, the shortest prefix whose reconstruction meets a target.
 
-A batched binary search over prefix lengths: every round decodes the whole batch
+Two ways, one result type (:class:`AdaptiveResult`):
+
+- :func:`encode_adaptive`, the reference: a batched binary search over prefix lengths.
+- :func:`encode_single_pass`: a tokenizer's halting head (KARL: Duggal et al., 2025, "Single-pass Adaptive
+  Image Tokenization for Minimum Program Search") predicts each image's length from one encoder pass;
+  one decode then says whether each image met the target.
+
+The search: a batched binary search over prefix lengths: every round decodes the whole batch
 once, each image at the middle of its own remaining interval (per-sample lengths
 in one decode), so a search costs ceil(log2 N) + 1 batched decodes, not N decodes
 per image. It assumes quality grows with the prefix (what the ordering
@@ -17,16 +24,23 @@ import torch
 
 from vtok.errors import VtokError
 from vtok.eval.lpips import load_lpips, lpips_per_image
-from vtok.eval.metric import MetricUnavailable
+from vtok.eval.metric import MetricUnavailable, to_unit
 from vtok.eval.psnr import psnr_per_image
 from vtok.eval.ssim import ssim_per_image
 from vtok.tokens import Tokens
+
+
+def l1_per_image(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """real, fake: (B, 3, H, W) in [-1, 1] -> (B,) mean absolute error on 8-bit [0, 1] values."""
+    return (to_unit(real) - to_unit(fake)).abs().flatten(1).mean(1)
+
 
 # name -> (per-image score, True when higher is better)
 TARGETS = {
     "psnr": (psnr_per_image, True),
     "ssim": (ssim_per_image, True),
     "lpips": (lpips_per_image, False),  # LPIPS-AlexNet, as the metric reports it
+    "l1": (l1_per_image, False),  # KARL's condition: mean absolute error on 8-bit [0, 1] values
 }
 
 
@@ -35,7 +49,7 @@ def parse_target(spec: str) -> tuple[str, float]:
     name, _, value = spec.partition("=")
     name = name.strip().lower()
     if name not in TARGETS or not value:
-        raise VtokError(f"target must look like psnr=30, ssim=0.8 or lpips=0.1, got {spec!r}")
+        raise VtokError(f"target must look like psnr=30, ssim=0.8, lpips=0.1 or l1=0.05, got {spec!r}")
     try:
         number = float(value)
     except ValueError:
@@ -98,3 +112,32 @@ def encode_adaptive(tokenizer, images: torch.Tensor, target: str, max_tokens: in
     final = scores_at(hi)
     decodes += 1
     return AdaptiveResult(full.prefix(hi), meets(name, threshold, final), final, decodes)
+
+
+def require_halting(tokenizer, name: str) -> None:
+    """Refuse, in one line, a tokenizer whose halting head is missing or answers another metric than ``name``."""
+    head = getattr(tokenizer, "halting", None)
+    if head is None:
+        raise VtokError(
+            "--single-pass needs a tokenizer with a halting head (model.halting) and this one has none; "
+            "drop --single-pass to search, or train a head (vtok train PRESET --overlay halting)"
+        )
+    if name != head.metric:
+        raise VtokError(f"this tokenizer's halting head answers {head.metric} targets, not {name}")
+
+
+@torch.inference_mode()
+def encode_single_pass(
+    tokenizer, images: torch.Tensor, target: str, max_tokens: int | None = None, margin: float = 0.0
+) -> AdaptiveResult:
+    """images (B, 3, H, W) in [-1, 1] -> each image's prefix as its halting head predicts it for ``target``.
+
+    The length comes from one encoder pass and the head (no search); one decode of the chosen prefixes then
+    fills ``met`` and ``scores`` like :func:`encode_adaptive`'s (``decodes`` is 1). ``margin`` asks the head
+    for that much more than the target, in dB (of PSNR, or of -20 log10 L1): more images meet it, at more tokens.
+    """
+    name, threshold = parse_target(target)
+    require_halting(tokenizer, name)
+    tokens = tokenizer.encode_to_quality(images, threshold, max_tokens, margin)
+    scores = TARGETS[name][0](images, tokenizer.decode(tokens)).cpu()
+    return AdaptiveResult(tokens, meets(name, threshold, scores), scores, 1)

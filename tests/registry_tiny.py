@@ -35,6 +35,7 @@ TINY_KIND: dict[str, dict[str, Any]] = {
     "pixel_head": {"width": 32},
     "discriminator": {"ndf": 8, "n_layers": 2},
     "teacher": {"stage": 2},
+    "halting": {"in_channels": 16, "width": 16, "heads": 2, "lengths_per_image": 4},
 }
 # Per part, where the kind's fields are not enough.
 TINY: dict[tuple[str, str], dict[str, Any]] = {

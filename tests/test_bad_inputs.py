@@ -301,6 +301,8 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     ),
     "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
     "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
+    "encode-single-pass-no-head": ([*ENC, "--target", "psnr=20", "--single-pass", "--out", "{w}/t.safetensors"], None, "halting head"),
+    "encode-single-pass-no-target": ([*ENC, "--single-pass", "--out", "{w}/t.safetensors"], None, "--target"),
     "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
     # --- shards
     "train-gpt-shards-outside": (["train", "{gpt}", "data.source={w}/shards_outside", "--out", "{w}/r"], None, "outside its folder"),

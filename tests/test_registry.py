@@ -253,6 +253,19 @@ def run_ordering(order: nn.Module) -> None:
     assert z.grad is not None
 
 
+def run_halting(head: nn.Module) -> None:
+    n = 8
+    features = torch.randn(2, n, head.cfg.in_channels)
+    lengths = head.lengths(features, torch.tensor([15.0, 25.0]))
+    assert lengths.shape == (2,) and bool(((lengths >= 1) & (lengths <= n)).all())
+
+    def decode(drawn: torch.Tensor) -> torch.Tensor:  # a stand-in decoder: longer prefixes come closer
+        x = images(0)[:, None]  # (2, 1, 3, H, W)
+        return (x + images(1)[:, None] / drawn[..., None, None, None]).clamp(-1, 1)
+
+    head.loss(features, images(0), decode).backward()
+
+
 def run_pixel_head(head: nn.Module) -> None:
     grid = 4
     out = head(torch.randn(2, grid * grid, head.cfg.width), grid)
@@ -302,6 +315,7 @@ RUNNERS: dict[str, Callable[[Any], None]] = {
     "teacher": run_teacher,
     "ordering": run_ordering,
     "pixel_head": run_pixel_head,
+    "halting": run_halting,
     "metric": run_metric,
     "face_embedder": run_face_embedder,
     "recognizer": run_recognizer,

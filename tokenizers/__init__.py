@@ -3,7 +3,7 @@
 Importing this package registers every part it holds.
 """
 
-from vtok.tokenizers import dual, dualtoken_model, grid, oned, ordering, teachers, tokenflow_model  # noqa: F401
+from vtok.tokenizers import dual, dualtoken_model, grid, halting, oned, ordering, teachers, tokenflow_model  # noqa: F401
 from vtok.tokenizers.encoders import (  # noqa: F401
     conv,
     flextok,

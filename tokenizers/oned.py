@@ -25,7 +25,7 @@ from vtok.tokens import Tokens
 
 @register("model", "oned")
 class OneDTokenizer(Tokenizer):
-    """encoder (vit1d) -> quantizer -> ordering fill -> decoder (vit1d)."""
+    """encoder (vit1d) -> quantizer -> ordering fill -> decoder (vit1d); optionally a halting head (KARL)."""
 
     part_of = {"to_code": "encoder", "from_code": "decoder", "bypass_in": "encoder", "bypass_out": "decoder"}
 
@@ -41,6 +41,10 @@ class OneDTokenizer(Tokenizer):
         # Codes on fixed levels shared by every token (lfq, bsq, fsq): each component starts at variance 1 and the
         # linear decoder's scale is fitted to the codes (bypass.fit_decoder_to_codes), not assumed equal to them.
         bypass_scalar_codes: bool = False
+        # A halting head (tokenizers/halting.py, KARL): predicts from the encoder's features how many tokens an
+        # image needs for a requested quality, in one pass (``vtok encode --target psnr=30 --single-pass``).
+        # Trained beside the tokenizer by the upside-down step in its loss; none: the search alone.
+        halting: dict | None = component("halting", optional=True)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -62,6 +66,14 @@ class OneDTokenizer(Tokenizer):
         if cfg.bypass_scalar_codes and not cfg.linear_bypass:
             raise VtokError("model.bypass_scalar_codes sets up the linear path: it needs model.linear_bypass: true")
         self.scalar_codes = cfg.bypass_scalar_codes
+        self.halting = None
+        if cfg.halting is not None:
+            channels = self.encoder.out_channels + self.quantizer.dim  # it reads [encoder features | latents]
+            if cfg.halting.get("in_channels") not in (None, channels):
+                raise VtokError(f"model.halting.in_channels must be {channels} (encoder width + code dim), or left out")
+            # Set on the config itself, so the spec this model records (config.json) rebuilds the same head.
+            cfg.halting = {**cfg.halting, "in_channels": channels}
+            self.halting = build_component("halting", cfg.halting, "model.halting")
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -116,8 +128,44 @@ class OneDTokenizer(Tokenizer):
 
     def _latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> (B, N, d) values to quantize."""
-        z = self.to_code(self.encoder(images))  # (B, N, d)
-        return z if self.bypass_in is None else z + self.bypass_in(images)
+        return self._features(images)[1]
+
+    def _features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> encoder features (B, N, width) and the values to quantize (B, N, d)."""
+        features = self.encoder(images)  # (B, N, width)
+        z = self.to_code(features)  # (B, N, d)
+        return features, z if self.bypass_in is None else z + self.bypass_in(images)
+
+    def encode_to_quality(
+        self, images: torch.Tensor, target: float, max_tokens: int | None = None, margin: float = 0.0
+    ) -> Tokens:
+        """images (B, 3, H, W) in [-1, 1] -> Tokens whose lengths the halting head chose for ``target``.
+
+        One encoder pass and the head, no decode (KARL's single pass). ``target`` is in the head's metric
+        (``self.halting.metric``: PSNR in dB, or KARL's L1 error); ``margin`` is added to it on the head's
+        quality scale (dB) to ask for a little more than the target; ``max_tokens`` caps every length.
+        """
+        if self.halting is None:
+            raise VtokError("this tokenizer has no halting head (model.halting): single-pass adaptive length needs one")
+        check_images(images, self.downsample_factor)
+        features, z = self._features(images)  # (B, N, width), (B, N, d)
+        ids = self.quantizer.quantize_ids(z)  # (B, N, 1)
+        asked = torch.full((images.shape[0],), self.halting.quality_of_target(target) + margin, device=images.device)
+        lengths = self.halting.lengths(torch.cat([features, z], dim=-1), asked)  # (B,)
+        if max_tokens is not None:
+            lengths = lengths.clamp(max=max_tokens)
+        return Tokens(ids=ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
+
+    def _halting_loss(self, features: torch.Tensor, z_q: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The halting head's upside-down step on detached features: no gradient reaches the tokenizer."""
+
+        def decode(lengths: torch.Tensor) -> torch.Tensor:  # (B, K) -> (B, K, 3, H, W)
+            k = lengths.shape[1]
+            z = z_q.detach().repeat_interleave(k, dim=0)  # (B * K, N, d), image-major like lengths.flatten()
+            recon = self._decode_latents(z, lengths.flatten()).clamp(-1, 1)
+            return recon.view(images.shape[0], k, *recon.shape[1:])
+
+        return self.halting.loss(features.detach(), images, decode)
 
     def _decode_latents(
         self, z_q: torch.Tensor, lengths: torch.Tensor, images: torch.Tensor | None = None
@@ -141,15 +189,18 @@ class OneDTokenizer(Tokenizer):
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
         """Training pass: lengths from the ordering part (all N in eval), recon unclamped."""
         check_images(images, self.downsample_factor)
-        z = self._latents(images)  # (B, N, d)
+        features, z = self._features(images)  # (B, N, width), (B, N, d)
         q = self.quantizer(z)
+        losses = q.losses
+        if self.halting is not None and self.training:
+            losses = {**losses, "halting": self._halting_loss(torch.cat([features, z], dim=-1), q.z_q, images)}
         if self.training:
             lengths = self.ordering.sample_lengths(images.shape[0], self.num_tokens, images.device)
         else:
             lengths = self._lengths(images.shape[0], None, images.device)
         recon = self._decode_latents(q.z_q, lengths, images if self.training else None)
         tokens = Tokens(ids=q.ids, codebook_sizes=self.codebook_sizes, grid=None).prefix(lengths)
-        return TokenizerOutput(recon=recon, tokens=tokens, losses=q.losses, stats=q.stats)
+        return TokenizerOutput(recon=recon, tokens=tokens, losses=losses, stats=q.stats)
 
     @property
     def last_layer(self) -> torch.Tensor:

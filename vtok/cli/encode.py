@@ -40,9 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target",
         default=None,
-        help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8 or lpips=0.1",
+        help="1D tokenizers: shortest prefix per image meeting e.g. psnr=30, ssim=0.8, lpips=0.1 or l1=0.05",
     )
     p.add_argument("--max-tokens", type=COUNT, default=None, help="1D tokenizers: token budget per image")
+    p.add_argument(
+        "--single-pass",
+        action="store_true",
+        help="with --target: each image's length from the tokenizer's halting head in one pass, not the search",
+    )
     add_batch(p)
     add_workers(p)
     add_speed(p)
@@ -87,7 +92,9 @@ def _write_shards(tokenizer, args: argparse.Namespace, ranks) -> None:
         ranks=ranks,
     )
     if ranks.main:
-        print(f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}")
+        print(
+            f"{index['count']} images, {len(index['classes'])} classes -> {len(index['shards'])} shards in {args.out}"
+        )
 
 
 def _encode_images(tokenizer, args: argparse.Namespace) -> None:
@@ -107,6 +114,12 @@ def _encode_images(tokenizer, args: argparse.Namespace) -> None:
             raise VtokError(f"--labels gives {len(labels)} labels for {len(files)} images")
     if args.target is not None and args.num_tokens is not None:
         raise VtokError("give --target or --num-tokens, not both")
+    if args.single_pass:
+        from vtok.eval.adaptive import parse_target, require_halting
+
+        if args.target is None:
+            raise VtokError("--single-pass chooses lengths for a --target (e.g. --target psnr=30); give one")
+        require_halting(tokenizer, parse_target(args.target)[0])  # before any image is read
     device = device_of(tokenizer)
     # No bar for --target: its own checks (a 1D tokenizer) come with the first batch, on a clean line.
     batches = image_batches(
@@ -114,11 +127,12 @@ def _encode_images(tokenizer, args: argparse.Namespace) -> None:
     )
     kept: list[int] = []  # the indices of the files encoded, in order: only ids and these accumulate
     if args.target is not None:
-        from vtok.eval.adaptive import encode_adaptive
+        from vtok.eval.adaptive import encode_adaptive, encode_single_pass
 
+        choose = encode_single_pass if args.single_pass else encode_adaptive
         parts = []
         for batch in batches:
-            parts.append(encode_adaptive(tokenizer, batch.images, args.target, args.max_tokens))
+            parts.append(choose(tokenizer, batch.images, args.target, args.max_tokens))
             kept += batch.indices
         tokens = vtok.Tokens.cat([p.tokens for p in parts])
         met = torch.cat([p.met for p in parts])
