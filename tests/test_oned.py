@@ -224,3 +224,13 @@ def test_adaptive_length_runs_on_binary_sub_code_tokens(images):
     assert tokens.ids.shape[-1] == 2 and tokens.codebook_sizes == (16, 16)
     assert bool(((tokens.lengths >= 1) & (tokens.lengths <= tok.num_tokens)).all())
     assert bool((result.scores >= float(full.min()) - 0.01).all())
+
+
+def test_quantizer_inputs_are_what_encode_quantizes():
+    """``train.reinit_unused_codes`` re-fits codes on ``quantizer_inputs``: they must be the latents encode uses."""
+    torch.manual_seed(0)
+    tok = vtok.build("configs/tokenizer/oned_tiny.yaml").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = tok.quantizer_inputs(x)
+    assert z.shape == (2, tok.num_tokens, tok.quantizer.dim)
+    assert torch.equal(tok.quantizer.quantize_ids(z), tok.encode(x).ids)

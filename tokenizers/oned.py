@@ -126,6 +126,11 @@ class OneDTokenizer(Tokenizer):
         if self.scalar_codes:
             fit_decoder_to_codes(self.bypass_out, z, self.quantizer.lookup(self.quantizer.quantize_ids(z)))
 
+    def quantizer_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [-1, 1] -> (B, N, d): what the quantizer sees (``train.reinit_unused_codes``)."""
+        check_images(images, self.downsample_factor)
+        return self._latents(images)
+
     def _latents(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> (B, N, d) values to quantize."""
         return self._features(images)[1]
