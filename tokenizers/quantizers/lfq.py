@@ -45,8 +45,9 @@ class LFQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes; when it differs from bits, a linear map to bits channels and back
         dim: int = ranged(18, AT_LEAST_1)
-        bits: int = ranged(18, AT_LEAST_1)
+        bits: int = ranged(18, AT_LEAST_1)  # sign bits per position: 2^bits implicit codes (18: Open-MAGVIT2's 262144)
         groups: int = ranged(2, AT_LEAST_1)
         entropy_weight: float = ranged(0.1, NON_NEGATIVE)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
