@@ -32,7 +32,8 @@ class MaskGitHead(nn.Module):
         # Codes of the MaskGIT-VQGAN codebook the head predicts a softmax over at each patch
         codebook_size: int = ranged(1024, AT_LEAST_1)
         code_dim: int = ranged(256, AT_LEAST_1)  # width of those codes: the channels the MaskGIT-VQGAN decoder reads
-        # channels[i]: the width of level i of that decoder (level 0 at full resolution); a patch is upsampled 2^(len - 1) times
+        # channels[i]: the width of level i of that decoder (level 0 at full resolution); a patch is upsampled
+        # 2^(len - 1) times
         channels: list[int] = ranged([128, 128, 256, 256, 512], AT_LEAST_1)
         num_res_blocks: int = ranged(2, NON_NEGATIVE)  # residual blocks per resolution level of that decoder
 
