@@ -57,7 +57,10 @@ class EffNetTeacher(Teacher):
 
     @dataclass
     class Config:
+        # The stage (0-4) whose features are the target; later stages are coarser and wider
         stage: int = ranged(3, Range(0, 4))
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -84,8 +87,11 @@ class TimmTeacher(Teacher):
 
     @dataclass
     class Config:
+        # The timm model, created with its pretrained weights (needs the hub or its cache)
         model: str = "vit_base_patch16_siglip_256"
-        image_size: int = ranged(256, AT_LEAST_1)
+        image_size: int = ranged(256, AT_LEAST_1)  # images are resized (bicubic) to this square size before the network
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -127,9 +133,11 @@ class OpenClipTeacher(Teacher):
 
     @dataclass
     class Config:
-        model: str = "ViT-B-16"
-        pretrained: str = "openai"
+        model: str = "ViT-B-16"  # open_clip architecture name
+        pretrained: str = "openai"  # open_clip pretrained tag of the weights (openai: OpenAI's CLIP)
         image_size: int = ranged(224, AT_LEAST_1)  # the position table is resized to it by open_clip when loading
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -140,7 +148,9 @@ class OpenClipTeacher(Teacher):
         try:
             import open_clip
         except ImportError:
-            raise VtokError("the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)") from None
+            raise VtokError(
+                "the open_clip teacher needs the open_clip_torch package (pip install open_clip_torch)"
+            ) from None
         try:
             model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size)
         except Exception as err:  # hub unreachable, unknown tag: one line, no traceback
