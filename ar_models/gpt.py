@@ -54,18 +54,26 @@ class GPT(Pretrained, nn.Module):
 
     @dataclass
     class Config:
+        # Codes of each id column: one entry per code of a position (more than one: stacked codes, predicted in turn by
+        # the depth transformer). Training fills it, grid, length, scales and end_token from the token shards.
         codebook_sizes: list[int] = ranged([16384], AT_LEAST_1)
+        # [h, w] token grid in raster order, with 2D rotary positions (null for 1D layouts)
         grid: list[int] | None = ranged([16, 16], AT_LEAST_1)
         length: int | None = ranged(None, AT_LEAST_1)  # positions of a 1D layout (grid must be null)
-        scales: list[list[int]] | None = ranged(None, AT_LEAST_1)  # multi-scale layouts: [h, w] coarse to fine, the last one the grid
+        # multi-scale layouts: [h, w] coarse to fine, the last one the grid
+        scales: list[list[int]] | None = ranged(None, AT_LEAST_1)
         end_token: bool = False  # variable length: an end-of-image token ends a sample
         num_classes: int = ranged(1000, NON_NEGATIVE)  # 0: unconditional
-        dim: int = ranged(768, AT_LEAST_1)
-        depth: int = ranged(12, AT_LEAST_1)
+        dim: int = ranged(768, AT_LEAST_1)  # transformer width (GPT-B 768, GPT-L 1024)
+        depth: int = ranged(12, AT_LEAST_1)  # transformer blocks of the main model
+        # Attention heads per block (dim must be a multiple; head width dim / heads)
         heads: int = ranged(12, AT_LEAST_1)
         depth_layers: int = ranged(2, NON_NEGATIVE)  # the depth transformer for C > 1 codes per position
+        # Share of training samples whose class is replaced by the null class, which CFG sampling needs
         class_dropout: float = ranged(0.1, UNIT)
+        # Dropout on the inputs, the attention weights and the MLP outputs (training only)
         dropout: float = ranged(0.0, UNIT)
+        # Base of the rotary frequencies (the wavelengths grow as rope_base^(2i / head width))
         rope_base: float = ranged(10000.0, POSITIVE)
         # LlamaGen's rotary table has (cos, sin) = (0, 0) at the class positions, which zeroes the class token's
         # query and key; false gives the class positions the identity rotation (angle 0) instead.

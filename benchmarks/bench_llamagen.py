@@ -6,11 +6,19 @@ seeded random weights, saved as a LlamaGen checkpoint and converted with ``vtok 
 (speed does not depend on the weights). Float32 on the CPU, temperature 1, top-k 1000, at batch 1, batch 8
 and batch 8 with CFG 2 (both run the conditional and null halves in one batch of 16). In one process, each
 setting runs LlamaGen then vtok, after one warm-up call of each; a row's ratio is LlamaGen's seconds over
-vtok's. The eager (not compiled) paths of both.
+vtok's, ``--calls`` times in turn (LlamaGen, vtok, LlamaGen, vtok, ...); a row gives each one's fastest call (the
+first call of each is its warm-up) and all of them, and its ratio is LlamaGen's fastest over vtok's. On a shared
+machine a call now and then runs several times slower than the others (seen on both sides); the fastest of two
+or more calls leaves those out. The eager (not compiled) paths of both.
 
-    python benchmarks/bench_llamagen.py --llamagen /work/ref/llamagen [--reps 1] [--out benchmarks/llamagen_side.json]
+    python benchmarks/bench_llamagen.py --llamagen /work/ref/llamagen [--calls 2] [--threads 2] [--out benchmarks/llamagen_side.json]
 
-``--profile`` adds torch.profiler's table of vtok's eager decode (batch 8, CFG 2, 32 steps) by operator.
+``--profile`` adds torch.profiler's table of vtok's eager decode (batch 8, CFG 2) by operator.
+
+Each row also gives the floor no eager implementation of the same fp32 model goes under on this machine: the
+time of the GPT's linear layers alone (every weight read once per token step, one call each, as the step
+makes them) over the sample's 256 steps, at the row's batch (16 under CFG); and the JSON records the machine's
+read bandwidth (a sum over 512 MB), the other bound of a step that reads 444 MB of weights.
 """
 
 from __future__ import annotations
@@ -40,12 +48,34 @@ def llamagen_model(root: str):
     return GPT_B(vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1, model_type="c2i").eval()
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
+def seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def matmul_floor(model, batch: int, reps: int = 10) -> float:
+    """Seconds of the model's linear layers alone over one sample's steps, at ``batch`` rows a step."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
+    for m in linears:  # warm-up
+        m(inputs[m.in_features])
     t0 = time.perf_counter()
     for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
+        for m in linears:
+            m(inputs[m.in_features])
+    return (time.perf_counter() - t0) / reps * model.max_steps
+
+
+def read_bandwidth() -> float:
+    """GB/s of a sum over 512 MB of float32 (the weights of a GPT-B step are 444 MB)."""
+    x = torch.ones(128 * 1024 * 1024)
+    x.sum()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        x.sum()
+    return x.numel() * 4 * 5 / (time.perf_counter() - t0) / 1e9
 
 
 def profile_vtok(model) -> None:
@@ -60,7 +90,7 @@ def profile_vtok(model) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--llamagen", required=True, help="a checkout of FoundationVision/LlamaGen (its autoregressive/)")
-    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--calls", type=int, default=2, help="calls of each sampler per setting, alternating")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--only-vtok", action="store_true", help="skip LlamaGen's rows (profiling)")
@@ -79,18 +109,26 @@ def main() -> None:
     for name, batch, cfg in SETTINGS:
         labels = torch.arange(batch) % 1000
         row = {"setting": name, "batch": batch, "cfg": cfg}
-        if not args.only_vtok:
-            kw = dict(cfg_scale=cfg, temperature=1.0, top_k=1000, top_p=1.0, sample_logits=True)
-            row["llamagen_s"] = timed(lambda y=labels, kw=kw: lg_generate(lg, y, 256, **kw), args.reps)
+        kw = dict(cfg_scale=cfg, temperature=1.0, top_k=1000, top_p=1.0, sample_logits=True)
         sampling = SamplingConfig(seed=0, top_k=1000, cfg_scale=cfg)
-        row["vtok_s"] = timed(lambda y=labels, s=sampling: generate(model, y, sampling=s), args.reps)
+        calls: dict[str, list[float]] = {"llamagen": [], "vtok": []}
+        for _ in range(args.calls):
+            if not args.only_vtok:
+                calls["llamagen"].append(seconds(lambda y=labels, kw=kw: lg_generate(lg, y, 256, **kw)))
+            calls["vtok"].append(seconds(lambda y=labels, s=sampling: generate(model, y, sampling=s)))
+        for impl, times in calls.items():
+            if times:
+                row[f"{impl}_s"] = min(times)
+                row[f"{impl}_calls_s"] = [round(t, 2) for t in times]
+        row["matmul_floor_s"] = matmul_floor(model, batch * (2 if cfg != 1.0 else 1))
         if "llamagen_s" in row:
             row["llamagen_over_vtok"] = round(row["llamagen_s"] / row["vtok_s"], 2)
+            row["llamagen_over_floor"] = round(row["llamagen_s"] / row["matmul_floor_s"], 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
            "model": "LlamaGen GPT-B, random weights (seed 0), converted", "sampling": "fp32, top-k 1000, eager",
-           "rows": rows}  # fmt: skip
+           "calls": args.calls, "read_gb_per_s": round(read_bandwidth(), 1), "rows": rows}  # fmt: skip
     if not args.only_vtok:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 

@@ -22,13 +22,17 @@ class ConvDecoder(Decoder):
 
     @dataclass
     class Config:
-        out_channels: int = ranged(3, AT_LEAST_1)
+        out_channels: int = ranged(3, AT_LEAST_1)  # channels of the output images (3: RGB)
+        # Base channel count; level i has ch x ch_mult[i] channels (multiples of 32: GroupNorm's 32 groups)
         ch: int = ranged(128, AT_LEAST_1)
         ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
+        # Residual blocks per resolution level, plus one (taming's decoder)
         num_res_blocks: int = ranged(2, NON_NEGATIVE)
+        # Levels with self-attention after each res block (negative counts from the lowest resolution; -1: the lowest)
         attn_levels: list[int] = ranged([-1], LEVEL)
+        # Channels of the latent grid it reads (the model's post_quant_conv maps the codes to them)
         z_channels: int = ranged(256, AT_LEAST_1)
-        dropout: float = ranged(0.0, UNIT)
+        dropout: float = ranged(0.0, UNIT)  # dropout inside every residual block (training only)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -40,10 +40,13 @@ class FlexTokFlowDecoder(Decoder):
         time_features: int = ranged(256, AT_LEAST_1)  # sin-cos features of the flow time
         max_timestep: float = ranged(1.0, POSITIVE)  # the time embedding's frequencies scale by 1000 / max_timestep
         modulation_sets: int = ranged(2, AT_LEAST_1)  # adaLN sets: 1 shared, 2 for patches and registers apart
-        null_single_token: bool = False
+        null_single_token: bool = False  # the unconditional pass reads one null token instead of a sequence of them
+        # Euler steps of the flow per decode: more steps, slower and closer to the flow's solution
         steps: int = ranged(25, AT_LEAST_1)
+        # Classifier-free guidance on the tokens; 1: none (one network call per step, not two)
         guidance_scale: float = ranged(1.0, NON_NEGATIVE)
-        norm_guidance: bool = False
+        norm_guidance: bool = False  # combine by adaptive projected guidance (APG) instead of plain CFG
+        # Seed of the starting noise (one generator, samples in batch order): a decode is a function of its tokens
         seed: int = ranged(0, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):

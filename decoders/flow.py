@@ -33,6 +33,7 @@ class FlowDecoder(LatentDecoder):
     @dataclass
     class Config(ViTShape):
         steps: int = ranged(8, AT_LEAST_1)  # Euler steps at decoding
+        # Seed of the starting noise, the same for every sample: a decode is a function of its tokens
         seed: int = ranged(0, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):

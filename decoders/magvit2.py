@@ -24,7 +24,7 @@ class Magvit2Decoder(Decoder):
 
     @dataclass
     class Config(Magvit2Shape):
-        out_channels: int = ranged(3, AT_LEAST_1)
+        out_channels: int = ranged(3, AT_LEAST_1)  # channels of the output images (3: RGB)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -26,8 +26,9 @@ class Patch1DDecoder(Decoder):
 
     @dataclass
     class Config(Patch1DShape):
+        # Residual blocks at full resolution after the unpatchify, to soften patch edges (0: none)
         refine_blocks: int = ranged(0, NON_NEGATIVE)
-        refine_width: int = ranged(32, AT_LEAST_1)
+        refine_width: int = ranged(32, AT_LEAST_1)  # channels of those full-resolution blocks (a multiple of 32)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -29,10 +29,13 @@ class MaskGitHead(nn.Module):
     class Config:
         width: int = ranged(1024, AT_LEAST_1)  # the ViT decoder's width
         hidden: int = ranged(2048, AT_LEAST_1)  # the 1x1-conv MLP's width (TiTok: 2 x width)
+        # Codes of the MaskGIT-VQGAN codebook the head predicts a softmax over at each patch
         codebook_size: int = ranged(1024, AT_LEAST_1)
-        code_dim: int = ranged(256, AT_LEAST_1)
+        code_dim: int = ranged(256, AT_LEAST_1)  # width of those codes: the channels the MaskGIT-VQGAN decoder reads
+        # channels[i]: the width of level i of that decoder (level 0 at full resolution); a patch is upsampled
+        # 2^(len - 1) times
         channels: list[int] = ranged([128, 128, 256, 256, 512], AT_LEAST_1)
-        num_res_blocks: int = ranged(2, NON_NEGATIVE)
+        num_res_blocks: int = ranged(2, NON_NEGATIVE)  # residual blocks per resolution level of that decoder
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -61,7 +64,8 @@ class PatchConvHead(nn.Module):
 
     @dataclass
     class Config:
-        width: int = ranged(768, AT_LEAST_1)
+        width: int = ranged(768, AT_LEAST_1)  # the ViT decoder's width (channels of each patch feature)
+        # Side p of the square patch each feature becomes (must equal the decoder's patch_size)
         patch_size: int = ranged(16, AT_LEAST_1)
 
     def __init__(self, cfg: Config):

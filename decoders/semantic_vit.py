@@ -28,11 +28,12 @@ class SemanticViTDecoder(nn.Module):
 
     @dataclass
     class Config:
+        # Channels of the semantic codes it reads (the quantizer's semantic_dim)
         in_channels: int = ranged(32, AT_LEAST_1)
-        out_channels: int = ranged(512, AT_LEAST_1)
-        width: int = ranged(768, AT_LEAST_1)
-        depth: int = ranged(3, AT_LEAST_1)
-        heads: int = ranged(12, AT_LEAST_1)
+        out_channels: int = ranged(512, AT_LEAST_1)  # channels of the predicted features (the teacher's)
+        width: int = ranged(768, AT_LEAST_1)  # transformer width
+        depth: int = ranged(3, AT_LEAST_1)  # transformer blocks
+        heads: int = ranged(12, AT_LEAST_1)  # attention heads per block
         grid: int = ranged(16, AT_LEAST_1)  # the token grid's side; the position table has grid^2 + 1 rows
 
     def __init__(self, cfg: Config):

@@ -36,13 +36,17 @@ class UniTokDecoder(Decoder):
 
     @dataclass
     class Config:
+        # Channels of the codes it reads (the quantizer's dim; UniTok's vocab_width)
         in_channels: int = ranged(64, AT_LEAST_1)
-        width: int = ranged(1024, AT_LEAST_1)
-        depth: int = ranged(31, AT_LEAST_1)
-        num_heads: int = ranged(16, AT_LEAST_1)
+        width: int = ranged(1024, AT_LEAST_1)  # viT width
+        depth: int = ranged(31, AT_LEAST_1)  # viT blocks
+        num_heads: int = ranged(16, AT_LEAST_1)  # attention heads of each ViT block (width must be a multiple)
+        # Widths of the two upsampling stages after the ViT
         up_dims: list[int] = ranged([320, 160], AT_LEAST_1)
+        # Inverted-MBConv blocks of those two stages (at least 1 each; the first of each upsamples)
         up_depths: list[int] = ranged([4, 2], AT_LEAST_1)
-        proj_heads: int | None = ranged(None, AT_LEAST_1)  # the projection's heads; None: width // in_channels (UniTok's)
+        # The projection's heads; None: width // in_channels (UniTok's)
+        proj_heads: int | None = ranged(None, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()

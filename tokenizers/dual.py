@@ -57,10 +57,14 @@ class DualTokenizer(FrozenTeacherHolder, GridTokenizer):
 
     @dataclass
     class Config(GridTokenizer.Config):
+        # A quantizer of [semantic | pixel] latents (tokenflow: one shared id; dual_rvq: separate ids)
         quantizer: dict = component("quantizer", {"name": "tokenflow"})
+        # The frozen pretrained network the semantic half is read from (a teacher part; not in the checkpoint)
         teacher: dict = component("teacher", {"name": "effnet_lite0"})
+        # Channels of the semantic adapters (teacher features -> semantic latents, and back)
         adapter_width: int = ranged(256, AT_LEAST_1)
-        adapter_blocks: int = ranged(2, NON_NEGATIVE)
+        adapter_blocks: int = ranged(2, NON_NEGATIVE)  # residual blocks in each of those adapters
+        # Weight of the semantic loss 1 - cosine(predicted, teacher features)
         semantic_weight: float = ranged(1.0, NON_NEGATIVE)
         # Per training sample, the chance that the pixel decoder sees the semantic half zeroed. The decoder
         # then cannot lean on semantic codes alone for detail the pixel codes should carry: with few training

@@ -46,9 +46,10 @@ class GridTokenizer(Tokenizer):
 
     @dataclass
     class Config:
-        encoder: dict = component("encoder", {"name": "conv"})
+        encoder: dict = component("encoder", {"name": "conv"})  # images -> a latent grid (an encoder part)
+        # The grid's latents -> codes (a quantizer part); its dim is the code width
         quantizer: dict = component("quantizer", {"name": "vq"})
-        decoder: dict = component("decoder", {"name": "conv"})
+        decoder: dict = component("decoder", {"name": "conv"})  # quantized latents -> images (a decoder part)
         quant_conv_kernel: int = ranged(1, AT_LEAST_1)  # 3 in VAR's VQVAE; 1 (a linear map per position) elsewhere
 
     def __init__(self, cfg: Config):

@@ -51,7 +51,7 @@ class TailDrop(Ordering):
     @dataclass
     class Config:
         p: float = ranged(1.0, UNIT)
-        min_tokens: int = ranged(1, AT_LEAST_1)
+        min_tokens: int = ranged(1, AT_LEAST_1)  # shortest length a batch keeps (capped at N)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -70,8 +70,9 @@ class NestedDropout(Ordering):
 
     @dataclass
     class Config:
+        # Draw lengths among the powers of two in [min_tokens, N] (1, 2, 4, ...; FlexTok) instead of uniformly
         powers_of_two: bool = False
-        min_tokens: int = ranged(1, AT_LEAST_1)
+        min_tokens: int = ranged(1, AT_LEAST_1)  # shortest length a sample keeps (capped at N)
 
     def __init__(self, cfg: Config):
         super().__init__()

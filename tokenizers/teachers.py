@@ -59,7 +59,10 @@ class EffNetTeacher(Teacher):
 
     @dataclass
     class Config:
+        # The stage (0-4) whose features are the target; later stages are coarser and wider
         stage: int = ranged(3, Range(0, 4))
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -86,8 +89,11 @@ class TimmTeacher(Teacher):
 
     @dataclass
     class Config:
+        # The timm model, created with its pretrained weights (needs the hub or its cache)
         model: str = "vit_base_patch16_siglip_256"
-        image_size: int = ranged(256, AT_LEAST_1)
+        image_size: int = ranged(256, AT_LEAST_1)  # images are resized (bicubic) to this square size before the network
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):
@@ -129,9 +135,11 @@ class OpenClipTeacher(Teacher):
 
     @dataclass
     class Config:
-        model: str = "ViT-B-16"
-        pretrained: str = "openai"
+        model: str = "ViT-B-16"  # open_clip architecture name
+        pretrained: str = "openai"  # open_clip pretrained tag of the weights (openai: OpenAI's CLIP)
         image_size: int = ranged(224, AT_LEAST_1)  # the position table is resized to it by open_clip when loading
+        # Hash of the teacher's weights, recorded by a saved tokenizer; loading checks the weights against it (null:
+        # unchecked)
         weights_sha256: str | None = None
 
     def __init__(self, cfg: Config):

@@ -51,10 +51,13 @@ class TokenFlowTokenizer(FrozenTeacherHolder, GridTokenizer):
 
     @dataclass
     class Config(GridTokenizer.Config):
+        # A quantizer of [semantic | pixel] latents (TokenFlow's tokenflow_learned: one shared id over scales)
         quantizer: dict = component("quantizer", {"name": "tokenflow_learned"})
+        # The trained ViT the semantic half comes from (an encoder part; in the checkpoint)
         semantic_encoder: dict = component("encoder", {"name": "open_clip"})
         semantic_decoder: dict = component("semantic_decoder", {"name": "vit"})
         teacher: dict | None = component("teacher", optional=True)
+        # Weight of the distillation loss 1 - cosine(semantic decoder output, teacher features)
         semantic_weight: float = ranged(1.0, NON_NEGATIVE)
         # The pixel branch's image size where it differs from the images' (see the class docstring); None: the same.
         pixel_size: int | None = ranged(None, AT_LEAST_1)

@@ -58,8 +58,12 @@ class DataConfig:
     source: str = "builtin"
     image_size: int = ranged(256, IMAGE_SIZE)
     random_crop: bool = False
+    # Mirror training images left-right with probability 1/2 (AR runs: use a sample's flipped tokens, as the shards hold
+    # them unless encoded with --no-flip).
     random_flip: bool = True
+    # DataLoader processes that read and crop images (0: in the training process).
     num_workers: int = ranged(0, NON_NEGATIVE)
+    # Images of the sample grids, read like source and never augmented (builtin: the held-out crops).
     held_out: str = "builtin"
     crop_scale: list[float] | None = ranged(None, SHARE)
     color_jitter: list[float] | None = ranged(None, NON_NEGATIVE)

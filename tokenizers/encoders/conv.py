@@ -23,13 +23,17 @@ class ConvEncoder(Encoder):
 
     @dataclass
     class Config:
-        in_channels: int = ranged(3, AT_LEAST_1)
+        in_channels: int = ranged(3, AT_LEAST_1)  # channels of the input images (3: RGB)
+        # Base channel count; level i has ch x ch_mult[i] channels (multiples of 32: GroupNorm's 32 groups)
         ch: int = ranged(128, AT_LEAST_1)
+        # Channel multiplier per resolution level; a stride-2 downsample between levels: factor 2^(len - 1)
         ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
-        num_res_blocks: int = ranged(2, NON_NEGATIVE)
+        num_res_blocks: int = ranged(2, NON_NEGATIVE)  # residual blocks per resolution level
+        # Levels with self-attention after each res block (negative counts from the lowest resolution; -1: the lowest)
         attn_levels: list[int] = ranged([-1], LEVEL)
+        # Channels of the latent grid it outputs (the model's quant_conv maps them to the quantizer's dim)
         z_channels: int = ranged(256, AT_LEAST_1)
-        dropout: float = ranged(0.0, UNIT)
+        dropout: float = ranged(0.0, UNIT)  # dropout inside every residual block (training only)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -26,7 +26,7 @@ class Magvit2Encoder(Encoder):
 
     @dataclass
     class Config(Magvit2Shape):
-        in_channels: int = ranged(3, AT_LEAST_1)
+        in_channels: int = ranged(3, AT_LEAST_1)  # channels of the input images (3: RGB)
 
     def __init__(self, cfg: Config):
         super().__init__()

@@ -33,15 +33,17 @@ class OpenClipEncoder(Encoder):
     class Config:
         model: str = "ViT-B-16"  # an open_clip model name; its vision tower is used
         pretrained: str | None = None  # None: random weights (converted checkpoints bring their own)
+        # Side of the square input images (the only size taken; the position table is built for it)
         image_size: int = ranged(224, AT_LEAST_1)
         quick_gelu: bool = True  # OpenAI's CLIP weights were trained with QuickGELU
         # Optional changes to the named model's vision tower (random weights only; heads = width // 64).
         width: int | None = ranged(None, AT_LEAST_1)
-        layers: int | None = ranged(None, AT_LEAST_1)
+        layers: int | None = ranged(None, AT_LEAST_1)  # transformer blocks of the tower (null: the named model's)
+        # Side of the tower's square patches (null: the named model's)
         patch_size: int | None = ranged(None, AT_LEAST_1)
         # Per-channel normalisation of the [0, 1] image; None feeds the [-1, 1] image as it is (TokenFlow's CLIP).
         mean: list[float] | None = ranged(None, UNIT)
-        std: list[float] | None = ranged(None, POSITIVE)
+        std: list[float] | None = ranged(None, POSITIVE)  # per-channel std of that normalisation (with mean)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -52,7 +54,9 @@ class OpenClipEncoder(Encoder):
             import open_clip
             from open_clip.model import _build_vision_tower
         except ImportError:
-            raise VtokError("the open_clip encoder needs the open_clip_torch package (pip install open_clip_torch)") from None
+            raise VtokError(
+                "the open_clip encoder needs the open_clip_torch package (pip install open_clip_torch)"
+            ) from None
 
         if (cfg.mean is None) != (cfg.std is None):
             raise VtokError("open_clip encoder: give mean and std together, or neither")
@@ -69,10 +73,15 @@ class OpenClipEncoder(Encoder):
         else:
             try:
                 model = open_clip.create_model(
-                    cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size, force_quick_gelu=cfg.quick_gelu
+                    cfg.model,
+                    pretrained=cfg.pretrained,
+                    force_image_size=cfg.image_size,
+                    force_quick_gelu=cfg.quick_gelu,
                 )
             except Exception as err:  # hub unreachable, unknown tag: one line, no traceback
-                raise VtokError(f"open_clip encoder {cfg.model!r} ({cfg.pretrained}) could not be loaded ({err})") from None
+                raise VtokError(
+                    f"open_clip encoder {cfg.model!r} ({cfg.pretrained}) could not be loaded ({err})"
+                ) from None
             self.net = model.visual
         self.net.proj = None  # patch features stay in the tower's width
         self.net.output_tokens = True

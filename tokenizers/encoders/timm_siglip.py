@@ -31,11 +31,13 @@ class TimmSiglipEncoder(Encoder):
     @dataclass
     class Config:
         model: str = "vit_so400m_patch14_siglip_384"  # a timm SigLIP ViT name
+        # Side of the square input images (the only size taken; the position table is built for it)
         image_size: int = ranged(384, AT_LEAST_1)
         # Optional changes to the named tower (random weights; tests' tiny towers).
         width: int | None = ranged(None, AT_LEAST_1)
-        depth: int | None = ranged(None, AT_LEAST_1)
-        heads: int | None = ranged(None, AT_LEAST_1)
+        depth: int | None = ranged(None, AT_LEAST_1)  # transformer blocks of the tower (null: the named model's)
+        heads: int | None = ranged(None, AT_LEAST_1)  # attention heads per block (null: the named model's)
+        # Side of the tower's square patches (null: the named model's)
         patch_size: int | None = ranged(None, AT_LEAST_1)
 
     def __init__(self, cfg: Config):

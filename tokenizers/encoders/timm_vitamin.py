@@ -37,14 +37,17 @@ class TimmVitaminEncoder(Encoder):
     @dataclass
     class Config:
         model: str = "vitamin_xlarge_256"  # a timm ViTamin name
+        # Side of the square input images (the only size taken; the position table is built for it)
         image_size: int = ranged(256, AT_LEAST_1)
         # Optional changes to the named tower (random weights; tests' tiny towers): the ViT's width, depth and
         # heads; the stem's width, the two MBConv stages' widths and depths (all three or none).
         width: int | None = ranged(None, AT_LEAST_1)
-        depth: int | None = ranged(None, AT_LEAST_1)
-        heads: int | None = ranged(None, AT_LEAST_1)
-        stem_width: int | None = ranged(None, AT_LEAST_1)
+        depth: int | None = ranged(None, AT_LEAST_1)  # transformer blocks of the tower (null: the named model's)
+        heads: int | None = ranged(None, AT_LEAST_1)  # attention heads per block (null: the named model's)
+        stem_width: int | None = ranged(None, AT_LEAST_1)  # the convolutional stem's width (null: the named model's)
+        # The widths of the two MBConv stages (null: the named model's)
         stage_dims: list[int] | None = ranged(None, AT_LEAST_1)
+        # The blocks of the two MBConv stages (null: the named model's)
         stage_depths: list[int] | None = ranged(None, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
@@ -60,7 +63,9 @@ class TimmVitaminEncoder(Encoder):
         stem = (cfg.stem_width, cfg.stage_dims, cfg.stage_depths)
         if any(v is not None for v in stem):
             if None in stem or len(cfg.stage_dims) != 2 or len(cfg.stage_depths) != 2 or cfg.width is None:
-                raise VtokError("timm_vitamin encoder: give stem_width, 2 stage_dims, 2 stage_depths and width together")
+                raise VtokError(
+                    "timm_vitamin encoder: give stem_width, 2 stage_dims, 2 stage_depths and width together"
+                )
             conv = VitConvCfg(norm_layer="layernorm2d", norm_eps=1e-6)  # timm's ViTamin settings
             dims = (*cfg.stage_dims, cfg.width)
             kwargs["embed_cfg"] = VitCfg(embed_dim=dims, depths=(*cfg.stage_depths, 1), stem_width=cfg.stem_width,
@@ -70,7 +75,9 @@ class TimmVitaminEncoder(Encoder):
         except (RuntimeError, ValueError, TypeError, AssertionError) as err:  # unknown name, sizes that do not fit
             raise VtokError(f"timm_vitamin encoder {cfg.model!r} could not be built ({err})") from None
         if not hasattr(self.net.patch_embed, "backbone") or self.net.num_prefix_tokens:
-            raise VtokError(f"timm_vitamin encoder: {cfg.model!r} is not a ViTamin tower (a hybrid stem, no class token)")
+            raise VtokError(
+                f"timm_vitamin encoder: {cfg.model!r} is not a ViTamin tower (a hybrid stem, no class token)"
+            )
         self.net.fc_norm, self.net.head = nn.Identity(), nn.Identity()  # deleted by TokenFlow: the tokens are read
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)

@@ -34,13 +34,15 @@ class UniTokEncoder(Encoder):
     @dataclass
     class Config:
         img_size: int = ranged(256, AT_LEAST_1)
-        stem_width: int = ranged(160, AT_LEAST_1)
+        stem_width: int = ranged(160, AT_LEAST_1)  # the convolutional stem's width
         stage_dims: list[int] = ranged([160, 320, 1024], AT_LEAST_1)  # MBConv stage 1, 2; the ViT width
         stage_depths: list[int] = ranged([2, 4], AT_LEAST_1)  # MBConv blocks per stage
         depth: int = ranged(31, AT_LEAST_1)  # ViT blocks
+        # Attention heads of each ViT block (the ViT width, stage_dims[-1], must be a multiple)
         num_heads: int = ranged(16, AT_LEAST_1)
         z_channels: int = ranged(64, AT_LEAST_1)  # the projection's output width (UniTok's vocab_width)
-        proj_heads: int | None = ranged(None, AT_LEAST_1)  # the projection's heads; None: stage_dims[-1] // z_channels (UniTok's)
+        # The projection's heads; None: stage_dims[-1] // z_channels (UniTok's)
+        proj_heads: int | None = ranged(None, AT_LEAST_1)
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -55,7 +57,9 @@ class UniTokEncoder(Encoder):
         from vtok.compat import ensure_torchvision
 
         ensure_torchvision()  # timm imports torchvision
-        self.tower = vitamin_tower(cfg.img_size, cfg.stem_width, cfg.stage_dims, cfg.stage_depths, cfg.depth, cfg.num_heads)
+        self.tower = vitamin_tower(
+            cfg.img_size, cfg.stem_width, cfg.stage_dims, cfg.stage_depths, cfg.depth, cfg.num_heads
+        )
         self.proj = AttnProjection(width, cfg.z_channels, heads)
         self.img_size = cfg.img_size
         self.out_channels = cfg.z_channels

@@ -38,6 +38,8 @@ class ViTLatentEncoder(Encoder):
 
     @dataclass
     class Config(ViTShape):
+        # A latent token attends to the patches and the latents before it only, so any prefix is computed alone
+        # (One-D-Piece, FlexTok)
         causal_latents: bool = False
         class_token: bool = False  # a learned token in front of the patches (TiTok's CLIP-style layout)
         # TiTok's released checkpoints (its ``is_legacy``) read the latent features through a reshape of

@@ -17,7 +17,8 @@ class PatchGAN(nn.Module):
 
     @dataclass
     class Config:
-        ndf: int = ranged(64, AT_LEAST_1)
+        ndf: int = ranged(64, AT_LEAST_1)  # channels of the first conv; each later layer doubles them, up to 8 x ndf
+        # Conv layers after the first (all but the last stride 2): more layers, larger patches per logit
         n_layers: int = ranged(3, AT_LEAST_1)
 
     def __init__(self, cfg: Config):

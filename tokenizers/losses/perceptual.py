@@ -38,6 +38,7 @@ class EffNetLite0Distance(Perceptual):
 
     @dataclass
     class Config:
+        # EfficientNet-Lite0 stages (0-4, shallow to deep) whose normalised features are compared; their distances add
         stages: list[int] = ranged([0, 1, 2, 3, 4], Range(0, 4))
 
     def __init__(self, cfg: Config):

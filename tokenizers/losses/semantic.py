@@ -67,15 +67,20 @@ class SemanticRegularizer(nn.Module):
 
     @dataclass
     class Config:
+        # The frozen pretrained network whose features are the target (a teacher part)
         teacher: dict = component("teacher", {"name": "effnet_lite0"})
+        # Path of the tokenizer module whose output is aligned (e.g. decoder.conv_in, encoder)
         features: str = "decoder.conv_in"
         channels: int | None = ranged(None, AT_LEAST_1)  # the features' channels where the module does not tell
         proj_layers: int = ranged(3, AT_LEAST_1)  # REPA's 3-layer MLP; 1 is VA-VAE's linear map
+        # Hidden width of the projection MLP from the features to the teacher's width (proj_layers > 1)
         proj_width: int = ranged(512, AT_LEAST_1)
         cosine_weight: float = ranged(0.5, NON_NEGATIVE)
         margin_cosine_weight: float = ranged(0.0, NON_NEGATIVE)
+        # The marginal cosine term stops pulling once cos(p, t) reaches 1 - cosine_margin
         cosine_margin: float = ranged(0.5, UNIT)
         distance_weight: float = ranged(0.0, NON_NEGATIVE)
+        # Differences of self-similarity under this are not penalised by the distance term
         distance_margin: float = ranged(0.25, UNIT)
 
     def __init__(self, cfg: Config):

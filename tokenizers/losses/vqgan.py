@@ -30,19 +30,27 @@ class VQGANLoss(nn.Module):
 
     @dataclass
     class Config:
-        l1_weight: float = ranged(1.0, NON_NEGATIVE)
-        l2_weight: float = ranged(0.0, NON_NEGATIVE)
+        l1_weight: float = ranged(1.0, NON_NEGATIVE)  # weight of the mean absolute pixel error (images in [-1, 1])
+        l2_weight: float = ranged(0.0, NON_NEGATIVE)  # weight of the mean squared pixel error
+        # Weight of the perceptual distance; 0 also skips building the perceptual network
         perceptual_weight: float = ranged(1.0, NON_NEGATIVE)
+        # The network behind the perceptual distance (a perceptual part)
         perceptual: dict = component("perceptual", {"name": "effnet_lite0"})
+        # Weight of the sum of the quantizer's own losses (commitment, entropy, ...; logged as q_*)
         codebook_weight: float = ranged(1.0, NON_NEGATIVE)
+        # The GAN discriminator (trained with disc_lr from disc_start on)
         discriminator: dict = component("discriminator", {"name": "patchgan"})
+        # Weight of the generator's GAN term -D(x'); 0: no GAN (the discriminator never trains)
         disc_weight: float = ranged(0.5, NON_NEGATIVE)
         disc_start: int = ranged(20000, NON_NEGATIVE)
         # The generator's GAN weight ramps from 0 over these steps after disc_start, so a discriminator trained
         # from scratch (e.g. when fine-tuning a released generator) is not followed while it is still random.
         disc_warmup_steps: int = ranged(0, NON_NEGATIVE)
+        # Scale the GAN term so its gradient at the decoder's last layer matches the reconstruction's (taming's VQGAN)
         adaptive_weight: bool = False
+        # Weight of the LeCam regulariser on the discriminator's logits (Tseng et al. 2021); 0: off
         lecam_weight: float = ranged(0.0, NON_NEGATIVE)
+        # EMA decay of the LeCam anchors (the running mean logits on real and reconstructed images)
         lecam_decay: float = ranged(0.999, DECAY)
         # A teacher alignment of the tokenizer's features (``semantic``: GigaTok's / VA-VAE's), or none.
         regularizer: dict | None = component("regularizer", optional=True)

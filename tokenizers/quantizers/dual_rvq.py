@@ -22,7 +22,9 @@ class DualQuantizer(Quantizer):
 
     @dataclass
     class Config:
+        # The quantizer of the first (semantic) channels; its dim is their width
         semantic: dict = component("quantizer", {"name": "rvq", "dim": 32, "depth": 1, "codebook_size": 16384})
+        # The quantizer of the remaining (pixel) channels; its dim is their width
         pixel: dict = component("quantizer", {"name": "rvq", "dim": 8, "depth": 1, "codebook_size": 16384})
 
     def __init__(self, cfg: Config):

@@ -25,12 +25,15 @@ class FSQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes; when it differs from len(levels), a linear map to them and back
         dim: int = ranged(6, AT_LEAST_1)
+        # Values each channel is rounded to; the implicit codebook has their product (FSQ paper: [8, 8, 8, 5, 5, 5])
         levels: list[int] = ranged([8, 8, 8, 5, 5, 5], Range(2))
         # Symmetry-preserving rounding and noise substitution (arXiv 2411.19842, section 3.2): each channel's
         # levels are spread evenly over (-1, 1), and in training a share of the latents pass with uniform noise
         # in place of rounding, which keeps gradients alive where tanh saturates.
         preserve_symmetry: bool = False
+        # Share of training latents passed with uniform noise instead of rounding (see above); 0: off
         noise_dropout: float = ranged(0.0, UNIT)
 
     def __init__(self, cfg: Config):
@@ -39,7 +42,8 @@ class FSQ(Quantizer):
         self.dim = cfg.dim
         size = math.prod(cfg.levels)
         self.codebook_sizes = (size,)
-        with torch.device("cpu"):  # the library reads its level buffers with .item(): a meta-device build needs them real
+        # the library reads its level buffers with .item(): a meta-device build needs them real
+        with torch.device("cpu"):
             self.fsq = LibraryFSQ(
                 levels=list(cfg.levels),
                 dim=cfg.dim,

@@ -36,7 +36,9 @@ from vtok.stats import batch_code_stats
 LOGITS_PER_CHUNK = 2**25  # the id search holds at most this many logits (and as many probabilities) at once
 
 
-def ibq_entropy_loss(logits: torch.Tensor, temperature: float, sample_weight: float, batch_weight: float) -> torch.Tensor:
+def ibq_entropy_loss(
+    logits: torch.Tensor, temperature: float, sample_weight: float, batch_weight: float
+) -> torch.Tensor:
     """MAGVIT's entropy loss of (N, K) logits: weighted mean per-position entropy - entropy of the mean."""
     log_probs = F.log_softmax(logits / temperature, dim=-1)  # (N, K)
     probs = log_probs.exp()
@@ -52,13 +54,19 @@ class IBQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(256, AT_LEAST_1)
+        # Number of codes K: ids lie in [0, K) (IBQ trains every code, so large K stay in use)
         codebook_size: int = ranged(16384, AT_LEAST_1)
         beta: float = ranged(0.25, NON_NEGATIVE)  # weighs the codebook term |e - sg(z)|^2, as published
         quant_weight: float = ranged(1.0, NON_NEGATIVE)  # the three quantization terms together
+        # Weight of the MAGVIT entropy loss of the logits (training only); 0: off
         entropy_weight: float = ranged(0.05, NON_NEGATIVE)
+        # Temperature dividing the logits z . e_k in that entropy loss; lower is sharper
         entropy_temperature: float = ranged(0.01, POSITIVE)
+        # Weight of the per-position entropy inside it (pushes each choice to be sharp)
         sample_entropy_weight: float = ranged(1.0, NON_NEGATIVE)
+        # Weight of the batch-mean distribution's entropy inside it (pushes every code into use)
         batch_entropy_weight: float = ranged(1.0, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):

@@ -45,12 +45,18 @@ class LFQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes; when it differs from bits, a linear map to bits channels and back
         dim: int = ranged(18, AT_LEAST_1)
-        bits: int = ranged(18, AT_LEAST_1)
+        bits: int = ranged(18, AT_LEAST_1)  # sign bits per position: 2^bits implicit codes (18: Open-MAGVIT2's 262144)
+        # Equal groups the bits split into for the entropy loss (and, without sub_codes, the id columns)
         groups: int = ranged(2, AT_LEAST_1)
+        # Weight of the entropy loss: mean per-sample entropy - diversity_gamma x batch entropy; 0: off
         entropy_weight: float = ranged(0.1, NON_NEGATIVE)
+        # Weight of the mean squared error between the projection and its signs
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        # Weight of the batch-entropy (code diversity) term inside the entropy loss
         diversity_gamma: float = ranged(1.0, NON_NEGATIVE)
+        # Inverse temperature of the soft code assignments the entropy loss is computed over
         inv_temperature: float = ranged(100.0, POSITIVE)
         # A random share of the positions for the per-sample entropy, to save memory on large batches.
         per_sample_entropy_share: float = ranged(1.0, Range(0.0, 1.0, low_open=True))

@@ -39,7 +39,9 @@ class MultiCodebookVQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors, split into `codebooks` equal chunks (dim must be a multiple of codebooks)
         dim: int = ranged(64, AT_LEAST_1)
+        # Codebooks, one per chunk of the latent: ids (B, L, codebooks)
         codebooks: int = ranged(8, AT_LEAST_1)
         codebook_size: int = ranged(4096, AT_LEAST_1)  # codes per codebook
         beta: float = ranged(0.25, NON_NEGATIVE)  # commitment weight; the codebook term has weight 1

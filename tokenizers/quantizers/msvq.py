@@ -38,12 +38,16 @@ class MultiScaleVQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(32, AT_LEAST_1)
+        # Codes K of the one codebook every scale shares: ids lie in [0, K)
         codebook_size: int = ranged(4096, AT_LEAST_1)
+        # Side s of each scale's s x s token map, coarse to fine (strictly increasing); the last is the latent grid
         scales: list[int] = ranged([1, 2, 3, 4, 5, 6, 8, 10, 13, 16], AT_LEAST_1)
         phi_count: int = ranged(4, NON_NEGATIVE)  # 0: one phi a scale; 1: one for all
         phi_ratio: float = ranged(0.5, UNIT)  # r in (1 - r) h + r conv(h); 0: no phi
         cosine: bool = False  # nearest code by cosine (VAR's using_znorm) instead of Euclidean distance
+        # Weight of the commitment term |sg(f_hat) - f|^2 in VAR's per-scale loss (the codebook term has weight 1)
         beta: float = ranged(0.25, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):

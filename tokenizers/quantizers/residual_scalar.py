@@ -67,11 +67,15 @@ class ResidualLFQ(ResidualScalar):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (projected to bits channels inside when different)
         dim: int = ranged(8, AT_LEAST_1)
         bits: int = ranged(8, Range(1, MAX_GROUP_BITS))
         depth: int = ranged(4, AT_LEAST_1)
+        # Weight of each level's entropy loss (MAGVIT-v2: per-sample entropy minus batch entropy)
         entropy_weight: float = ranged(0.1, NON_NEGATIVE)
+        # Weight of each level's commitment loss between the projection and its signs
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        # Training sometimes stops after a random number of levels, so any first d levels decode
         quantize_dropout: bool = True
 
     def __init__(self, cfg: Config):
@@ -98,9 +102,11 @@ class ResidualFSQ(ResidualScalar):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (projected to len(levels) channels inside when different)
         dim: int = ranged(8, AT_LEAST_1)
         levels: list[int] = ranged([8, 5, 5, 5], Range(2))
         depth: int = ranged(4, AT_LEAST_1)
+        # Training sometimes stops after a random number of levels, so any first d levels decode
         quantize_dropout: bool = True
 
     def __init__(self, cfg: Config):

@@ -44,12 +44,16 @@ class SharedResidualQuantizer(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(256, AT_LEAST_1)
         depth: int = ranged(4, AT_LEAST_1)
+        # Codes K of the one codebook all levels share: each of a position's depth ids lies in [0, K)
         codebook_size: int = ranged(16384, AT_LEAST_1)
+        # EMA decay of the codebook's counts and sums, applied once per level (RQ-VAE: 0.99)
         decay: float = ranged(0.99, DECAY)
         restart_unused_codes: bool = True  # a code with EMA count under 1 restarts at a batch residual
         eps: float = ranged(1e-5, NON_NEGATIVE)  # Laplace smoothing of the EMA counts
+        # Weight of the mean over levels of |z - sum of the first k codes|^2 (RQ-VAE's latent_loss_weight)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):
@@ -80,9 +84,7 @@ class SharedResidualQuantizer(Quantizer):
         z_q = z + (partial_sums[-1] - z).detach()  # (B, L, D)
         # All levels draw from one codebook: the batch's usage counts every level's ids.
         stats = batch_code_stats(ids, self.cfg.codebook_size)
-        return QuantizerOutput(
-            z_q=z_q, ids=ids, losses={"commit": self.cfg.commitment_weight * commit}, stats=stats
-        )
+        return QuantizerOutput(z_q=z_q, ids=ids, losses={"commit": self.cfg.commitment_weight * commit}, stats=stats)
 
     @torch.no_grad()
     def _residual_codes(self, x: torch.Tensor, update: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -36,21 +36,28 @@ class ResidualQuantizer(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(256, AT_LEAST_1)
         depth: int = ranged(4, AT_LEAST_1)
+        # Codes per level K: each of a position's depth ids lies in [0, K)
         codebook_size: int = ranged(16384, AT_LEAST_1)
+        # Null: codes live in dim; else a linear map to this width before the search and back after
         codebook_dim: int | None = ranged(None, AT_LEAST_1)
-        shared_codebook: bool = True
+        shared_codebook: bool = True  # every level searches one codebook (RQ-VAE); false: a codebook per level
+        # Search by cosine similarity (l2-normalised residuals and codes) instead of Euclidean distance
         cosine: bool = False
+        # EMA decay of each codebook's running counts and sums; lower follows the encoder faster
         decay: float = ranged(0.99, DECAY)
-        kmeans_init: bool = True
+        kmeans_init: bool = True  # codes start as k-means centroids of the first batch's residuals, not random
         dead_code_share: float = ranged(
             1.0, NON_NEGATIVE
         )  # restart a code under this share of a code's mean use (upkeep.py)
         dead_code_threshold: float = ranged(
             0.0, NON_NEGATIVE
         )  # > 0: the library's absolute EMA count, in place of the share
+        # Training sometimes stops after a random number of levels, so any first d levels decode (depth > 1)
         quantize_dropout: bool = True
+        # Weight of each level's commitment loss |r - sg(code)|^2, summed over levels (q_commit)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
 
     def __init__(self, cfg: Config):

@@ -30,9 +30,12 @@ class SimVQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(8, AT_LEAST_1)
+        # Number of codes K (rows of the frozen random codebook): ids lie in [0, K)
         codebook_size: int = ranged(16384, AT_LEAST_1)
         frozen_dim: int | None = ranged(None, AT_LEAST_1)  # the frozen codebook's width (default: dim)
+        # The encoder's gradient crosses the quantizer by the rotation trick, not the straight-through copy
         rotation_trick: bool = True
         commitment_weight: float = ranged(1.0, NON_NEGATIVE)
         input_commitment: float = ranged(0.25, NON_NEGATIVE)

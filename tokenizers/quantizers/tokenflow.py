@@ -47,12 +47,17 @@ class SharedMultiScaleQuantizer(Quantizer):
     class Config:
         semantic_dim: int = ranged(32, AT_LEAST_1)
         pixel_dim: int = ranged(8, AT_LEAST_1)
+        # Codes K in each of the two codebooks; one id in [0, K) addresses a code of each
         codebook_size: int = ranged(16384, AT_LEAST_1)
+        # Side s of each scale's s x s id map, coarse to fine (strictly increasing); the last is the latent grid
         scales: list[int] = ranged([1, 2, 4, 8, 16], AT_LEAST_1)
+        # Weight w of the pixel half's distance in the joint choice argmin(d_sem + w d_pix)
         pixel_weight: float = ranged(1.0, NON_NEGATIVE)
+        # EMA decay of both codebooks' counts and sums; lower follows the encoder faster
         decay: float = ranged(0.99, DECAY)
         dead_code_share: float = ranged(1.0, NON_NEGATIVE)  # restart under this share of a code's mean use
         dead_code_threshold: float = ranged(0.0, NON_NEGATIVE)  # > 0: an absolute EMA count instead of the share
+        # Weight of the commitment loss: MSE of the normalised latents to sg(their reconstruction over the scales)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
         scale_drop: float = ranged(0.1, UNIT)  # training: chance of stopping after a random coarser scale
 

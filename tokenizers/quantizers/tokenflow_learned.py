@@ -39,9 +39,12 @@ class LearnedSharedMultiScaleQuantizer(Quantizer):
 
     @dataclass
     class Config:
+        # Channels of the semantic half of the latents (the first ones) and of its codes
         semantic_dim: int = ranged(32, AT_LEAST_1)
-        pixel_dim: int = ranged(8, AT_LEAST_1)
+        pixel_dim: int = ranged(8, AT_LEAST_1)  # channels of the pixel half (the rest) and of its codes
+        # Codes K in each of the two codebooks; one id in [0, K) addresses a code of each
         codebook_size: int = ranged(32768, AT_LEAST_1)
+        # Side s of each scale's s x s id map, coarse to fine (strictly increasing); the last is the latent grid
         scales: list[int] = ranged([1, 2, 4, 6, 8, 10, 12, 14, 16], AT_LEAST_1)
         pixel_weight: float = ranged(1.0, NON_NEGATIVE)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)  # TokenFlow's vq_train default beta
@@ -57,8 +60,12 @@ class LearnedSharedMultiScaleQuantizer(Quantizer):
         self.dim = cfg.semantic_dim + cfg.pixel_dim
         self.codebook_sizes = (cfg.codebook_size,)
         k = cfg.codebook_size
-        self.semantic_codes = torch.nn.Parameter(F.normalize(torch.empty(k, self.semantic_dim).uniform_(-1 / k, 1 / k), dim=-1))
-        self.pixel_codes = torch.nn.Parameter(F.normalize(torch.empty(k, self.pixel_dim).uniform_(-1 / k, 1 / k), dim=-1))
+        self.semantic_codes = torch.nn.Parameter(
+            F.normalize(torch.empty(k, self.semantic_dim).uniform_(-1 / k, 1 / k), dim=-1)
+        )
+        self.pixel_codes = torch.nn.Parameter(
+            F.normalize(torch.empty(k, self.pixel_dim).uniform_(-1 / k, 1 / k), dim=-1)
+        )
 
     token_scales = SharedMultiScaleQuantizer.token_scales
     token_positions = SharedMultiScaleQuantizer.token_positions
@@ -71,10 +78,16 @@ class LearnedSharedMultiScaleQuantizer(Quantizer):
     def _scale(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """r: (B, D, s, s) pooled residual -> (ids (B, s*s), normalised residual (B, s*s, D), codes (B, s*s, D))."""
         flat = rearrange(r, "b d h w -> b (h w) d")
-        z = torch.cat([F.normalize(flat[..., : self.semantic_dim], dim=-1), F.normalize(flat[..., self.semantic_dim :], dim=-1)], -1)
+        z = torch.cat(
+            [F.normalize(flat[..., : self.semantic_dim], dim=-1), F.normalize(flat[..., self.semantic_dim :], dim=-1)],
+            -1,
+        )
         codes = self.codes()
         d = 0
-        for part, weight in ((slice(0, self.semantic_dim), 1.0), (slice(self.semantic_dim, self.dim), self.cfg.pixel_weight)):
+        for part, weight in (
+            (slice(0, self.semantic_dim), 1.0),
+            (slice(self.semantic_dim, self.dim), self.cfg.pixel_weight),
+        ):
             x, e = z[..., part].reshape(-1, z[..., part].shape[-1]), codes[:, part]
             d = d + weight * ((x**2).sum(1, keepdim=True) + (e**2).sum(1) - 2 * x @ e.t())  # (B*s*s, K)
         ids = rearrange(d.argmin(1), "(b n) -> b n", b=r.shape[0])
@@ -115,7 +128,9 @@ class LearnedSharedMultiScaleQuantizer(Quantizer):
         """ids: (B, sum s^2, 1) -> z_q: (B, h*w, D), the bicubic-upsampled codes of every scale summed."""
         side, expected = self.cfg.scales[-1], sum(s * s for s in self.cfg.scales)
         if ids.shape[1] != expected:
-            raise VtokError(f"tokenflow ids need {expected} positions over scales {self.cfg.scales}, got {ids.shape[1]}")
+            raise VtokError(
+                f"tokenflow ids need {expected} positions over scales {self.cfg.scales}, got {ids.shape[1]}"
+            )
         vectors = self.code_vectors(ids)  # (B, sum s^2, D)
         z_hat = 0
         for part, s in zip(vectors.split([s * s for s in self.cfg.scales], dim=1), self.cfg.scales):

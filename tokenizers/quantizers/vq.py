@@ -53,21 +53,33 @@ class VQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(8, AT_LEAST_1)
+        # Number of codes K: ids lie in [0, K); more codes, finer latents and a larger AR vocabulary
         codebook_size: int = ranged(16384, AT_LEAST_1)
+        # Null: codes live in dim; else a linear map to this width before the search and back after (ViT-VQGAN's
+        # factorised codes)
         codebook_dim: int | None = ranged(None, AT_LEAST_1)
         cosine: bool = True
         ema: bool = True
+        # EMA decay of the codebook's running counts and sums (ema: true); lower follows the encoder faster
         decay: float = ranged(0.99, DECAY)
+        # Codes start as k-means centroids of the first batch's latents (the 1D family with a bypass init: k-means++ of
+        # many images), not random
         kmeans_init: bool = True
+        # Lloyd iterations of that k-means, and of the k-means that places restarted or refreshed codes
         kmeans_iters: int = ranged(10, AT_LEAST_1)
         dead_code_share: float = ranged(1.0, NON_NEGATIVE)
         dead_code_threshold: float = ranged(
             0.0, NON_NEGATIVE
         )  # > 0: the library's absolute EMA count, in place of the share
+        # Gradients cross the quantizer by the rotation trick (Fifty et al., 2024), not the straight-through copy
         rotation_trick: bool = True
+        # Weight of the commitment loss |x - sg(code)|^2 pulling latents to their codes (reported as q_commit)
         commitment_weight: float = ranged(0.25, NON_NEGATIVE)
+        # Weight of LlamaGen's entropy loss (sharp per-latent code choice, spread over the batch); 0: off
         entropy_weight: float = ranged(0.0, NON_NEGATIVE)
+        # Softmax temperature over negative squared distances in that entropy loss; lower is sharper
         entropy_temperature: float = ranged(0.01, POSITIVE)
 
     def __init__(self, cfg: Config):

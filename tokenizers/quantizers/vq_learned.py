@@ -31,11 +31,14 @@ class LearnedVQ(Quantizer):
 
     @dataclass
     class Config:
+        # Width of the latent vectors it quantizes (the model's quant_conv maps the encoder's output to it)
         dim: int = ranged(8, AT_LEAST_1)
-        codebook_size: int = ranged(16384, AT_LEAST_1)
-        l2_norm: bool = True
+        codebook_size: int = ranged(16384, AT_LEAST_1)  # number of codes K: ids lie in [0, K)
+        l2_norm: bool = True  # l2-normalise inputs and codes before the search (LlamaGen's setting): a cosine codebook
         beta: float = ranged(0.25, NON_NEGATIVE)  # commitment weight; the codebook term has weight 1
+        # Weight of LlamaGen's entropy loss (sharp per-latent code choice, spread over the batch); 0: off
         entropy_weight: float = ranged(0.0, NON_NEGATIVE)
+        # Softmax temperature over negative squared distances in that entropy loss; lower is sharper
         entropy_temperature: float = ranged(0.01, POSITIVE)
 
     def __init__(self, cfg: Config):

@@ -28,16 +28,16 @@ from vtok.config import AT_LEAST_1, POSITIVE, ranged
 class VAEShape:
     """The FlexTok VAE (a diffusers AutoencoderKL with DownEncoderBlock2D / UpDecoderBlock2D blocks)."""
 
-    latent_channels: int = ranged(16, AT_LEAST_1)
+    latent_channels: int = ranged(16, AT_LEAST_1)  # channels of the VAE's latents, the space the flow works in
+    # Width of each VAE level; a factor 2 between levels (f = 2^(len - 1))
     block_out_channels: list[int] = ranged([128, 256, 512, 512], AT_LEAST_1)
-    layers_per_block: int = ranged(2, AT_LEAST_1)
-    norm_num_groups: int = ranged(32, AT_LEAST_1)
+    layers_per_block: int = ranged(2, AT_LEAST_1)  # residual layers per VAE level
+    norm_num_groups: int = ranged(32, AT_LEAST_1)  # GroupNorm groups in the VAE (block widths must be multiples)
     scaling_factor: float = ranged(1.0, POSITIVE)  # latents are multiplied by it after encoding
 
     @property
     def factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
-
 
 
 @dataclass
@@ -46,14 +46,16 @@ class FlexTokShape(VAEShape):
     transformer (width, depth, head width, MLP ratio), the register count and the patch position table's side
     (cropped to the image's grid)."""
 
-    image_size: int = ranged(256, AT_LEAST_1)
+    image_size: int = ranged(256, AT_LEAST_1)  # side of the square images in pixels
     patch_size: int = ranged(2, AT_LEAST_1)  # in VAE latents
-    width: int = ranged(1152, AT_LEAST_1)
-    depth: int = ranged(18, AT_LEAST_1)
-    head_dim: int = ranged(64, AT_LEAST_1)
-    mlp_ratio: float = ranged(4.0, POSITIVE)
-    num_latent_tokens: int = ranged(256, AT_LEAST_1)
+    width: int = ranged(1152, AT_LEAST_1)  # transformer width
+    depth: int = ranged(18, AT_LEAST_1)  # transformer blocks
+    head_dim: int = ranged(64, AT_LEAST_1)  # width of each attention head (heads = width / head_dim)
+    mlp_ratio: float = ranged(4.0, POSITIVE)  # hidden width of each block's MLP, as a multiple of width
+    num_latent_tokens: int = ranged(256, AT_LEAST_1)  # registers per image: the 1D tokens
+    # Side of the fixed sin-cos table of patch positions, cropped to the image's patch grid
     pos_grid: int = ranged(16, AT_LEAST_1)
+
 
 def vae_encoder(shape: VAEShape) -> nn.Module:
     """diffusers' AutoencoderKL encoder: images (B, 3, H, W) -> moments (B, 2 * latent_channels, H/f, W/f)."""

@@ -36,15 +36,19 @@ class GigaTokShape:
     level a factor 2, residual blocks a level, grid channels) and the transformer (width, depth, heads, MLP ratio).
     Defaults: the released S-size side at 256 px."""
 
+    # Side of the square images in pixels (a multiple of the CNN's factor 2^(len(ch_mult) - 1))
     image_size: int = ranged(256, AT_LEAST_1)
-    ch: int = ranged(128, AT_LEAST_1)
+    ch: int = ranged(128, AT_LEAST_1)  # base channels of the CNN; level i has ch x ch_mult[i] (multiples of 32)
+    # Channel multiplier per CNN level; a factor 2 between levels
     ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
-    num_res_blocks: int = ranged(2, AT_LEAST_1)
+    num_res_blocks: int = ranged(2, AT_LEAST_1)  # residual blocks per CNN level
+    # Channels of the latents between encoder and decoder (of the CNN grid's positions, or of each 1D token)
     z_channels: int = ranged(256, AT_LEAST_1)
-    width: int = ranged(512, AT_LEAST_1)
-    depth: int = ranged(6, AT_LEAST_1)
-    heads: int = ranged(8, AT_LEAST_1)
-    mlp_ratio: float = ranged(4.0, POSITIVE)
+    width: int = ranged(512, AT_LEAST_1)  # transformer width (a multiple of heads)
+    depth: int = ranged(6, AT_LEAST_1)  # transformer layers
+    heads: int = ranged(8, AT_LEAST_1)  # attention heads per layer
+    mlp_ratio: float = ranged(4.0, POSITIVE)  # hidden width of each layer's MLP, as a multiple of width
+    # Dropout in the CNN's residual blocks and the transformer layers (training only)
     dropout: float = ranged(0.0, UNIT)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,7 @@ class GigaTok2DShape(GigaTokShape):
 class GigaTok1DShape(GigaTokShape):
     """GigaTokShape with the number of 1D tokens (default: the released 256)."""
 
+    # 1D tokens per image: a power of two whose finest query level's blocks divide the CNN grid
     num_latent_tokens: int = ranged(256, AT_LEAST_1)
 
     def __post_init__(self) -> None:

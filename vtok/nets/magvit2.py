@@ -28,10 +28,12 @@ class Magvit2Shape:
     """What the MAGVIT-v2 encoder and decoder share (Open-MAGVIT2's ``ddconfig``): base width, width
     multiplier a level (one level a factor 2), residual blocks a level, latent channels."""
 
+    # Base channels; level i has ch x ch_mult[i] (multiples of 32: GroupNorm's 32 groups)
     ch: int = ranged(128, AT_LEAST_1)
+    # Channel multiplier per resolution level; a factor 2 between levels: f = 2^(len - 1)
     ch_mult: list[int] = ranged([1, 1, 2, 2, 4], AT_LEAST_1)
     num_res_blocks: int = ranged(4, AT_LEAST_1)
-    z_channels: int = ranged(18, AT_LEAST_1)
+    z_channels: int = ranged(18, AT_LEAST_1)  # channels of the latent grid (18: Open-MAGVIT2's 18 LFQ bits)
 
     def __post_init__(self) -> None:
         if not self.ch_mult or any(m < 1 or self.ch * m % 32 for m in self.ch_mult):

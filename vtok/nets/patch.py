@@ -18,10 +18,12 @@ class PatchShape:
     """What the patch encoder and decoder share: patch size, width and residual blocks of the latent grid,
     latent channels."""
 
+    # Side p of a square patch in pixels: the latent grid is p times smaller than the image
     patch_size: int = ranged(8, AT_LEAST_1)
-    width: int = ranged(128, AT_LEAST_1)
+    width: int = ranged(128, AT_LEAST_1)  # channels of the residual blocks on the latent grid (a multiple of 32)
+    # Residual blocks on the latent grid (zero-initialised: training starts from the linear patch code)
     num_blocks: int = ranged(2, NON_NEGATIVE)
-    z_channels: int = ranged(64, AT_LEAST_1)
+    z_channels: int = ranged(64, AT_LEAST_1)  # channels of the latent grid (the encoder's output, the decoder's input)
 
     def __post_init__(self) -> None:
         for name in ("width", *(["refine_width"] if hasattr(self, "refine_width") else [])):
@@ -33,8 +35,11 @@ class PatchShape:
 class Patch1DShape(PatchShape):
     """The patch network's shape plus the fixed image size and the number of latent tokens."""
 
+    # Side of the square images in pixels (a multiple of patch_size); other sizes are refused
     image_size: int = ranged(64, AT_LEAST_1)
+    # 1D tokens per image: one linear map reads them out of the whole latent grid (the decoder maps them back alike)
     num_latent_tokens: int = ranged(32, AT_LEAST_1)
+    # Channels of each latent token (the encoder's output, the decoder's input)
     token_width: int = ranged(64, AT_LEAST_1)
 
     def grid(self) -> int:

@@ -22,12 +22,15 @@ from vtok.config import AT_LEAST_1, POSITIVE, ranged
 class ViTShape:
     """What the 1D encoder and decoder share: image and patch size, transformer shape, number of latent tokens."""
 
+    # Side of the square images in pixels: the encoder refuses other sizes, the decoder draws this size
     image_size: int = ranged(256, AT_LEAST_1)
+    # Side of a square patch in pixels (image_size must be a multiple): (image_size / patch_size)^2 patches
     patch_size: int = ranged(16, AT_LEAST_1)
-    width: int = ranged(768, AT_LEAST_1)
-    depth: int = ranged(12, AT_LEAST_1)
-    heads: int = ranged(12, AT_LEAST_1)
-    mlp_ratio: float = ranged(4.0, POSITIVE)
+    width: int = ranged(768, AT_LEAST_1)  # channels of every token in the transformer
+    depth: int = ranged(12, AT_LEAST_1)  # transformer blocks (timm's ViT Block, qkv bias)
+    heads: int = ranged(12, AT_LEAST_1)  # attention heads per block (width must be a multiple)
+    mlp_ratio: float = ranged(4.0, POSITIVE)  # hidden width of each block's MLP, as a multiple of width
+    # 1D tokens per image: the latent tokens the encoder reads out, the positions the decoder reads
     num_latent_tokens: int = ranged(32, AT_LEAST_1)
 
 
