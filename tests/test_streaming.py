@@ -174,7 +174,8 @@ def test_freed_heap_pages_go_back_to_the_system_past_the_limit(monkeypatch):
         pytest.skip("not glibc on Linux: vtok.heap does nothing here")
     monkeypatch.setattr(heap, "_baseline", {})
     libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
     assert not heap.release_free_heap(2**20)  # the first call records where resident memory stands
     start = heap.resident_bytes()
     blocks = [libc.malloc(64 * 1024) for _ in range(800)]  # 50 MB of heap chunks (below the mmap threshold)
