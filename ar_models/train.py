@@ -74,6 +74,18 @@ class ARTrainer(Trainer):
     def prepare_others(self) -> None:
         self.opt = self.accelerator.prepare(self.opt)
 
+    def prepare_sharded(self, model: GPT) -> None:
+        """FSDP2: accelerate shards the GPT and its optimiser together on GPUs; on CPU ranks vtok does."""
+        from accelerate.utils import DistributedType
+
+        from vtok.sharding import shard_on_cpu
+
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            self.model, self.opt = self.accelerator.prepare(model, self.opt)
+        else:
+            self.model = shard_on_cpu(model, [self.opt])
+            self.opt = self.accelerator.prepare(self.opt)
+
     def raw_optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, float]]:
         return {"opt": (self.opt, self.tcfg.lr)}
 

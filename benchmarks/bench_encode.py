@@ -9,7 +9,7 @@ workers) every 50 ms. ``seconds`` is the encode alone (model loaded, up to the i
 written on rank 0), ``wall`` the process with its start-up.
 
     python benchmarks/bench_encode.py --model demo --size 64 --count 400 --workers 0,1,2 --ranks 1,2
-    python benchmarks/bench_encode.py --model demo --size 256 --count 400,4000 --workers 2
+    python benchmarks/bench_encode.py --model demo --size 256 --count 400,4000 --workers 2 [--no-trim]
 
 Tokenizers are random-initialised (a model's speed does not depend on its training).
 Writes (appends) rows to ``--json``.
@@ -80,6 +80,10 @@ def child(args: argparse.Namespace) -> None:
     from vtok.shards import write_shards
 
     ranks = current_ranks()
+    if args.no_trim:  # the heap left as glibc keeps it (forked DataLoader workers inherit the patch)
+        import vtok.streaming
+
+        vtok.streaming.release_free_heap = lambda *a, **k: False
     tok = vtok.load(args.tokenizer).eval().to(ranks.device(args.device))
     ranks.barrier()
     started = time.perf_counter()
@@ -116,12 +120,21 @@ def tree_rss(pid: int) -> int:
 
 
 def run_case(
-    model: str, size: int, workers: int, ranks: int, data: Path, port: int, device: str = "cpu", shard_size: int = 1000
+    model: str,
+    size: int,
+    workers: int,
+    ranks: int,
+    data: Path,
+    port: int,
+    device: str = "cpu",
+    shard_size: int = 1000,
+    no_trim: bool = False,
 ) -> dict:
     tok = tokenizer_dir(model)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, __file__, "--child", "--tokenizer", str(tok), "--data", str(data), "--size", str(size)]
         cmd += ["--out", out, "--workers-n", str(workers), "--shard-size", str(shard_size), "--device", device]
+        cmd += ["--no-trim"] if no_trim else []
         if ranks > 1:
             launch = [sys.executable, "-m", "vtok.launch", "--multi_gpu", "--num_processes", str(ranks)]
             launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -143,7 +156,7 @@ def run_case(
         "model": model, "device": device, "size": size, "images": line["count"], "workers": workers, "ranks": ranks,
         "shard_size": shard_size, "seconds": round(line["seconds"], 2), "images_per_s": round(line["count"] / line["seconds"], 1),
         "wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20),
-        "peak_main_rss_mb": round(peak_main / 2**20), "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "load": os.getloadavg()[0],
+        "peak_main_rss_mb": round(peak_main / 2**20), "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"), "heap_trim": not no_trim, "load": os.getloadavg()[0],
     }  # fmt: skip
 
 
@@ -160,6 +173,7 @@ def main() -> None:
     p.add_argument("--count", default="400", help="JPEGs to encode, e.g. 400,4000")
     p.add_argument("--workers", default="0,1,2")
     p.add_argument("--ranks", default="1")
+    p.add_argument("--no-trim", action="store_true", help="leave glibc's freed heap resident (vtok.heap off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each rank takes its own GPU)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "encode.json"))
     args = p.parse_args()
@@ -172,7 +186,9 @@ def main() -> None:
         for ranks in (int(r) for r in args.ranks.split(",")):
             for workers in (int(w) for w in args.workers.split(",")):
                 port = 29600 + len(rows)
-                row = run_case(args.model, args.size, workers, ranks, data, port, args.device, args.shard_size)
+                row = run_case(
+                    args.model, args.size, workers, ranks, data, port, args.device, args.shard_size, args.no_trim
+                )
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     path = Path(args.json)

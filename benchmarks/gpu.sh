@@ -12,7 +12,7 @@ PY=${PYTHON:-python}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 # Two extra checks on GPUs: encoding 400 JPEGs at 256 px with vq_f16 (images/s with 0 and 8 DataLoader workers,
 # benchmarks/encode_gpu.json), and, with at least 2 GPUs, a 2-step FSDP smoke run of the GPT-XXL shape through
-# configs/accelerate/fsdp.yaml that checkpoints at step 1 and resumes to step 3 (docs/guides/datasets.md).
+# configs/accelerate/fsdp.yaml that writes sharded checkpoints and resumes from step 2 to 3 (docs/guides/datasets.md).
 fsdp_smoke() {
   local tmp; tmp=$(mktemp -d)
   "$PY" -c "import torch, vtok; torch.manual_seed(0); vtok.build('configs/tokenizer/vq_f16.yaml').save_pretrained('$tmp/tok')"
@@ -21,7 +21,10 @@ fsdp_smoke() {
     configs/ar/gpt_xxl.yaml "data.source=$tmp/tokens" train.batch_size=2 train.save_every=1 train.log_every=1)
   "$PY" "${train[@]}" train.steps=2 --out "$tmp/run"
   "$PY" "${train[@]}" train.steps=3 --out "$tmp/run"  # resumes from the step-2 checkpoint
+  local ok=0  # each rank wrote its slices; the released model was gathered whole
+  [ -f "$tmp/run/checkpoints/step_00000003/sharded/__1_0.distcp" ] && [ -f "$tmp/run/final/model.safetensors" ] || ok=1
   rm -rf "$tmp"
+  return $ok
 }
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   "$PY" benchmarks/bench_encode.py --model vq_f16 --size 256 --count 400 --workers 0,8 --device cuda \

@@ -110,6 +110,13 @@ def _pickled_rng(monkeypatch, world):
     (_newest_checkpoint(world) / "rng_rank0.pt").write_bytes(pickle.dumps(os.getcwd))
 
 
+def _sharded_state(monkeypatch, world):
+    import json
+
+    file = _newest_checkpoint(world) / "state.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "sharded": True}))  # as an FSDP run writes it
+
+
 def _truncated_weights(monkeypatch, world):
     file = _newest_checkpoint(world) / "model.safetensors"
     file.write_bytes(file.read_bytes()[:1000])

@@ -28,6 +28,7 @@ from tests.bad_world import (
     _offline,
     _pickled_optim,
     _pickled_rng,
+    _sharded_state,
     _small_machine,
     _torch_disk_full,
     _truncated_weights,
@@ -248,6 +249,9 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_optim, "optim.pt is damaged (UnpicklingError); delete"
     ),
     "resume-pickled-rng": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_rng, "rng_rank0.pt is damaged"),
+    "resume-sharded-without-fsdp": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _sharded_state, "was written with FSDP; resume it with"
+    ),
     "resume-truncated-weights": (
         ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _truncated_weights, "model.safetensors is damaged"
     ),

@@ -163,3 +163,30 @@ def test_two_ranks_evaluate_as_one_process(tok_dir, photos, tmp_path):
     assert two["scores"]["rfid"]["KID"] == pytest.approx(one["scores"]["rfid"]["KID"], rel=1e-6)
     assert two["scores"]["psnr"]["PSNR"] == pytest.approx(one["scores"]["psnr"]["PSNR"], rel=1e-9)
     assert two["scores"]["codebook"] == one["scores"]["codebook"]
+
+
+def test_freed_heap_pages_go_back_to_the_system_past_the_limit(monkeypatch):
+    import ctypes
+
+    from vtok import heap
+
+    if heap._libc() is None or heap.resident_bytes() is None:
+        pytest.skip("not glibc on Linux: vtok.heap does nothing here")
+    monkeypatch.setattr(heap, "_baseline", {})
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    assert not heap.release_free_heap(2**20)  # the first call records where resident memory stands
+    start = heap.resident_bytes()
+    blocks = [libc.malloc(64 * 1024) for _ in range(800)]  # 50 MB of heap chunks (below the mmap threshold)
+    for block in blocks:
+        ctypes.memset(block, 1, 64 * 1024)  # resident
+    for i, block in enumerate(blocks):
+        if i % 10:  # every tenth stays live, so the heap cannot shrink from its top: freed pages stay resident
+            libc.free(block)
+    assert heap.resident_bytes() - start > 40 * 2**20
+    assert not heap.release_free_heap(2**40)
+    assert heap.release_free_heap(10 * 2**20)
+    assert heap.resident_bytes() - start < 20 * 2**20
+    for block in blocks[::10]:
+        libc.free(block)

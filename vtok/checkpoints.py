@@ -2,7 +2,8 @@
 
 ``RUN/checkpoints/step_N`` holds ``<name>.safetensors`` per module, ``optim.pt``,
 ``rng_rank<i>.pt`` per process and ``state.json``; ``RUN/checkpoints/latest`` names the
-newest complete one. A run killed at any moment leaves the previous checkpoint intact.
+newest complete one. A model sharded by FSDP is saved instead by every rank into
+``sharded/`` (its slices of the weights and optimiser states, :mod:`vtok.sharding`). A run killed at any moment leaves the previous checkpoint intact.
 
 A damaged checkpoint file (a pickle where a tensor file was, a truncated
 ``.safetensors``) is refused in one line naming the file and the checkpoint to fall
@@ -132,13 +133,19 @@ def save_checkpoint(
     weights: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     keep: int,
+    sharded: bool = False,
 ) -> None:
     """Write ``run/checkpoints/step_N`` atomically from every rank, then point ``latest`` at it.
 
     Each rank saves its RNG state; the main process writes ``<name>.safetensors`` per
-    module, ``optim.pt`` and ``state.json``. A run killed at any moment leaves the
+    module, ``optim.pt`` and ``state.json``. ``sharded`` (an FSDP model, ``weights`` =
+    ``{"model": model}``): every rank writes its slices into ``sharded/`` instead of the
+    weight and optimiser files. Everything is written into a staging folder that the main
+    process renames once all ranks are done, so a run killed at any moment leaves the
     previous checkpoint intact.
     """
+    from vtok.sharding import SHARDED_DIR, save_sharded
+
     acc = accelerator
     target = checkpoint_dir(run, step)
     staging = target.with_name(target.name + ".staging")
@@ -146,15 +153,19 @@ def save_checkpoint(
         staging.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
     write_torch(rng_state(), staging / f"rng_rank{acc.process_index}.pt")
+    if sharded:
+        save_sharded(weights["model"], optimizers, staging / SHARDED_DIR)
     acc.wait_for_everyone()
     if acc.is_main_process:
         with atomic_dir(target) as tmp:
             for f in staging.iterdir():
                 f.rename(tmp / f.name)
-            for name, module in weights.items():
-                save_weights(module, tmp / f"{name}.safetensors")
-            write_torch({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
-            (tmp / "state.json").write_text(json.dumps({"step": step, "processes": acc.num_processes}))
+            if not sharded:
+                for name, module in weights.items():
+                    save_weights(module, tmp / f"{name}.safetensors")
+                write_torch({k: opt.state_dict() for k, opt in optimizers.items()}, tmp / "optim.pt")
+            state = {"step": step, "processes": acc.num_processes, "sharded": sharded}
+            (tmp / "state.json").write_text(json.dumps(state))
         staging.rmdir()
         write_pointer(run, target)
         prune_checkpoints(run, keep)
@@ -162,23 +173,47 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    accelerator, path: Path, weights: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+    accelerator,
+    path: Path,
+    weights: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    sharded: bool = False,
 ) -> int:
-    """Restore what :func:`save_checkpoint` wrote (weights, optimizers, this rank's RNG); returns the step."""
+    """Restore what :func:`save_checkpoint` wrote (weights, optimizers, this rank's RNG); returns the step.
+
+    ``sharded``: the model is FSDP-sharded (already prepared); every rank reads its slices.
+    """
+    from vtok.sharding import SHARDED_DIR, load_sharded
+
     run = path.parent.parent
     try:
-        step = int(json.loads((path / "state.json").read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        state = json.loads((path / "state.json").read_text())
+        step, written_sharded = int(state["step"]), bool(state.get("sharded", False))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise VtokError(f"checkpoint file {path / 'state.json'} is damaged; {_fallback_hint(run, path)}") from None
-    for name, module in weights.items():
-        load_weights(module, path / f"{name}.safetensors")
-    optim = read_checkpoint_file(path / "optim.pt", run)
-    try:
-        for name, opt in optimizers.items():
-            opt.load_state_dict(optim[name])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-        hint = _fallback_hint(run, path)
-        raise VtokError(f"checkpoint file {path / 'optim.pt'} is damaged ({err.__class__.__name__}); {hint}") from None
+    if written_sharded != sharded:
+        how = "with" if written_sharded else "without"
+        raise VtokError(f"checkpoint {path} was written {how} FSDP; resume it {how} the FSDP accelerate config")
+    if sharded:
+        try:
+            load_sharded(weights["model"], optimizers, path / SHARDED_DIR)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            hint = _fallback_hint(run, path)
+            raise VtokError(
+                f"sharded checkpoint {path / SHARDED_DIR} is damaged ({err.__class__.__name__}); {hint}"
+            ) from None
+    else:
+        for name, module in weights.items():
+            load_weights(module, path / f"{name}.safetensors")
+        optim = read_checkpoint_file(path / "optim.pt", run)
+        try:
+            for name, opt in optimizers.items():
+                opt.load_state_dict(optim[name])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            hint = _fallback_hint(run, path)
+            raise VtokError(
+                f"checkpoint file {path / 'optim.pt'} is damaged ({err.__class__.__name__}); {hint}"
+            ) from None
     rank_file = path / f"rng_rank{accelerator.process_index}.pt"
     if not rank_file.is_file():
         raise VtokError(f"{path} was written by fewer processes than this run has; resume with the same number")

@@ -4,8 +4,9 @@
 :func:`stream_images`: a :class:`ImageFiles` dataset (a list of image files or PIL
 images -> ``(index, tensor)``) behind a ``torch.utils.data.DataLoader`` whose
 workers decode JPEGs while the model runs on the previous batch. Only a few batches
-are ever in memory (``prefetch_factor`` per worker), so memory is bounded in the
-number of images. The resize and crop are those of the in-process path (ADM's
+are ever in memory (``prefetch_factor`` per worker), and the heap space the model's
+freed activations leave is handed back to the system as it accumulates
+(:mod:`vtok.heap`), so memory is bounded in the number of images. The resize and crop are those of the in-process path (ADM's
 :func:`~vtok.images.center_crop_arr`), and batches keep the order of the files, so
 the tokens are identical with any number of workers.
 
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from vtok.errors import VtokError
+from vtok.heap import release_free_heap
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 
 MAX_DEFAULT_WORKERS = 8  # past this, JPEG decoding outruns any single tokenizer on one device
@@ -98,6 +100,7 @@ class Batch:
 
 def collate(samples: list[tuple[int, torch.Tensor | None, str | None]]) -> Batch:
     """Stack the readable samples of one batch (in the worker, so the main process only moves them)."""
+    release_free_heap()  # the previous batch's decoded JPEGs are freed by now
     good = [(i, x) for i, x, _ in samples if x is not None]
     skipped = [(i, err) for i, x, err in samples if x is None]
     tensors = [x for _, x in good]
@@ -132,6 +135,7 @@ def stream_images(
     )
     shape = None
     for batch in loader:
+        release_free_heap()  # the caller's model step on the previous batch is over: its activations are freed
         for index, err in batch.skipped:
             if dataset.strict[index]:
                 raise VtokError(err)

@@ -129,19 +129,29 @@ class Trainer:
             self.initialise_from(model)
         elif self.resumed_from is None:
             self.initialise_fresh(model)
+        self.sharded = self._sharding_requested()
+        if self.sharded and self.tcfg.ema_decay:
+            raise VtokError("train.ema_decay keeps a whole copy of the model on every rank; set it to null under FSDP")
         self.ema = EMA(model, self.tcfg.ema_decay) if self.tcfg.ema_decay else None
         self.step = 0
-        if self.resumed_from is not None:
+        if self.resumed_from is not None and not self.sharded:
             self.step = load_checkpoint(self.accelerator, self.resumed_from, self._weights(model), self._optimizers())
-        else:
+        elif self.resumed_from is None:
             set_seed(self.tcfg.seed + self.accelerator.process_index)
         if self.tcfg.compile:
             from vtok.fast import require_compile
 
             require_compile()
             model.compile(dynamic=False)
-        self.model = self.accelerator.prepare(model)
-        self.prepare_others()
+        if self.sharded:
+            self.prepare_sharded(model)
+            if self.resumed_from is not None:  # a sharded checkpoint loads into the sharded model
+                self.step = load_checkpoint(
+                    self.accelerator, self.resumed_from, {"model": self.model}, self._optimizers(), sharded=True
+                )
+        else:
+            self.model = self.accelerator.prepare(model)
+            self.prepare_others()
         if self.ema is not None:
             self.ema.model.to(self.accelerator.device)
         resume_step = self.step if self.resumed_from else None
@@ -157,6 +167,10 @@ class Trainer:
     def prepare_others(self) -> None:
         """Hand the optimisers (and any other module) to ``self.accelerator.prepare``."""
         raise NotImplementedError
+
+    def prepare_sharded(self, model: nn.Module) -> None:
+        """Under an FSDP accelerate config: shard ``model`` (into ``self.model``) with its optimisers."""
+        raise VtokError(f"FSDP shards the AR GPT only; train {type(model).__name__} without the FSDP accelerate config")
 
     def checkpoint_modules(self, model: nn.Module) -> dict[str, nn.Module]:
         """Modules saved in a checkpoint besides EMA (``model`` is unwrapped)."""
@@ -208,6 +222,15 @@ class Trainer:
             with atomic_path(self.run / "init_from.json") as tmp:
                 tmp.write_text(dumps_json(record, indent=1) + "\n")
 
+    def _sharding_requested(self) -> bool:
+        """An FSDP accelerate config on GPUs, or on several CPU ranks (one CPU process has nothing to shard)."""
+        from accelerate.utils import DistributedType
+
+        from vtok.sharding import fsdp_requested
+
+        acc = self.accelerator
+        return fsdp_requested() and (acc.distributed_type == DistributedType.FSDP or acc.num_processes > 1)
+
     def _weights(self, model: nn.Module) -> dict[str, nn.Module]:
         weights = self.checkpoint_modules(model)
         if self.ema is not None:
@@ -222,9 +245,9 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
-        save_checkpoint(
-            self.accelerator, self.run, self.step, self._weights(model), self._optimizers(), self.tcfg.keep_checkpoints
-        )
+        weights = {"model": self.model} if self.sharded else self._weights(model)
+        keep = self.tcfg.keep_checkpoints
+        save_checkpoint(self.accelerator, self.run, self.step, weights, self._optimizers(), keep, self.sharded)
 
     def _set_lr(self) -> None:
         # The schedule is a function of the step alone, so nothing about it needs saving.
@@ -263,7 +286,8 @@ class Trainer:
                     shown = {k: f"{v:.3g}" for k, v in window.items() if isinstance(v, float)}
                     self.on_logged(record)
                 bar.set_postfix(loss=f"{logs['loss' if 'loss' in logs else 'total']:.4f}", **shown)
-                if (self.step % t.sample_every == 0 or self.step == t.steps) and self.main:
+                # A sharded GPT runs only with every rank, so no sample grids under FSDP (said in the guide).
+                if (self.step % t.sample_every == 0 or self.step == t.steps) and self.main and not self.sharded:
                     # Samples never touch the training RNG (building a model for them draws from it), so a
                     # resumed run continues exactly as an uninterrupted one.
                     with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
@@ -273,8 +297,12 @@ class Trainer:
         finally:
             bar.close()  # so an error line starts on a line of its own
         final = self.run / "final"
+        if self.sharded:
+            from vtok.sharding import gathered_copy
+
+            released = gathered_copy(self.model, self.main)  # every rank sends its slices
         if self.main:
-            self.released_model().save_pretrained(final)
+            (released if self.sharded else self.released_model()).save_pretrained(final)
             self.finalize(final)
         acc.wait_for_everyone()
         return final
