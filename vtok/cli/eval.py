@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vtok.cli.args import add_batch, add_device, add_out, add_tokenizer, add_workers, int_list, require_tokenizer
 from vtok.config import AT_LEAST_1, number_arg
 from vtok.errors import VtokError
+
+if TYPE_CHECKING:
+    from vtok.eval.protocols import Protocol
+    from vtok.known import KnownCheckpoint
 
 DEFAULT_METRICS = "rfid,psnr,ssim,lpips,codebook,text,face"
 
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> None:
         _rate_distortion(tokenizer, args, out, name)
 
 
-def _protocol(args: argparse.Namespace):
+def _protocol(args: argparse.Namespace) -> Protocol | None:
     """The ``--protocol`` asked for (None without one); the defaults of a run without one filled in."""
     from vtok.eval.protocols import lookup_protocol
 
@@ -132,7 +137,7 @@ def _protocol(args: argparse.Namespace):
     return lookup_protocol(args.protocol)
 
 
-def _release(known) -> dict:
+def _release(known: KnownCheckpoint) -> dict[str, Any]:
     """A known release's identity, for the report."""
     return {"checkpoint": known.name, "repo": known.repo, "file": known.file, "sha256": known.sha256,
             "sha256_from": known.sha256_from}  # fmt: skip
