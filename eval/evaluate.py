@@ -26,6 +26,7 @@ from vtok.data import list_images
 from vtok.errors import VtokError
 from vtok.eval.codebook import CodebookStats
 from vtok.eval.metric import MetricUnavailable, merge_running, running_state
+from vtok.eval.protocols import PinnedRun
 from vtok.eval.tokbench import Reconstruct, check_layout, run_tokbench
 from vtok.images import center_crop_arr, load_image, pil_to_tensor
 from vtok.interfaces import Tokenizer
@@ -52,6 +53,8 @@ class EvalResult:
     worst_text: list = field(default_factory=list)
     worst_faces: list = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    pinned: dict[str, Any] = field(default_factory=dict)  # a pinned protocol's choices (vtok.eval.protocols)
+    published: dict[str, Any] = field(default_factory=dict)  # a known release's published figures (vtok.known)
 
 
 def parse_metrics(spec: str | Sequence[str]) -> list[str]:
@@ -112,8 +115,8 @@ def _pairs(items: list[tuple[str, Any]], block: range, run: _Run) -> Iterator[tu
     """
     if run.recon_dir is not None:
         dataset = _ImagePairs(items, run.resolution, run.recon_dir)
-    else:
-        dataset = ImageFiles([item for _, item in items], run.resolution)
+    else:  # a pinned protocol scores every one of its images: an unreadable one stops the run
+        dataset = ImageFiles([item for _, item in items], run.resolution, strict=run.pinned is not None)
     device = device_of(run.tokenizer) if run.tokenizer is not None else torch.device("cpu")
     batches = file_batches(len(block), run.batch_size, block.start)
     loaded = stream_images(dataset, batches, run.workers, pin_memory=device.type == "cuda")
@@ -162,6 +165,7 @@ class _Run:
     progress: bool
     workers: int = 0
     ranks: Ranks = field(default_factory=Ranks)
+    pinned: PinnedRun | None = None
 
 
 def evaluate(
@@ -181,6 +185,7 @@ def evaluate(
     workers: int = 0,
     ranks: Ranks | None = None,
     fit: str | None = None,
+    pinned: PinnedRun | None = None,
 ) -> EvalResult:
     """Run ``metrics`` for exactly one of ``tokenizer``, ``reconstruct`` or ``recon_dir``.
 
@@ -197,7 +202,12 @@ def evaluate(
             gFID and text/face run on rank 0. Only rank 0's result holds the scores.
         fit: how VTBench sets (``vtbench-*`` or a VTBench folder) and cer/wer feed images
             of any size to the tokenizer: crop, native, grid or tiles (default: the set's own).
+        pinned: a protocol resolved for this run (:meth:`vtok.eval.protocols.Protocol.resolve`): its
+            images, resolution and metrics replace ``data``, ``resolution`` and ``metrics``; its
+            choices go into ``result.pinned`` and its rFID reference statistics into ``pinned.reference``.
     """
+    if pinned is not None:
+        metrics, data, resolution = pinned.metrics, pinned.data, pinned.resolution
     if sum(x is not None for x in (tokenizer, reconstruct, recon_dir)) != 1:
         raise VtokError(
             "evaluate needs exactly one of a tokenizer, a reconstruct function or a folder of reconstructions"
@@ -208,7 +218,7 @@ def evaluate(
         raise VtokError(f"reconstruction folder {recon_dir} does not exist")
     run = _Run(
         data, resolution, batch_size, tokenizer, reconstruct, recon_dir, recognizer, embedder, detail_dir,
-        reference, device, progress, workers, ranks or Ranks(),
+        reference, device, progress, workers, ranks or Ranks(), pinned,
     )  # fmt: skip
     result = EvalResult(info={"data": data, "resolution": resolution})
     started = time.perf_counter()
@@ -228,6 +238,8 @@ def evaluate(
     if run.ranks.main:
         _generation_scores(result, [m for m in metrics if m in GENERATION_METRICS], run)
         _detail_scores(result, [m for m in metrics if m in DETAIL_METRICS], run)
+    if pinned is not None and run.ranks.main:
+        result.pinned = pinned.pins(result.info.get("images"), result.protocols.get("rfid"))
     _report_order(result)
     result.info["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -273,7 +285,7 @@ def _image_scores(result: EvalResult, names: list[str], run: _Run) -> None:
     if not metrics:
         return
     count = 0
-    items = _image_items(run.data, run.resolution)
+    items = run.pinned.items if run.pinned is not None else _image_items(run.data, run.resolution)
     for x, y, tokens in _pairs(items, batch_block(len(items), run.batch_size, run.ranks), run):
         if result.grid is None:
             result.grid = (x[:8].clone(), y[:8].clone())
@@ -293,6 +305,8 @@ def _image_scores(result: EvalResult, names: list[str], run: _Run) -> None:
     if count == 0:
         raise VtokError(f"no readable images in {run.data}")
     result.info["images"] = count
+    if run.pinned is not None and "rfid" in metrics:
+        run.pinned.reference = metrics["rfid"].real  # the protocol's reference statistics, merged over ranks
     for name, metric in metrics.items():
         result.scores[name], result.protocols[name] = metric.compute(), metric.protocol()
 

@@ -53,6 +53,7 @@ class InceptionFeatures:
             "implementation": "pytorch-fid InceptionV3 (FID blocks), pool3 2048-d, bilinear resize to 299x299",
             "weights": self.network.source,
             "weights_sha256": self.network.sha256,
+            "weights_file_sha256": self.network.file_sha256,
             "statistics": "float64 running sums; Frechet distance by pytorch_fid.calculate_frechet_distance",
         }
 

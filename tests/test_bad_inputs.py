@@ -139,6 +139,8 @@ DEC = ["decode", "{w}/tokens.safetensors", "--tokenizer", "{w}/tok"]
 REC = ["reconstruct", "--tokenizer", "{w}/tok", "{w}/photo.png", "--size", "32"]
 BENCH = ["bench", "--tokenizer", "{w}/tok", "--resolution", "32", "--metrics", "psnr"]
 GEN = ["generate", "--model", "{w}/tok", "--tokenizer", "{w}/tok", "--out", "{w}/g.png"]
+PROTO = ["eval", "--tokenizer", "{w}/tok", "--protocol", "imagenet-val", "--data", "{w}/photos", "--resolution", "32",
+         "--out", "{w}/e", "--count", "2"]  # fmt: skip
 
 # id -> (argv with {w} for the world, setup(monkeypatch) or None, words the error line must contain)
 ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
@@ -335,6 +337,21 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     ),
     "bench-reference-ae-is-a-vtok-model": (
         [*BENCH, "--reference-ae", "{w}/tok", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+    ),
+    # --- pinned protocols
+    "eval-unknown-protocol": ([*PROTO[:4], "imagenet", *PROTO[5:]], None, "unknown protocol 'imagenet'"),
+    "eval-protocol-data-is-a-file": ([*PROTO[:6], "{w}/photo.png", *PROTO[7:]], None, "is not a folder"),
+    "eval-protocol-data-has-no-images": ([*PROTO[:6], "{w}/tok", *PROTO[7:]], None, "holds no images"),
+    "eval-protocol-builtin-data": ([*PROTO[:6], "builtin", *PROTO[7:]], None, "needs --data FOLDER"),
+    "eval-protocol-not-the-whole-set": (PROTO[:-2], None, "give --count N"),
+    "eval-protocol-count-zero": ([*PROTO[:-1], "0"], None, "--count"),
+    "eval-protocol-count-over-the-folder": ([*PROTO[:-1], "3"], None, "more than the 2 images"),
+    "eval-protocol-no-resolution": (
+        [x for x in PROTO if x not in ("--resolution", "32")], None, "does not state its resolution"
+    ),
+    "eval-protocol-foreign-metric": ([*PROTO, "--metrics", "text"], None, "'text' is not one of them"),
+    "eval-count-without-protocol": (
+        ["eval", "--tokenizer", "{w}/tok", "--count", "2", "--out", "{w}/e"], None, "--count needs --protocol"
     ),
 }
 

@@ -79,6 +79,7 @@ def test_the_wheel_carries_vtok_and_runs_the_demo_outside_the_checkout(tmp_path)
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "vtok/py.typed" in names
+    assert "vtok/known_checkpoints.yaml" in names  # read by vtok.known with importlib.resources
     for kind in KINDS:
         shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith(f"vtok/configs/{kind}/") and n.endswith(".yaml")}
         assert shipped == {p.name for p in (ROOT / "configs" / kind).glob("*.yaml")}, f"configs/{kind} in the wheel"
@@ -93,6 +94,8 @@ def test_the_wheel_carries_vtok_and_runs_the_demo_outside_the_checkout(tmp_path)
     listing = _run(["-m", "vtok.cli", "presets"], work, site)
     assert version.startswith("vtok ") and "vq_demo" in listing and "gpt_demo" in listing and "decoder" in listing
     assert "does not resolve" not in listing
+    known = _run(["-c", "from vtok.known import known_checkpoints; print(len(known_checkpoints()))"], work, site)
+    assert int(known) > 0
 
     printed = _run(["-m", "vtok.cli", "demo", *DEMO, "--out", "demo"], work, site)
     assert "psnr" in printed and "classic_vq psnr" in printed
