@@ -124,6 +124,8 @@ def set_metrics(data: str, bench: Bench) -> list[str]:
 
 def _cache_key(method: Method, data: str, bench: Bench) -> str:
     text = f"{method.key}|{data}|{bench.resolution}|{','.join(set_metrics(data, bench))}"
+    if method.kind == "codec" and method.name.startswith("classic_vq"):
+        text += f"|fit {bench.fit_images}"  # a classic codec fitted on other images is another codec
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -25,7 +25,7 @@ from vtok.pipeline import reconstruct_with
 
 Reconstruct = Callable[[torch.Tensor], torch.Tensor]
 MAX_LEVEL_BITS = 10  # classic VQ levels of at most 1024 centroids: a k-means fit stays seconds, not minutes
-FIT_IMAGES = 256  # classic VQ is fitted on this many images of the built-in training stream (by default)
+FIT_IMAGES = 1024  # classic VQ is fitted on this many images of the built-in training stream, as `vtok demo` fits it
 FIT_DATA = {"source": "builtin", "crop_scale": [0.25, 1.0]}  # the demos' stream, without their colour jitter
 
 
