@@ -72,7 +72,7 @@ class HaltingHead(nn.Module):
         in_channels: int | None = ranged(None, AT_LEAST_1)
         width: int = ranged(128, AT_LEAST_1)  # the head's own token width
         depth: int = ranged(1, NON_NEGATIVE)  # transformer blocks over the conditioned tokens (0: per-token MLP only)
-        heads: int = ranged(4, AT_LEAST_1)
+        heads: int = ranged(4, AT_LEAST_1)  # attention heads of those blocks (width must be a multiple)
         # A token halts where its halting probability exceeds this: higher keeps more tokens (more images meet
         # the target, at more tokens); KARL's release masks at 0.75.
         threshold: float = ranged(0.5, SHARE)

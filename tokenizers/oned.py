@@ -31,9 +31,12 @@ class OneDTokenizer(Tokenizer):
 
     @dataclass
     class Config:
-        encoder: dict = component("encoder", {"name": "vit1d"})
+        encoder: dict = component("encoder", {"name": "vit1d"})  # images -> N latent tokens (an encoder part)
+        # The tokens' values -> ids (a quantizer part); its dim is the code width the linear maps meet
         quantizer: dict = component("quantizer", {"name": "vq", "dim": 12, "codebook_size": 4096})
-        decoder: dict = component("decoder", {"name": "vit1d"})
+        decoder: dict = component("decoder", {"name": "vit1d"})  # a (filled) token sequence -> images
+        # What stands in for the tokens past each sample's length, in training and decoding (tail drop,
+        # nested dropout, ...): the part that makes every prefix decodable
         ordering: dict = component("ordering", {"name": "none"})
         # A global linear path beside the transformers (tokenizers/bypass.py): fast convergence for small demos.
         linear_bypass: bool = False
