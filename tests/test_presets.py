@@ -9,6 +9,7 @@ a GPT built from the shards' layout as ``vtok train`` builds it (grids, stacks, 
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from pathlib import Path
 
@@ -96,8 +97,13 @@ def _inference_only(cfg: dict) -> bool:
 
 
 def fits(overlay: dict, preset: dict) -> bool:
-    """An overlay fits the presets that have every section it sets (fine-tuning overlays: tokenizer presets)."""
-    return all(preset.get(key) is not None for key in overlay)
+    """An overlay fits the presets that have every section it sets (fine-tuning overlays: tokenizer presets) and
+    whose model has every model key it sets (the halting overlay: 1D models only)."""
+    if not all(preset.get(key) is not None for key in overlay):
+        return False
+    model_keys = set(overlay.get("model") or {})
+    fields = {f.name for f in dataclasses.fields(lookup("model", preset["model"]["name"]).Config)}
+    return model_keys <= fields
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=_ids(OVERLAYS))
