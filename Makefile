@@ -17,11 +17,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The suite without the tests marked slow (multi-process runs, trainings, Frechet distances of 2048-d features).
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The documentation site in site/: every page, the generated CLI and config reference, warnings as errors.
 docs: $(VENV)/.installed

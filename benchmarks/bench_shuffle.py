@@ -89,9 +89,15 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.work) / f"s{args.window}_seed{args.seed}"
     model.eval().save_pretrained(out / "model")
     row = {
-        "window": args.window, "seed": args.seed, "budget_s": args.budget, "seconds": round(seconds, 1),
-        "steps": step, "train_tokens_per_s": round(tokens / seconds, 1), "params": model.num_params(),
-        "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]), "threads": torch.get_num_threads(),
+        "window": args.window,
+        "seed": args.seed,
+        "budget_s": args.budget,
+        "seconds": round(seconds, 1),
+        "steps": step,
+        "train_tokens_per_s": round(tokens / seconds, 1),
+        "params": model.num_params(),
+        "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
+        "threads": torch.get_num_threads(),
     }
     (out / "train.json").write_text(json.dumps(row, indent=1) + "\n")
     print(json.dumps(row))
@@ -148,7 +154,8 @@ def quality(args: argparse.Namespace) -> None:
         held = tokenizer.encode(crops("heldout", SIZE)).ids
     null = model.cfg.num_classes
     row = {
-        "window": args.window, "seed": args.seed,
+        "window": args.window,
+        "seed": args.seed,
         "nll_train_class": _nll(model, ids, labels),
         "nll_train_null": _nll(model, ids, torch.full_like(labels, null)),
         "nll_heldout_null": _nll(model, held, torch.full((len(held),), null)),
@@ -180,8 +187,12 @@ def quality(args: argparse.Namespace) -> None:
             fake.update(features(tokenizer.decode(tokens)))
     row["fid_samples_vs_train_crops"] = frechet_distance(real.mean, real.covariance, fake.mean, fake.covariance)
     row["fid_protocol"] = {
-        **features.protocol(), "samples": fake.count, "reference": f"the {real.count} built-in training crops",
-        "size": SIZE, "sampling": "CFG 2.0, top-k 100, temperature 1, one batch per class", "tokenizer": args.tokenizer,
+        **features.protocol(),
+        "samples": fake.count,
+        "reference": f"the {real.count} built-in training crops",
+        "size": SIZE,
+        "sampling": "CFG 2.0, top-k 100, temperature 1, one batch per class",
+        "tokenizer": args.tokenizer,
     }
     (run / "quality.json").write_text(json.dumps(row, indent=1) + "\n")
     print(json.dumps({k: v for k, v in row.items() if k != "fid_protocol"}))
@@ -197,8 +208,12 @@ def report(args: argparse.Namespace) -> None:
         runs.append(row)
     speed_rows = json.loads((work / "speed.json").read_text()) if (work / "speed.json").is_file() else []
     floor = json.loads((work / "fid_floor.json").read_text()) if (work / "fid_floor.json").is_file() else {}
-    out = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}", "runs": runs,
-           "sampling": speed_rows, **floor}
+    out = {
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+        "runs": runs,
+        "sampling": speed_rows,
+        **floor,
+    }
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     for r in runs:
         print(

@@ -109,7 +109,9 @@ def damage(data: bytes, rng: random.Random) -> bytes:
 
 def json_value(rng: random.Random, depth: int = 0) -> object:
     """A random JSON value: what a hand-edited or hostile token file's metadata may hold."""
-    kind = rng.choice(["int", "big", "neg", "float", "str", "nul", "list", "dict", "null", "bool"] if depth < 3 else ["int", "str"])
+    kind = rng.choice(
+        ["int", "big", "neg", "float", "str", "nul", "list", "dict", "null", "bool"] if depth < 3 else ["int", "str"]
+    )
     return {
         "int": lambda: rng.randint(0, 100), "big": lambda: 2 ** rng.randint(31, 80), "neg": lambda: -rng.randint(1, 10),
         "float": lambda: rng.choice([0.5, float("nan"), 1e300]), "str": lambda: rng.choice(["5", "a/b", "\n", "..", ""]),
@@ -151,7 +153,9 @@ def strip_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tup
     Image.new("RGB", size, (rng.randrange(256), 0, 0)).save(bad)
     cmd = rng.choice(["encode", "reconstruct"])
     out = str(scratch / "out" / "t.safetensors") if cmd == "encode" else str(scratch / "out")
-    return [cmd, "--tokenizer", str(world["tok"]), str(bad), "--size", str(rng.choice([8, 32, 64])), "--out", out], [bad]
+    return [cmd, "--tokenizer", str(world["tok"]), str(bad), "--size", str(rng.choice([8, 32, 64])), "--out", out], [
+        bad
+    ]
 
 
 def run_case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[list[str], list[Path]]:
@@ -218,7 +222,15 @@ def case(world: dict[str, Path], scratch: Path, rng: random.Random) -> tuple[str
         if cmd == "encode":
             argv = ["encode", "--tokenizer", str(world["tok"]), str(world["png"]), "--out", str(out / "t.safetensors")]
         else:
-            argv = ["generate", "--model", str(world["tok"]), "--tokenizer", str(world["tok"]), "--out", str(out / "g.png")]
+            argv = [
+                "generate",
+                "--model",
+                str(world["tok"]),
+                "--tokenizer",
+                str(world["tok"]),
+                "--out",
+                str(out / "g.png"),
+            ]
         return family, [*argv, flag, value], []
     if family == "image":
         src = world[rng.choice(["png", "jpg"])]

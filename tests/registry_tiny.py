@@ -25,7 +25,13 @@ def preset_part(preset: str, section: str | None = None) -> dict[str, Any]:
 
 MAX_PARAMS = 2_000_000
 SIZE = 32  # test images: (2, 3, 32, 32) in [-1, 1]
-CONV = {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_levels": [-1], "z_channels": 32}  # 32: GroupNorm(32) on it
+CONV = {
+    "ch": 32,
+    "ch_mult": [1, 1, 2],
+    "num_res_blocks": 1,
+    "attn_levels": [-1],
+    "z_channels": 32,
+}  # 32: GroupNorm(32) on it
 VIT = {"image_size": SIZE, "patch_size": 8, "width": 32, "depth": 1, "heads": 2, "num_latent_tokens": 8}
 PATCH = {"patch_size": 4, "width": 32, "num_blocks": 1, "z_channels": 16}
 
@@ -72,7 +78,10 @@ TINY: dict[tuple[str, str], dict[str, Any]] = {
     ("encoder", "open_clip"): {"image_size": SIZE, "width": 64, "layers": 1, "patch_size": 4},
     ("semantic_decoder", "vit"): {"in_channels": 8, "width": 48, "depth": 1, "grid": 8},
     # Trains only with a teacher: EfficientNet-Lite0 (offline; its stage 2 has 40 channels) stands in for CLIP.
-    ("model", "tokenflow"): {"teacher": {"name": "effnet_lite0"}, "semantic_decoder": {"name": "vit", "out_channels": 40}},
+    ("model", "tokenflow"): {
+        "teacher": {"name": "effnet_lite0"},
+        "semantic_decoder": {"name": "vit", "out_channels": 40},
+    },
     ("pixel_head", "maskgit_vqgan"): {"hidden": 32, "codebook_size": 16, "code_dim": 8, "channels": [32, 32, 32, 32]},
     ("pixel_head", "patch_conv"): {"patch_size": 8},
     ("model", "dual"): {"adapter_width": 32, "adapter_blocks": 1},

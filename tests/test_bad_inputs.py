@@ -179,7 +179,11 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         None,
         "model.quantizer.codebook_size",
     ),
-    "train-zero-width": (["train", *TRAIN, "model.encoder.ch=0", "--out", "{w}/r"], None, "model.encoder.ch"),  # ranged: refused before any layer is built
+    "train-zero-width": (
+        ["train", *TRAIN, "model.encoder.ch=0", "--out", "{w}/r"],
+        None,
+        "model.encoder.ch",
+    ),  # ranged: refused before any layer is built
     "train-alias-bomb": (["train", "{w}/alias_bomb.yaml", "--out", "{w}/r"], None, "aliases"),
     # 7. bad numbers on the command line
     "encode-zero-size": ([*ENC[:-1], "0", "--out", "{w}/t.safetensors"], None, "--size"),
@@ -225,7 +229,9 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     # --- issue 29, data loss: outputs inside things vtok did not make for this command
     "generate-over-a-photograph": ([*GEN[:-1], "{w}/photo.png"], None, "not a token file vtok wrote"),
     "convert-over-a-trained-model": (
-        ["convert", "--from", "llamagen-vq", "{w}/notes.txt", "--out", "{w}/tok"], None, "a vtok model folder"
+        ["convert", "--from", "llamagen-vq", "{w}/notes.txt", "--out", "{w}/tok"],
+        None,
+        "a vtok model folder",
     ),
     "decode-out-a-tokenizer": ([*DEC, "--out", "{w}/tok"], None, "a vtok model folder"),
     "decode-out-inside-a-tokenizer": ([*DEC, "--out", "{w}/tok/decoded"], None, "is inside"),
@@ -240,22 +246,40 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     ),
     "encode-out-named-png": ([*ENC, "--out", "{w}/tokens.png"], None, "named like an image"),
     "encode-out-inside-a-model": ([*ENC, "--out", "{w}/gpt/t.safetensors"], None, "is inside"),
-    "train-out-inside-its-data": (["train", *TRAIN, "data.source={w}/photos", "--out", "{w}/photos/run"], None, "inside the input"),
+    "train-out-inside-its-data": (
+        ["train", *TRAIN, "data.source={w}/photos", "--out", "{w}/photos/run"],
+        None,
+        "inside the input",
+    ),
     "train-out-a-tokenizer": (["train", *TRAIN, "--out", "{w}/tok"], None, "a vtok model folder"),
     "push-offline-writes-nothing": (["push", "{w}/tok", "org/name"], _offline, "cannot reach the Hub"),
-    "train-while-another-runs": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _locked, "in use by another vtok train"),
+    "train-while-another-runs": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"],
+        _locked,
+        "in use by another vtok train",
+    ),
     # --- tracebacks: disk full inside torch.save, damaged checkpoints (named, with the fallback)
     "train-torch-disk-full": (["train", *TRAIN, "--out", "{w}/r"], _torch_disk_full, "no space left"),
     "encode-untyped-disk-full": ([*ENC, "--out", "{w}/t.safetensors"], _untyped_disk_full, "no space left"),
     "resume-pickled-optim": (
-        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_optim, "optim.pt is damaged (UnpicklingError); delete"
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"],
+        _pickled_optim,
+        "optim.pt is damaged (UnpicklingError); delete",
     ),
-    "resume-pickled-rng": (["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _pickled_rng, "rng_rank0.pt is damaged"),
+    "resume-pickled-rng": (
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"],
+        _pickled_rng,
+        "rng_rank0.pt is damaged",
+    ),
     "resume-sharded-without-fsdp": (
-        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _sharded_state, "was written with FSDP; resume it with"
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"],
+        _sharded_state,
+        "was written with FSDP; resume it with",
     ),
     "resume-truncated-weights": (
-        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"], _truncated_weights, "model.safetensors is damaged"
+        ["train", *TRAIN, "train.save_every=1", "--out", "{w}/run"],
+        _truncated_weights,
+        "model.safetensors is damaged",
     ),
     # --- memory, on a 4 GB machine
     "eval-huge-resolution": (
@@ -263,11 +287,21 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         _small_machine,
         "needs about",
     ),
-    "train-huge-image-size": (["train", *TRAIN, "data.image_size=100000", "--out", "{w}/r"], _small_machine, "needs about"),
-    "train-huge-codebook": (
-        ["train", *TRAIN, "model.quantizer.codebook_size=100000000", "--out", "{w}/r"], _small_machine, "needs about"
+    "train-huge-image-size": (
+        ["train", *TRAIN, "data.image_size=100000", "--out", "{w}/r"],
+        _small_machine,
+        "needs about",
     ),
-    "train-huge-batch": (["train", *TRAIN, "train.batch_size=1000000000", "--out", "{w}/r"], _small_machine, "needs about"),
+    "train-huge-codebook": (
+        ["train", *TRAIN, "model.quantizer.codebook_size=100000000", "--out", "{w}/r"],
+        _small_machine,
+        "needs about",
+    ),
+    "train-huge-batch": (
+        ["train", *TRAIN, "train.batch_size=1000000000", "--out", "{w}/r"],
+        _small_machine,
+        "needs about",
+    ),
     "encode-huge-size": ([*ENC[:-1], "100000", "--out", "{w}/t.safetensors"], _small_machine, "needs about"),
     "generate-huge-per-class": ([*GEN, "--classes", "0", "--per-class", "100000000"], None, "--per-class"),
     "generate-huge-num": ([*GEN, "--num", "100000000"], None, "--num"),
@@ -277,18 +311,44 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "encode-huge-label": ([*ENC, "--labels", "99999999999999999999", "--out", "{w}/t.safetensors"], None, "--labels"),
     "encode-negative-label": ([*ENC, "--labels", "-5", "--out", "{w}/t.safetensors"], None, "--labels"),
     # --- token file metadata against one schema
-    "decode-names-a-number": (["decode", "{w}/names_int.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
-    "decode-names-numbers": (["decode", "{w}/names_list.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
-    "decode-names-nul": (["decode", "{w}/names_nul.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "names"),
+    "decode-names-a-number": (
+        ["decode", "{w}/names_int.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"],
+        None,
+        "names",
+    ),
+    "decode-names-numbers": (
+        ["decode", "{w}/names_list.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"],
+        None,
+        "names",
+    ),
+    "decode-names-nul": (
+        ["decode", "{w}/names_nul.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"],
+        None,
+        "names",
+    ),
     "decode-negative-grid": (
-        ["decode", "{w}/grid_negative.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"], None, "layout.grid"
+        ["decode", "{w}/grid_negative.safetensors", "--tokenizer", "{w}/tok", "--out", "{w}/d"],
+        None,
+        "layout.grid",
     ),
     # --- overrides, flags and presets
     "train-section-a-number": (["train", *TRAIN, "train=5", "--out", "{w}/r"], None, "expected a mapping"),
-    "train-deep-override": (["train", *TRAIN, "model.encoder.ch_mult=" + "[" * 20000 + "]" * 20000, "--out", "{w}/r"], None, "nests"),
+    "train-deep-override": (
+        ["train", *TRAIN, "model.encoder.ch_mult=" + "[" * 20000 + "]" * 20000, "--out", "{w}/r"],
+        None,
+        "nests",
+    ),
     "train-duplicate-section": (["train", "{w}/twice.yaml", "--out", "{w}/r"], None, "given twice"),
-    "train-empty-betas": (["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"], None, "train.betas"),  # found by the fuzz run
-    "train-negative-disc-weight": (["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"], None, "loss.disc_weight"),
+    "train-empty-betas": (
+        ["train", *TRAIN, "train.betas=[]", "--out", "{w}/r"],
+        None,
+        "train.betas",
+    ),  # found by the fuzz run
+    "train-negative-disc-weight": (
+        ["train", *TRAIN, "loss.disc_weight=-1", "--out", "{w}/r"],
+        None,
+        "loss.disc_weight",
+    ),
     "generate-meta-device": ([*GEN, "--device", "meta"], None, "--device meta"),
     "eval-unknown-vtbench-set": (
         ["eval", "--tokenizer", "{w}/tok", "--data", "vtbench-nope", "--metrics", "psnr", "--out", "{w}/e"],
@@ -305,22 +365,64 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
         _vtbench_parquet_no_pyarrow,
         "pyarrow",
     ),
-    "eval-tokenizer-is-a-gpt": (["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"], None, "not a tokenizer"),
+    "eval-tokenizer-is-a-gpt": (
+        ["eval", "--tokenizer", "{w}/gpt", "--metrics", "psnr", "--out", "{w}/e"],
+        None,
+        "not a tokenizer",
+    ),
     "encode-nan-target": ([*ENC, "--target", "psnr=nan", "--out", "{w}/t.safetensors"], None, "finite"),
-    "encode-single-pass-no-head": ([*ENC, "--target", "psnr=20", "--single-pass", "--out", "{w}/t.safetensors"], None, "halting head"),
+    "encode-single-pass-no-head": (
+        [*ENC, "--target", "psnr=20", "--single-pass", "--out", "{w}/t.safetensors"],
+        None,
+        "halting head",
+    ),
     "encode-single-pass-no-target": ([*ENC, "--single-pass", "--out", "{w}/t.safetensors"], None, "--target"),
-    "encode-nan-weights": (["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "NaN"),
+    "encode-nan-weights": (
+        ["encode", "--tokenizer", "{w}/tok_nan", "{w}/photo.png", "--size", "32", "--out", "{w}/t.safetensors"],
+        None,
+        "NaN",
+    ),
     # --- shards
-    "train-gpt-shards-outside": (["train", "{gpt}", "data.source={w}/shards_outside", "--out", "{w}/r"], None, "outside its folder"),
-    "train-gpt-shards-up": (["train", "{gpt}", "data.source={w}/shards_up", "--out", "{w}/r"], None, "outside its folder"),
-    "train-gpt-shards-million-codes": (["train", "{gpt}", "data.source={w}/shards_million", "--out", "{w}/r"], None, "layout"),
+    "train-gpt-shards-outside": (
+        ["train", "{gpt}", "data.source={w}/shards_outside", "--out", "{w}/r"],
+        None,
+        "outside its folder",
+    ),
+    "train-gpt-shards-up": (
+        ["train", "{gpt}", "data.source={w}/shards_up", "--out", "{w}/r"],
+        None,
+        "outside its folder",
+    ),
+    "train-gpt-shards-million-codes": (
+        ["train", "{gpt}", "data.source={w}/shards_million", "--out", "{w}/r"],
+        None,
+        "layout",
+    ),
     # --- messages
-    "encode-newline-in-a-name": ([*ENC[:3], "{w}/no\nsuch.png", "--size", "32", "--out", "{w}/t.safetensors"], None, "no\\nsuch"),
-    "train-zero-width-level-no-warning": (["train", *TRAIN, "model.encoder.ch_mult=[0]", "--out", "{w}/r"], None, "model.encoder"),
-    "encode-dev-zero": ([*ENC[:3], "/dev/zero", "--size", "32", "--out", "{w}/t.safetensors"], None, "not a regular file"),
-    "encode-fifo": ([*ENC[:3], "{w}/fifo.png", "--size", "32", "--out", "{w}/t.safetensors"], _fifo, "not a regular file"),
+    "encode-newline-in-a-name": (
+        [*ENC[:3], "{w}/no\nsuch.png", "--size", "32", "--out", "{w}/t.safetensors"],
+        None,
+        "no\\nsuch",
+    ),
+    "train-zero-width-level-no-warning": (
+        ["train", *TRAIN, "model.encoder.ch_mult=[0]", "--out", "{w}/r"],
+        None,
+        "model.encoder",
+    ),
+    "encode-dev-zero": (
+        [*ENC[:3], "/dev/zero", "--size", "32", "--out", "{w}/t.safetensors"],
+        None,
+        "not a regular file",
+    ),
+    "encode-fifo": (
+        [*ENC[:3], "{w}/fifo.png", "--size", "32", "--out", "{w}/t.safetensors"],
+        _fifo,
+        "not a regular file",
+    ),
     "convert-a-vtok-model": (
-        ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"], None, "already a vtok model"
+        ["convert", "--from", "taming-vqgan", "{w}/tok/model.safetensors", "--out", "{w}/c"],
+        None,
+        "already a vtok model",
     ),
     "convert-zip-bomb": (["convert", "--from", "llamagen-vq", "{w}/bomb.pt", "--out", "{w}/c"], None, "zip bomb"),
     # --- vtok bench
@@ -333,10 +435,14 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "bench-zero-tokens": ([*BENCH, "--tokens", "0", "--out", "{w}/b"], None, "--tokens"),
     "bench-fit-images-not-whole-batches": ([*BENCH, "--fit-images", "100", "--out", "{w}/b"], None, "--fit-images"),
     "bench-reference-ae-hub-id-offline": (
-        [*BENCH, "--reference-ae", "nobody/no-such-vae", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+        [*BENCH, "--reference-ae", "nobody/no-such-vae", "--out", "{w}/b"],
+        None,
+        "cannot load an AutoencoderKL",
     ),
     "bench-reference-ae-is-a-vtok-model": (
-        [*BENCH, "--reference-ae", "{w}/tok", "--out", "{w}/b"], None, "cannot load an AutoencoderKL"
+        [*BENCH, "--reference-ae", "{w}/tok", "--out", "{w}/b"],
+        None,
+        "cannot load an AutoencoderKL",
     ),
     # --- pinned protocols
     "eval-unknown-protocol": ([*PROTO[:4], "imagenet", *PROTO[5:]], None, "unknown protocol 'imagenet'"),
@@ -347,11 +453,15 @@ ROWS: dict[str, tuple[list[str], Callable | None, str]] = {
     "eval-protocol-count-zero": ([*PROTO[:-1], "0"], None, "--count"),
     "eval-protocol-count-over-the-folder": ([*PROTO[:-1], "3"], None, "more than the 2 images"),
     "eval-protocol-no-resolution": (
-        [x for x in PROTO if x not in ("--resolution", "32")], None, "does not state its resolution"
+        [x for x in PROTO if x not in ("--resolution", "32")],
+        None,
+        "does not state its resolution",
     ),
     "eval-protocol-foreign-metric": ([*PROTO, "--metrics", "text"], None, "'text' is not one of them"),
     "eval-count-without-protocol": (
-        ["eval", "--tokenizer", "{w}/tok", "--count", "2", "--out", "{w}/e"], None, "--count needs --protocol"
+        ["eval", "--tokenizer", "{w}/tok", "--count", "2", "--out", "{w}/e"],
+        None,
+        "--count needs --protocol",
     ),
 }
 

@@ -43,7 +43,9 @@ def test_a_name_reads_the_same_mapping_as_its_path(path: Path):
 
 def test_names_work_in_build_load_config_and_overlays():
     by_name = vtok.load_config("vq_tiny", ["train.steps=3"], ["decoder"])
-    by_path = vtok.load_config(CONFIGS / "tokenizer" / "vq_tiny.yaml", ["train.steps=3"], [CONFIGS / "finetune" / "decoder.yaml"])
+    by_path = vtok.load_config(
+        CONFIGS / "tokenizer" / "vq_tiny.yaml", ["train.steps=3"], [CONFIGS / "finetune" / "decoder.yaml"]
+    )
     assert by_name == by_path and by_name["train"]["freeze"] == ["encoder", "quantizer"]
     assert vtok.load_config("gpt_tiny")["model"]["name"] == "gpt"
     assert type(vtok.build("vq_tiny")).__name__ == type(vtok.build(CONFIGS / "tokenizer" / "vq_tiny.yaml")).__name__
@@ -63,11 +65,15 @@ def test_unknown_names_and_wrong_kinds_fail_in_one_line_naming_the_closest(tmp_p
     err = _error(capsys, ["train", "vq_demoo", "--out", out])
     assert "'vq_demoo'" in err and "closest: vq_demo" in err
     assert "--overlay" in _error(capsys, ["train", "decoder", "--out", out])
-    assert "tokenizer preset, not a finetune one" in _error(capsys, ["train", "vq_tiny", "--overlay", "vq_demo", "--out", out])
+    assert "tokenizer preset, not a finetune one" in _error(
+        capsys, ["train", "vq_tiny", "--overlay", "vq_demo", "--out", out]
+    )
     assert "closest: gpt_demo" in _error(capsys, ["train", "gpt_dem", "--out", out])
     err = _error(capsys, ["train", "nowhere/configs/tokenizer/vq_demo.yaml", "--out", out])
     assert "config file not found" in err and "preset of that name is 'vq_demo'" in err
-    assert "config file not found: none.yaml; no tokenizer or ar preset" in _error(capsys, ["train", "none.yaml", "--out", out])
+    assert "config file not found: none.yaml; no tokenizer or ar preset" in _error(
+        capsys, ["train", "none.yaml", "--out", out]
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -80,7 +86,10 @@ def test_a_preset_inside_a_zip_reads_like_a_file(tmp_path):
 
 
 def test_summary_is_the_first_sentence_of_the_leading_comment():
-    assert find("vq_f16").summary() == "LlamaGen VQ-16: 16x downsampling, 16384 l2-normalised codes of dim 8, ~72M parameters."
+    assert (
+        find("vq_f16").summary()
+        == "LlamaGen VQ-16: 16x downsampling, 16384 l2-normalised codes of dim 8, ~72M parameters."
+    )
     assert find("vq_gigatok_bl").summary().startswith("GigaTok B-L (Xiong et al., 2025;")  # "al." ends nothing
 
 
@@ -94,7 +103,9 @@ def test_vtok_presets_lists_every_preset_by_kind(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(ON_DISK) + len(KINDS)  # a heading a kind, a line a preset
-    assert lines[0].startswith("tokenizer presets") and any(line.split()[:2] == ["vq_demo", "grid/vq"] for line in lines)
+    assert lines[0].startswith("tokenizer presets") and any(
+        line.split()[:2] == ["vq_demo", "grid/vq"] for line in lines
+    )
 
 
 def test_vtok_presets_counts_parameters_on_the_meta_device(capsys):

@@ -300,7 +300,9 @@ def test_a_source_declared_once_reaches_convert_the_family_check_and_the_help(tm
         main(["convert", "--help"])
     assert "extended-vqgan" in capsys.readouterr().out
     torch.save({"state_dict": {**taming_state(), "extra.flag": torch.ones(1)}}, tmp_path / "extended.ckpt")
-    assert main(["convert", "--from", "taming-vqgan", str(tmp_path / "extended.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    assert (
+        main(["convert", "--from", "taming-vqgan", str(tmp_path / "extended.ckpt"), "--out", str(tmp_path / "a")]) == 2
+    )
     assert "its keys look like extended-vqgan (try --from extended-vqgan)" in capsys.readouterr().err
     torch.save({"state_dict": taming_state()}, tmp_path / "taming.ckpt")
     with pytest.raises(vtok.VtokError, match="is not an extended-vqgan checkpoint: its keys look like taming-vqgan"):

@@ -135,7 +135,9 @@ def _rq(z, s, q):
 
 
 def ref_ids(s, x):
-    t = F.conv2d(x, s[f"{V}.embeddings.patch_embedding.weight"], s[f"{V}.embeddings.patch_embedding.bias"], stride=PATCH)
+    t = F.conv2d(
+        x, s[f"{V}.embeddings.patch_embedding.weight"], s[f"{V}.embeddings.patch_embedding.bias"], stride=PATCH
+    )
     t = t.flatten(2).transpose(1, 2) + s[f"{V}.embeddings.position_embedding.weight"]
     for i in range(SEM):
         t = _layer(t, s, i)
@@ -163,7 +165,9 @@ def ref_semantic(s, ids):
     q = _heads(s[f"{V}.head.probe"].expand(t.shape[0], 1, W) @ w[:W].T + b[:W], HEADS)
     k, v = _heads(t @ w[W : 2 * W].T + b[W : 2 * W], HEADS), _heads(t @ w[2 * W :].T + b[2 * W :], HEADS)
     p = _l(_softmax_attn(q, k, v).transpose(1, 2).reshape(t.shape[0], 1, W), s, f"{V}.head.attention.out_proj")
-    p = p + _l(F.gelu(_l(_ln(p, s, f"{V}.head.layernorm"), s, f"{V}.head.mlp.fc1"), approximate="tanh"), s, f"{V}.head.mlp.fc2")
+    p = p + _l(
+        F.gelu(_l(_ln(p, s, f"{V}.head.layernorm"), s, f"{V}.head.mlp.fc1"), approximate="tanh"), s, f"{V}.head.mlp.fc2"
+    )
     return t, p[:, 0]
 
 

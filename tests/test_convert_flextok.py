@@ -117,7 +117,12 @@ def _mlp(s, p, x):
 def _patches(s, key, lat):
     """(B, C, h, w) -> (B, h/2 * w/2, W): channels last, 2x2 patches (row, col, channel), linear, + table."""
     b, c, h, w = lat.shape
-    x = lat.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+    x = (
+        lat.permute(0, 2, 3, 1)
+        .reshape(b, h // 2, 2, w // 2, 2, c)
+        .permute(0, 1, 3, 2, 4, 5)
+        .reshape(b, h // 2, w // 2, 4 * c)
+    )
     x = F.linear(x, s[f"{key}.patch_proj.weight"], s[f"{key}.patch_proj.bias"])
     return x, (h // 2, w // 2)
 

@@ -73,7 +73,11 @@ def gigatok_state(seed: int = 0) -> dict[str, torch.Tensor]:
     for i, (cin, cout) in enumerate([(WIDTH, WIDTH * 4), (WIDTH * 4, WIDTH * 4), (WIDTH * 4, 768)]):
         randlin(s, f"s1to2decoder.distill_mlp.{2 * i}", cin, cout)  # DINOv2 alignment head: dropped
     cin = CH * MULT[-1]
-    randconv(s, "decoder.conv_in", Z, cin, 3), randres(s, "decoder.mid.0", cin, cin), randres(s, "decoder.mid.1", cin, cin)
+    (
+        randconv(s, "decoder.conv_in", Z, cin, 3),
+        randres(s, "decoder.mid.0", cin, cin),
+        randres(s, "decoder.mid.1", cin, cin),
+    )
     for i, level in enumerate(reversed(range(len(MULT)))):
         randlin(s, f"decoder.adaptive.{i}.gamma", Z, cin), randlin(s, f"decoder.adaptive.{i}.beta", Z, cin)
         for j in range(BLOCKS + 1):
@@ -255,7 +259,16 @@ def test_gigatok_files_are_told_apart_and_bad_ones_refused(giga_file, tmp_path, 
 def test_head_counts_come_from_gigatok_sizes_or_the_config(giga_file, tmp_path, capsys):
     _, path = giga_file
     (tmp_path / "c.yaml").write_text("model: {init_args: {encoder_size: tiny, decoder_size: small}}\n")
-    args = ["convert", "--from", "gigatok", str(path), "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x")]
+    args = [
+        "convert",
+        "--from",
+        "gigatok",
+        str(path),
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(args) == 2
     assert "model size 'small' has width 512, the weights 256" in capsys.readouterr().err
     (tmp_path / "c.yaml").write_text("model: {init_args: {encoder_size: tiny, decoder_size: tiny}}\n")

@@ -54,7 +54,10 @@ def gigatok2d_state(qformer: bool, seed: int = 0) -> dict[str, torch.Tensor]:
     cross-attention and ``norm3``)."""
     one_d = gigatok_state(seed)
     s = {k: v for k, v in one_d.items() if not k.startswith(("s2to1encoder.", "s1to2decoder."))}
-    for src, dst, embed in (("s2to1encoder", "s2dencoder", "encoder_embed"), ("s1to2decoder", "s2ddecoder", "decoder_embed")):
+    for src, dst, embed in (
+        ("s2to1encoder", "s2dencoder", "encoder_embed"),
+        ("s1to2decoder", "s2ddecoder", "decoder_embed"),
+    ):
         for part in (f"{embed}.", "ln_pre.", "ln_post.", "positional_embedding", "transformer.0."):
             for key, value in one_d.items():
                 if key.startswith(f"{src}.{part}") and (qformer or not (".multihead_attn." in key or ".norm3." in key)):
@@ -118,7 +121,9 @@ def test_1d_and_2d_files_are_told_apart(tmp_path, capsys):
     args = ["convert", "--from", "gigatok-2d", str(tmp_path / "2d.pt"), "--config", str(tmp_path / "1d.yaml")]
     assert main([*args, "--out", str(tmp_path / "b")]) == 2
     assert "VQVitModelPlus is not a VQVitModel2DPlus checkpoint" in capsys.readouterr().err
-    (tmp_path / "var.yaml").write_text("model: {model_cls: VQVitModel2DPlus, init_args: {transformer_layer_type: QformerLayerVar}}\n")
+    (tmp_path / "var.yaml").write_text(
+        "model: {model_cls: VQVitModel2DPlus, init_args: {transformer_layer_type: QformerLayerVar}}\n"
+    )
     args = ["convert", "--from", "gigatok-2d", str(tmp_path / "2d.pt"), "--config", str(tmp_path / "var.yaml")]
     assert main([*args, "--out", str(tmp_path / "c")]) == 2
     assert "QformerLayerVar" in capsys.readouterr().err

@@ -147,6 +147,15 @@ def test_rqvae_config_gives_what_the_weights_do_not(rq_file, tmp_path, capsys):
     q = convert("rq-vae", path, config=tmp_path / "config.yaml").quantizer
     assert (q.cfg.decay, q.cfg.commitment_weight, q.cfg.restart_unused_codes) == (0.95, 0.5, True)
     (tmp_path / "grouped.yaml").write_text("arch: {hparams: {latent_shape: [8, 8, 8], code_shape: [4, 4, 3]}}\n")
-    args = ["convert", "--from", "rq-vae", str(path), "--config", str(tmp_path / "grouped.yaml"), "--out", str(tmp_path / "x")]
+    args = [
+        "convert",
+        "--from",
+        "rq-vae",
+        str(path),
+        "--config",
+        str(tmp_path / "grouped.yaml"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(args) == 2
     assert "groups latent positions" in capsys.readouterr().err

@@ -109,7 +109,9 @@ def _ln(x, s, name, eps=1e-5):
 
 
 def _mlp2(x, s, name, act):
-    return F.linear(act(F.linear(x, s[f"{name}.0.weight"], s[f"{name}.0.bias"])), s[f"{name}.2.weight"], s[f"{name}.2.bias"])
+    return F.linear(
+        act(F.linear(x, s[f"{name}.0.weight"], s[f"{name}.0.bias"])), s[f"{name}.2.weight"], s[f"{name}.2.bias"]
+    )
 
 
 def _mid(h, s, side):
@@ -153,7 +155,9 @@ def _mha(x, w, b, proj_w, proj_b, heads, scale_q=True):
 def ref_semantic_latents(s, x):
     e, side = "encoder_vqkd", SIZE // PATCH
     t = F.conv2d(x, s[f"{e}.conv1.weight"], stride=PATCH).flatten(2).transpose(1, 2)  # (B, N, W)
-    t = torch.cat([s[f"{e}.class_embedding"].expand(x.shape[0], 1, W), t], 1) + _resize_table(s[f"{e}.positional_embedding"], side)
+    t = torch.cat([s[f"{e}.class_embedding"].expand(x.shape[0], 1, W), t], 1) + _resize_table(
+        s[f"{e}.positional_embedding"], side
+    )
     t = _ln(t, s, f"{e}.ln_pre")
     for i in range(LAYERS):
         b = f"{e}.transformer.resblocks.{i}"

@@ -57,7 +57,11 @@ def unitok_state(seed: int = 0) -> dict[str, torch.Tensor]:
     for name, t in _vtok_layout().items():
         if name.startswith(("quant_conv.", "post_quant_conv.", "quantizer.")):
             continue
-        for ours, theirs in (("encoder.tower.", E), ("encoder.proj.", "quant_proj."), ("decoder.proj.", "post_quant_proj.")):
+        for ours, theirs in (
+            ("encoder.tower.", E),
+            ("encoder.proj.", "quant_proj."),
+            ("decoder.proj.", "post_quant_proj."),
+        ):
             name = name.replace(ours, theirs, 1) if name.startswith(ours) else name
         s[name] = _random(name, t)
     for proj, wide in (("quant_proj", WIDTH), ("post_quant_proj", WIDTH)):
@@ -76,7 +80,9 @@ def unitok_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _ln2d(x, s, name):
-    return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], s[f"{name}.weight"], s[f"{name}.bias"], 1e-6).permute(0, 3, 1, 2)
+    return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], s[f"{name}.weight"], s[f"{name}.bias"], 1e-6).permute(
+        0, 3, 1, 2
+    )
 
 
 def _conv(x, s, name, stride=1, groups=1):
@@ -94,7 +100,9 @@ def _ln(x, s, name, eps=1e-6):
 
 def _geglu(x, s, name):
     h = _ln(x, s, f"{name}.norm")
-    return _linear(F.gelu(_linear(h, s, f"{name}.w0"), approximate="tanh") * _linear(h, s, f"{name}.w1"), s, f"{name}.w2")
+    return _linear(
+        F.gelu(_linear(h, s, f"{name}.w0"), approximate="tanh") * _linear(h, s, f"{name}.w1"), s, f"{name}.w2"
+    )
 
 
 def _mbconv(x, s, name, stride):

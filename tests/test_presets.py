@@ -56,7 +56,9 @@ def test_every_preset_loads_and_builds(preset: Path):
     model_cls = lookup("model", cfg["model"]["name"])
     assert issubclass(model_cls, (GPT, vtok.Tokenizer)), f"{preset.name}: `vtok train` has no trainer for it"
     if issubclass(model_cls, vtok.Tokenizer):
-        assert cfg["loss"] is not None or _inference_only(cfg), f"{preset.name}: a tokenizer preset needs a loss section"
+        assert cfg["loss"] is not None or _inference_only(cfg), (
+            f"{preset.name}: a tokenizer preset needs a loss section"
+        )
     count = sum(p.numel() for p in meta_model(preset).parameters())
     assert count > 0
     if count > CPU_BUILD_LIMIT:

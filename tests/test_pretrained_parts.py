@@ -147,9 +147,7 @@ def cases() -> list[tuple[str, nn.Module, Probe]]:
 def test_every_registered_torch_kind_is_covered():
     registry.load_parts()
     kinds = {
-        kind
-        for kind, table in registry._REGISTRY.items()
-        if any(issubclass(cls, nn.Module) for cls in table.values())
+        kind for kind, table in registry._REGISTRY.items() if any(issubclass(cls, nn.Module) for cls in table.values())
     }
     covered = {module.registry_kind for _, module, _ in cases()}
     assert kinds - covered == set(), f"kinds without a round-trip case: {sorted(kinds - covered)}"

@@ -33,7 +33,14 @@ VARIANTS = {
     "ibq": [{}, {"dim": 8, "codebook_size": 32, "entropy_weight": 0.0}],
     "tokenflow_learned": [  # 16 positions = a 4x4 grid
         {"semantic_dim": 4, "pixel_dim": 4, "codebook_size": 32, "scales": [1, 2, 4]},
-        {"semantic_dim": 6, "pixel_dim": 2, "codebook_size": 16, "scales": [2, 4], "pixel_weight": 2.0, "scale_drop": 1.0},
+        {
+            "semantic_dim": 6,
+            "pixel_dim": 2,
+            "codebook_size": 16,
+            "scales": [2, 4],
+            "pixel_weight": 2.0,
+            "scale_drop": 1.0,
+        },
     ],
     "tokenflow": [  # 16 positions = a 4x4 grid
         {"semantic_dim": 4, "pixel_dim": 4, "codebook_size": 32, "scales": [1, 2, 4]},

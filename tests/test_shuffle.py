@@ -91,8 +91,9 @@ def test_a_shuffle_model_overfits_a_tiny_token_set_per_class():
     """Greedy windows reproduce each class's grid: the class prefix conditions every window."""
     torch.manual_seed(0)
     model = GPT(
-        GPT.Config(codebook_sizes=[16], grid=[4, 4], num_classes=4, dim=64, depth=2, heads=4, class_dropout=0.0,
-                   shuffle=2)
+        GPT.Config(
+            codebook_sizes=[16], grid=[4, 4], num_classes=4, dim=64, depth=2, heads=4, class_dropout=0.0, shuffle=2
+        )
     )
     ids = torch.randint(0, 16, (4, 16, 1), generator=torch.Generator().manual_seed(1))
     labels = torch.arange(4)
@@ -134,10 +135,15 @@ def test_the_tiny_preset_trains_and_samples_from_shards(tmp_path, tiny_tokenizer
     for cls in ("cat", "dog"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / cls / f"{i}.png"
+            )
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
     tok, shards = str(tmp_path / "tok"), str(tmp_path / "tokens")
-    assert main(["encode", "--tokenizer", tok, str(tmp_path / "data"), "--size", "32", "--shards", "4", "--out", shards]) == 0
+    assert (
+        main(["encode", "--tokenizer", tok, str(tmp_path / "data"), "--size", "32", "--shards", "4", "--out", shards])
+        == 0
+    )
     args = ["configs/ar/gpt_shuffle_tiny.yaml", f"data.source={shards}", "train.steps=3", "train.batch_size=4"]
     assert main(["train", *args, "train.save_every=3", "--out", str(tmp_path / "run")]) == 0
     model = vtok.load(tmp_path / "run" / "final")

@@ -78,4 +78,6 @@ def test_projections_map_between_input_and_code_widths():
     project_in, project_out = vqlib.projections(vq)
     assert vqlib.has_projections(vq) and project_in(torch.randn(3, 8)).shape == (3, 4)
     assert project_out(torch.randn(3, 4)).shape == (3, 8) and vqlib.code_matrix(vq).shape == (16, 4)
-    assert vqlib.has_projections(LFQ(dim=8, codebook_size=16)) and not vqlib.has_projections(LFQ(dim=4, codebook_size=16))
+    assert vqlib.has_projections(LFQ(dim=8, codebook_size=16)) and not vqlib.has_projections(
+        LFQ(dim=4, codebook_size=16)
+    )

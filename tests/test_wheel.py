@@ -87,7 +87,9 @@ def test_the_wheel_carries_vtok_and_runs_the_demo_outside_the_checkout(tmp_path)
     site, work = tmp_path / "site", tmp_path / "work"
     zipfile.ZipFile(wheel).extractall(site)
     work.mkdir()
-    where = _run(["-c", "import vtok, vtok.configs, vtok.tokenizers; print(vtok.__file__, vtok.configs.__file__)"], work, site)
+    where = _run(
+        ["-c", "import vtok, vtok.configs, vtok.tokenizers; print(vtok.__file__, vtok.configs.__file__)"], work, site
+    )
     assert all(Path(f).is_relative_to(site) for f in where.split()), f"vtok imported from the checkout: {where}"
 
     version = _run(["-m", "vtok.cli", "--version"], work, site)

@@ -85,7 +85,11 @@ def _mbconv(s, name, cin, cout, stride):
 def vitamin_state(s: dict[str, torch.Tensor]) -> None:
     """timm's ViTamin keys under ``encoder_vqkd`` (head and fc_norm deleted)."""
     e = "encoder_vqkd.patch_embed.backbone"
-    randconv(s, f"{e}.stem.conv1", 3, STEM, 3), randnorm(s, f"{e}.stem.norm1", STEM), randconv(s, f"{e}.stem.conv2", STEM, STEM, 3)
+    (
+        randconv(s, f"{e}.stem.conv1", 3, STEM, 3),
+        randnorm(s, f"{e}.stem.norm1", STEM),
+        randconv(s, f"{e}.stem.conv2", STEM, STEM, 3),
+    )
     cin = STEM
     for i, (dim, depth) in enumerate(zip(STAGES, DEPTHS)):
         for j in range(depth):
@@ -96,7 +100,11 @@ def vitamin_state(s: dict[str, torch.Tensor]) -> None:
         b = f"encoder_vqkd.blocks.{i}"
         randnorm(s, f"{b}.norm1", VW), randnorm(s, f"{b}.norm2", VW), randnorm(s, f"{b}.mlp.norm", VW)
         randlin(s, f"{b}.attn.qkv", VW, 3 * VW), randlin(s, f"{b}.attn.proj", VW, VW)
-        randlin(s, f"{b}.mlp.w0", VW, 2 * VW), randlin(s, f"{b}.mlp.w1", VW, 2 * VW), randlin(s, f"{b}.mlp.w2", 2 * VW, VW)
+        (
+            randlin(s, f"{b}.mlp.w0", VW, 2 * VW),
+            randlin(s, f"{b}.mlp.w1", VW, 2 * VW),
+            randlin(s, f"{b}.mlp.w2", 2 * VW, VW),
+        )
     s["scaling_layer.shift"], s["scaling_layer.scale"] = CLIP_SHIFT.view(1, 3, 1, 1), CLIP_SCALE.view(1, 3, 1, 1)
 
 
@@ -122,7 +130,9 @@ def vitamin_tokens(s: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     t = _conv(_ln2d(h, s, f"{e}.pool.norm"), s, f"{e}.pool.proj", stride=2).flatten(2).transpose(1, 2)  # (B, N, VW)
     for i in range(VDEPTH):
         b = f"encoder_vqkd.blocks.{i}"
-        t = t + _lin(_attend(*_lin(_ln(t, s, f"{b}.norm1"), s, f"{b}.attn.qkv").chunk(3, -1), heads=VHEADS), s, f"{b}.attn.proj")
+        t = t + _lin(
+            _attend(*_lin(_ln(t, s, f"{b}.norm1"), s, f"{b}.attn.qkv").chunk(3, -1), heads=VHEADS), s, f"{b}.attn.proj"
+        )
         h = _ln(_ln(t, s, f"{b}.norm2"), s, f"{b}.mlp.norm")
         t = t + _lin(F.gelu(_lin(h, s, f"{b}.mlp.w0")) * _lin(h, s, f"{b}.mlp.w1"), s, f"{b}.mlp.w2")
     return t

@@ -80,7 +80,9 @@ def center_crop_arr(image: Image.Image, size: int) -> Image.Image:
     while min(*image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(*image.size)
-    check_memory(image_bytes(1, *(round(x * scale) for x in image.size)), f"resizing a {image.size[0]}x{image.size[1]} image")
+    check_memory(
+        image_bytes(1, *(round(x * scale) for x in image.size)), f"resizing a {image.size[0]}x{image.size[1]} image"
+    )
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
     arr = np.asarray(image)
     top = (arr.shape[0] - size) // 2

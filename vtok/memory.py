@@ -62,7 +62,9 @@ def check_memory(needed: float, what: str, hint: str = "", device: bool = False)
         available += _device_bytes()
     if available is not None and needed > available:
         advice = f"; {hint}" if hint else ""
-        raise VtokError(f"{what} needs about {size_text(needed)} of memory, {size_text(available)} is available{advice}")
+        raise VtokError(
+            f"{what} needs about {size_text(needed)} of memory, {size_text(available)} is available{advice}"
+        )
 
 
 def image_bytes(count: int, height: int, width: int | None = None) -> int:

@@ -233,7 +233,9 @@ class TokenShards:
             self.has_lengths = all("lengths" in f.keys() for f in self.files)
             self.positions = self.files[0].get_slice("ids").get_shape()[1]
         except (SafetensorError, KeyError, IndexError) as err:
-            raise VtokError(f"{self.folder} holds a damaged shard ({err.__class__.__name__}: no ids or labels)") from None
+            raise VtokError(
+                f"{self.folder} holds a damaged shard ({err.__class__.__name__}: no ids or labels)"
+            ) from None
         self.offsets = np.cumsum([0, *counts])
         layout = check_layout(self.index.get("layout"), str(path))
         _check_layout_matches_shards(layout, self.files, path)
@@ -272,7 +274,9 @@ def _shard_names(index: dict[str, Any], path: Path) -> list[str]:
         raise VtokError(f"{path} lists no shard files")
     for name in names:
         if Path(name).name != name or name in ("", ".", ".."):
-            raise VtokError(one_line(f"{path} lists the shard {name!r} outside its folder; a shard index names files beside it"))
+            raise VtokError(
+                one_line(f"{path} lists the shard {name!r} outside its folder; a shard index names files beside it")
+            )
     return names
 
 
@@ -283,7 +287,9 @@ def _open_shard(folder: Path, name: str, index: Path):
     try:
         return safe_open(str(file), "pt")
     except (SafetensorError, OSError) as err:
-        raise VtokError(one_line(f"shard {file} is not a readable safetensors file ({err.__class__.__name__})")) from None
+        raise VtokError(
+            one_line(f"shard {file} is not a readable safetensors file ({err.__class__.__name__})")
+        ) from None
 
 
 def _check_layout_matches_shards(layout: dict[str, Any], files: list, index: Path) -> None:

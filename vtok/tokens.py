@@ -185,7 +185,9 @@ def check_layout(layout: Any, where: str) -> dict[str, Any]:
         raise VtokError(f"{where}: its layout must be a mapping with codebook_sizes, grid and scales")
     sizes, grid, scales = layout["codebook_sizes"], layout["grid"], layout["scales"]
     if not (_ints(sizes, None, 1, MAX_CODES) and 1 <= len(sizes) <= 64):
-        raise VtokError(f"{where}: layout.codebook_sizes must be 1 to 64 integers in [1, {MAX_CODES}], got {sizes!r}"[:300])
+        raise VtokError(
+            f"{where}: layout.codebook_sizes must be 1 to 64 integers in [1, {MAX_CODES}], got {sizes!r}"[:300]
+        )
     if grid is not None and not _ints(grid, 2, 1, MAX_SIDE):
         raise VtokError(f"{where}: layout.grid must be null or two integers in [1, {MAX_SIDE}], got {grid!r}"[:300])
     if scales is not None and not (

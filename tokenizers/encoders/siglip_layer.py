@@ -48,7 +48,9 @@ class SiglipLayerEncoder(TimmSiglipEncoder):
             raise VtokError(f"siglip_layer encoder: layer {cfg.layer} is past the tower's {depth} blocks")
         self.layer = cfg.layer
         why = "TokenFlow reads the tokens before it (hidden_states[-2]); kept frozen in the checkpoint"
-        unused = {f"net.blocks.{i}.{n}" for i in range(cfg.layer, depth) for n, _ in self.net.blocks[i].named_parameters()}
+        unused = {
+            f"net.blocks.{i}.{n}" for i in range(cfg.layer, depth) for n, _ in self.net.blocks[i].named_parameters()
+        }
         unused |= {f"net.norm.{n}" for n, _ in self.net.norm.named_parameters()}
         self.no_grad_parameters = {**self.no_grad_parameters, **dict.fromkeys(sorted(unused), why)}
 

@@ -150,7 +150,9 @@ def int_list(text: str, flag: str, valid: Range = ID) -> list[int]:
     except ValueError:
         raise VtokError(f"{flag} takes comma-separated integers, got {text!r}") from None
     for value in values:
-        problem = valid.problem(value) if abs(value) < 2**64 else f"must be {valid}, got a {len(str(value))}-digit number"
+        problem = (
+            valid.problem(value) if abs(value) < 2**64 else f"must be {valid}, got a {len(str(value))}-digit number"
+        )
         if problem:
             raise VtokError(f"{flag}: {problem}")
     return values

@@ -11,7 +11,9 @@ from vtok.errors import VtokError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train a model from a YAML preset; re-run to resume")
-    p.add_argument("config", help="preset name (vtok presets) or YAML path, e.g. vq_f16 or configs/tokenizer/vq_f16.yaml")
+    p.add_argument(
+        "config", help="preset name (vtok presets) or YAML path, e.g. vq_f16 or configs/tokenizer/vq_f16.yaml"
+    )
     add_overrides(p, "dotted overrides: train.steps=1000 model.quantizer.codebook_size=4096")
     add_out(p, "run folder (checkpoints, metrics.jsonl, samples/, final/)")
     p.add_argument(

@@ -75,7 +75,10 @@ def _tower(state: dict[str, torch.Tensor], image_size: int) -> tuple[dict[str, A
     for part in ("weight", "bias"):
         out[f"encoder.net.norm.{part}"] = state[f"{VISION}post_layernorm.{part}"]
         in_proj = state[f"{VISION}head.attention.in_proj_{part}"]
-        out[f"encoder.net.attn_pool.q.{part}"], out[f"encoder.net.attn_pool.kv.{part}"] = in_proj[:width], in_proj[width:]
+        out[f"encoder.net.attn_pool.q.{part}"], out[f"encoder.net.attn_pool.kv.{part}"] = (
+            in_proj[:width],
+            in_proj[width:],
+        )
         out[f"encoder.net.attn_pool.proj.{part}"] = state[f"{VISION}head.attention.out_proj.{part}"]
         out[f"encoder.net.attn_pool.norm.{part}"] = state[f"{VISION}head.layernorm.{part}"]
         for fc in ("fc1", "fc2"):
@@ -83,14 +86,18 @@ def _tower(state: dict[str, torch.Tensor], image_size: int) -> tuple[dict[str, A
     out["encoder.net.attn_pool.latent"] = state[f"{VISION}head.probe"]
     mlp = state[f"{VISION}encoder.layers.0.mlp.fc1.weight"].shape[0]
     if mlp != int(width * SO400M_MLP / 1152):
-        raise VtokError(f"DualToken's SigLIP tower has MLP width {mlp} at width {width}; vtok builds So400m-shaped towers")
+        raise VtokError(
+            f"DualToken's SigLIP tower has MLP width {mlp} at width {width}; vtok builds So400m-shaped towers"
+        )
     cfg: dict[str, Any] = {"name": "timm_siglip", "model": "vit_so400m_patch14_siglip_384", "image_size": image_size}
     if (width, depth, patch) != (1152, 27, 14):
         cfg.update(width=width, depth=depth, heads=HEADS.get(width, width // 64), patch_size=patch)
     return cfg, out
 
 
-def _codebook(state: dict[str, torch.Tensor], src: str, hps: dict[str, Any], dst: str, default: str) -> tuple[dict, dict]:
+def _codebook(
+    state: dict[str, torch.Tensor], src: str, hps: dict[str, Any], dst: str, default: str
+) -> tuple[dict, dict]:
     """One shared-codebook ``RQBottleneck`` (``default``: its published ``bottleneck_type``) -> a config and tensors."""
     depth = count_levels(state, rf"{src}\.codebooks\.(\d+)\.")
     for level in range(1, depth):
@@ -138,7 +145,9 @@ def dualtoken(
         raise VtokError(f"DualToken checkpoint has tensors no vtok part takes: {', '.join(unknown[:4])}")
     patch = state[f"{VISION}embeddings.patch_embedding.weight"].shape[-1]
     side = math.isqrt(state[f"{VISION}embeddings.position_embedding.weight"].shape[0])
-    image_size = int((hps.get("ddconfig") or {}).get("resolution") or (384 if (patch, side) == (14, 27) else side * patch))
+    image_size = int(
+        (hps.get("ddconfig") or {}).get("resolution") or (384 if (patch, side) == (14, 27) else side * patch)
+    )
     if image_size // patch != side:
         raise VtokError(f"image size {image_size} with patch {patch} is not the position table's {side}x{side} grid")
     encoder, mapped = _tower(state, image_size)

@@ -98,8 +98,12 @@ def _trunk(state: dict[str, torch.Tensor], prefix: str, config: dict, part: str,
     head_dim = int(trunk.get("head_dim", 64))
     if width % head_dim:
         raise VtokError(f"flextok: {name} width {width} does not split into heads of {head_dim}")
-    return {"width": width, "depth": count_levels(state, re.escape(prefix) + r"blocks\.(\d+)\."),
-            "head_dim": head_dim, "mlp_ratio": ratio}
+    return {
+        "width": width,
+        "depth": count_levels(state, re.escape(prefix) + r"blocks\.(\d+)\."),
+        "head_dim": head_dim,
+        "mlp_ratio": ratio,
+    }
 
 
 def _patch(state: dict[str, torch.Tensor], key: str, channels: int) -> int:

@@ -82,7 +82,14 @@ def _cnn(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]
                   (f"decoder.conv_blocks.{i}.upsample.", f"decoder.up.{level}.upsample.")]  # fmt: skip
     enc_attn = [i for i in range(n) if f"encoder.conv_blocks.{i}.attn.0.q.weight" in state]
     dec_attn = [n - 1 - i for i in range(n) if f"decoder.conv_blocks.{i}.attn.0.q.weight" in state]
-    enc = {"name": "conv", "ch": ch, "ch_mult": mult, "num_res_blocks": blocks, "attn_levels": enc_attn, "z_channels": z}
+    enc = {
+        "name": "conv",
+        "ch": ch,
+        "ch_mult": mult,
+        "num_res_blocks": blocks,
+        "attn_levels": enc_attn,
+        "z_channels": z,
+    }
     dec = {"name": "conv", "ch": dch, "ch_mult": dmult, "num_res_blocks": dblocks, "attn_levels": sorted(dec_attn),
            "z_channels": z}  # fmt: skip
     return enc, dec, rules
@@ -159,8 +166,13 @@ def tokenflow(
         "name": "tokenflow",
         "encoder": enc,
         "decoder": dec,
-        "quantizer": {"name": "tokenflow_learned", "semantic_dim": semantic.shape[1], "pixel_dim": pixel.shape[1],
-                      "codebook_size": semantic.shape[0], "scales": scales},  # fmt: skip
+        "quantizer": {
+            "name": "tokenflow_learned",
+            "semantic_dim": semantic.shape[1],
+            "pixel_dim": pixel.shape[1],
+            "codebook_size": semantic.shape[0],
+            "scales": scales,
+        },  # fmt: skip
         "semantic_encoder": tower,
         "semantic_decoder": sem_dec,
     }

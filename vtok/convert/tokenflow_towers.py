@@ -97,7 +97,9 @@ def siglip_tower(state: dict[str, torch.Tensor], image_size: int, side: int) -> 
     """transformers' SigLIP vision tower -> the ``siglip_layer`` encoder (hidden_states[-2]) and its tensors."""
     table = state[f"{SIGLIP}embeddings.position_embedding.weight"]
     if table.shape[0] != side * side:
-        raise VtokError(f"TokenFlow SigLIP's position table has {table.shape[0]} rows, not {side}x{side} at {image_size} px")
+        raise VtokError(
+            f"TokenFlow SigLIP's position table has {table.shape[0]} rows, not {side}x{side} at {image_size} px"
+        )
     tower = {VISION + k[len(SIGLIP) :]: v for k, v in state.items() if k.startswith(SIGLIP) and "position_ids" not in k}
     try:
         cfg, mapped = _tower(tower, image_size)
@@ -105,14 +107,20 @@ def siglip_tower(state: dict[str, torch.Tensor], image_size: int, side: int) -> 
         raise KeyError(str(err.args[0]).replace(VISION, SIGLIP)) from None
     depth = count_levels(state, r"encoder_vqkd\.vision_model\.encoder\.layers\.(\d+)\.")
     if depth < 2:
-        raise VtokError("TokenFlow SigLIP's tower has one block: it reads hidden_states[-2], the output of the one before")
+        raise VtokError(
+            "TokenFlow SigLIP's tower has one block: it reads hidden_states[-2], the output of the one before"
+        )
     cfg.update(name="siglip_layer", layer=depth - 1)  # transformers' hidden_states[-2]: after all blocks but the last
     return cfg, {"semantic_" + k: v for k, v in mapped.items()}
 
 
 def vitamin_tower(state: dict[str, torch.Tensor], image_size: int, heads: int | None) -> tuple[dict, dict]:
     """timm's ViTamin (head and fc_norm deleted) -> the ``timm_vitamin`` encoder's config and tensors."""
-    out = {"semantic_encoder.net." + k[len("encoder_vqkd.") :]: v for k, v in state.items() if k.startswith("encoder_vqkd.")}
+    out = {
+        "semantic_encoder.net." + k[len("encoder_vqkd.") :]: v
+        for k, v in state.items()
+        if k.startswith("encoder_vqkd.")
+    }
     stages = f"{VITAMIN}stages."
     width = state["encoder_vqkd.blocks.0.norm1.weight"].shape[0]
     depth = count_levels(state, r"encoder_vqkd\.blocks\.(\d+)\.")

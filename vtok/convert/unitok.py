@@ -67,7 +67,10 @@ def _decoder(state: dict[str, torch.Tensor], z: int) -> dict[str, Any]:
         "width": width,
         "depth": count_levels(state, r"decoder\.blocks\.(\d+)\."),
         "num_heads": width // HEAD_WIDTH,
-        "up_dims": [state["decoder.up_conv1.conv.weight"].shape[0], state["decoder.up_conv3.0.conv3_1x1.weight"].shape[0]],
+        "up_dims": [
+            state["decoder.up_conv1.conv.weight"].shape[0],
+            state["decoder.up_conv3.0.conv3_1x1.weight"].shape[0],
+        ],
         "up_depths": [count_levels(state, rf"decoder\.up_conv{i}\.(\d+)\.") for i in (2, 3)],
     }
 
