@@ -198,7 +198,8 @@ def markdown_table(entries: tuple[KnownCheckpoint, ...] | None = None) -> str:
             f"{f.metric} {f.value:g} ({f.resolution} px, {f.images if f.images is not None else 'count not stated'})"
             for f in e.published
         )
-        cites = "; ".join(dict.fromkeys(f.cite for f in e.published)) or (e.note or "none published")
+        cites = "; ".join(dict.fromkeys(f.cite for f in e.published))
+        cites = f"{cites}. {e.note}" if cites and e.note else cites or e.note or "none published"
         cells = [e.name, f"`{e.source}`", f"{e.repo} `{e.file}`", sha, figures or "none recorded", cites]
         rows.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(rows) + "\n"
