@@ -11,7 +11,8 @@ them, refused with the reason where it does not. Whole-image OCR is rapidocr's.
 Results accumulate in the JSON file, one method at a time, so the run can be
 split into short jobs; ``--table`` prints the markdown tables from it.
 
-    python benchmarks/bench_vtbench.py [--methods jpeg_q10 vq_demo ...] [--out benchmarks/vtbench.json] [--table]
+    python benchmarks/bench_vtbench.py [--methods jpeg_q10 vq_demo ...] [--sets vtbench-documents ...]
+        [--out benchmarks/vtbench.json] [--table]
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ def method_kwargs(name: str, runs: Path) -> dict:
     return {"tokenizer": vtok.load(runs / name / "final").eval()}
 
 
-def run_method(name: str, runs: Path) -> dict:
+def run_method(name: str, runs: Path, sets: list[str] | None = None, out: dict | None = None) -> dict:
+    """Score ``name`` on every task (or only ``sets``), updating ``out`` (the method's earlier rows)."""
     from vtok.eval.evaluate import evaluate
 
     kwargs = method_kwargs(name, runs)
-    out = {}
+    out = dict(out or {})
     for data, metrics in TASKS:
+        if sets and data not in sets:
+            continue
         started = time.perf_counter()
         result = evaluate(list(metrics), data=data, resolution=RESOLUTION, progress=False, **kwargs)
         out[data] = {
@@ -81,6 +85,9 @@ def table(results: dict) -> str:
     methods = [m for m in (*CODECS, *DEMOS) if m in results["methods"]]
     cols = (
         ("documents CER", "vtbench-documents", "cer", "CER"),
+        ("small print CER", "vtbench-documents", "cer", "CER_print_small"),
+        ("medium print CER", "vtbench-documents", "cer", "CER_print_medium"),
+        ("large print CER", "vtbench-documents", "cer", "CER_print_large"),
         ("documents CER vs truth", "vtbench-documents", "cer", "CER_truth"),
         ("documents WER", "vtbench-documents", "wer", "WER"),
         ("posters CER", "vtbench-posters", "cer", "CER"),
@@ -111,6 +118,7 @@ def main() -> None:
     p.add_argument("--runs", default=str(RUNS), help="folder holding <demo>/final")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "vtbench.json"))
     p.add_argument("--table", action="store_true", help="print the tables from --out and stop")
+    p.add_argument("--sets", nargs="+", default=None, help="re-score only these sets, keeping the others' rows")
     args = p.parse_args()
     out, runs = Path(args.out), Path(args.runs)
     results = json.loads(out.read_text()) if out.is_file() else {"methods": {}}
@@ -120,7 +128,7 @@ def main() -> None:
     methods = args.methods or [*CODECS, *(d for d in DEMOS if (runs / d / "final").is_dir())]
     for name in methods:
         started = time.perf_counter()
-        results["methods"][name] = run_method(name, runs)
+        results["methods"][name] = run_method(name, runs, args.sets, results["methods"].get(name))
         results["machine"] = f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
         out.write_text(json.dumps(results, indent=1, default=float) + "\n")
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)

@@ -166,12 +166,13 @@ def transcripts(reader: str) -> _Transcripts:
 
 
 class _PageErrorRate(Metric):
-    """Streaming edit-distance rate between transcripts; ``update(real, fake, texts=None, scripts=None)``.
+    """Streaming edit-distance rate between transcripts; ``update(real, fake, texts=None, scripts=None, groups=None)``.
 
     ``real``/``fake``: (B, 3, H, W) in [-1, 1]; ``texts``: the rendered strings where known.
     Columns: ``{U}`` (reconstruction vs original, VTBench's score), ``{U}_truth``
     (reconstruction vs the rendered text), ``{U}_original_truth`` (original vs the
-    rendered text: the reader's own floor), and ``{U}_<script>`` per script.
+    rendered text: the reader's own floor), ``{U}_<script>`` per script and
+    ``{U}_<group>`` per group (the documents' print bands).
     """
 
     unit: str  # "CER" or "WER"
@@ -214,6 +215,7 @@ class _PageErrorRate(Metric):
         fake: torch.Tensor,
         texts: list[str | None] | None = None,
         scripts: list[str | None] | None = None,
+        groups: list[str | None] | None = None,
     ) -> None:
         check_pair(real, fake)
         self.pages += real.shape[0]
@@ -224,6 +226,9 @@ class _PageErrorRate(Metric):
             script = scripts[i] if scripts else None
             if script:
                 self._add(f"{u}_{script}", ref, hyp)
+            group = groups[i] if groups else None
+            if group:
+                self._add(f"{u}_{group}", ref, hyp)
             truth = normalize(texts[i]) if texts and texts[i] is not None else None
             if truth is not None:
                 self._add(f"{u}_truth", truth, hyp)

@@ -223,7 +223,7 @@ def run_vtbench(result: Any, names: list[str], run: Any, fit: str | None, build_
         y = y.float().clamp(-1, 1).cpu()
         for metric in metrics.values():
             if getattr(metric, "takes_texts", False):
-                metric.update(x, y, texts=[item.text], scripts=[item.script])
+                metric.update(x, y, texts=[item.text], scripts=[item.script], groups=[item.group])
             else:
                 metric.update(x, y)
         per_image.append({"image": item.name, "size": size, "PSNR": round(float(psnr_per_image(x, y)[0]), 3)})

@@ -8,7 +8,8 @@ images come from a Hugging Face data set; these sets stand in for them offline,
 generated from seed 0 as a pure function of the resolution:
 
 - ``vtbench-documents``: abstract-like paragraphs in the DejaVu fonts matplotlib
-  ships, dark on clean paper; the rendered string is the ground truth.
+  ships, dark on clean paper, in three print bands of four pages each (see
+  :data:`PRINT_BANDS`); the rendered string is the ground truth.
 - ``vtbench-posters``: a large title and a subtitle on a built-in photograph.
 - ``vtbench-multilingual``: Latin with diacritics, Cyrillic and Greek, one script
   per page (no packaged font covers CJK, so no CJK page).
@@ -83,18 +84,27 @@ MULTILINGUAL = {
     ),
 }  # fmt: skip
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf")
+# The documents' print sizes in px at a 256 px page: "small" is VTBench's abstract print,
+# which a 64 px tokenizer loses whole; the larger bands grade what it keeps, as TokBench
+# grades text by size, so the documents order tokenizers that all lose the small print.
+PRINT_BANDS = {"print_small": (9.0, 12.5), "print_medium": (14.0, 18.0), "print_large": (20.0, 28.0)}
+PAGES_PER_BAND = 4
 # Aspect ratios (width / height) of the varying set, as VTBench's DIV2K-style images span landscape and portrait.
 ASPECTS = ((2, 1), (1, 2), (4, 3), (3, 4), (16, 9), (9, 16), (3, 1))
 
 
 @dataclass(frozen=True)
 class SetItem:
-    """One image of a set: ``name``, the RGB image, its rendered text (None if unknown) and script."""
+    """One image of a set: ``name``, the RGB image, its rendered text (None if unknown), script and group.
+
+    ``group`` names a subset the text metrics also report on its own (a print band).
+    """
 
     name: str
     image: Image.Image
     text: str | None = None
     script: str | None = None
+    group: str | None = None
 
 
 def set_key(data: str) -> str | None:
@@ -139,11 +149,11 @@ def _paper(rng: np.random.Generator, side: int) -> Image.Image:
     return Image.new("RGB", (side, side), (tone, tone - int(rng.integers(0, 6)), tone - int(rng.integers(0, 12))))
 
 
-def _document(rng: np.random.Generator, side: int) -> tuple[Image.Image, str]:
+def _document(rng: np.random.Generator, side: int, band: tuple[float, float]) -> tuple[Image.Image, str]:
     image = _paper(rng, side)
     draw = ImageDraw.Draw(image)
     scale = side / 256
-    font = _font(str(rng.choice(FONTS[:2])), round(float(rng.uniform(9, 12.5)) * scale))
+    font = _font(str(rng.choice(FONTS[:2])), round(float(rng.uniform(*band)) * scale))
     margin, line_h = round(12 * scale), round(font.size * 1.45)
     words = [str(w) for w in rng.choice(_ABSTRACT_WORDS, size=80)]
     words[0] = words[0].capitalize()
@@ -227,9 +237,10 @@ def builtin_set(key: str, resolution: int) -> tuple[SetItem, ...]:
     side = page_side(resolution)
     items: list[SetItem] = []
     if key == "documents":
-        for i in range(8):
-            image, text = _document(rng, side)
-            items.append(SetItem(f"document_{i:02d}", image, text, "latin"))
+        for b, (group, band) in enumerate(PRINT_BANDS.items()):
+            for i in range(PAGES_PER_BAND):
+                image, text = _document(rng, side, band)
+                items.append(SetItem(f"document_{b * PAGES_PER_BAND + i:02d}", image, text, "latin", group))
     elif key == "posters":
         photos = photo_names("all")
         for i in range(8):
@@ -279,7 +290,7 @@ def cover_crop(image: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def write_set(items: tuple[SetItem, ...] | list[SetItem], folder: str | Path) -> Path:
-    """Write the images as PNG and their text to ``texts.tsv`` (name, script, text) in ``folder``."""
+    """Write the images as PNG and their text to ``texts.tsv`` (name, script, group, text) in ``folder``."""
     from vtok.io import atomic_dir
 
     folder = Path(folder)
@@ -288,7 +299,7 @@ def write_set(items: tuple[SetItem, ...] | list[SetItem], folder: str | Path) ->
         for item in items:
             item.image.save(tmp / f"{item.name}.png")
             if item.text is not None:
-                lines.append(f"{item.name}\t{item.script or ''}\t{item.text}\n")
+                lines.append(f"{item.name}\t{item.script or ''}\t{item.group or ''}\t{item.text}\n")
         if lines:
             (tmp / "texts.tsv").write_text("".join(lines), encoding="utf-8")
     return folder
