@@ -10,6 +10,7 @@ written on rank 0), ``wall`` the process with its start-up.
 
     python benchmarks/bench_encode.py --model demo --size 64 --count 400 --workers 0,1,2 --ranks 1,2
     python benchmarks/bench_encode.py --model demo --size 256 --count 400,4000 --workers 2 [--no-trim]
+    python benchmarks/bench_encode.py --model demo --size 256 --count 4000 --workers 2 --trim on,off --repeats 2
 
 Tokenizers are random-initialised (a model's speed does not depend on its training).
 Writes (appends) rows to ``--json``.
@@ -160,6 +161,27 @@ def run_case(
     }  # fmt: skip
 
 
+def trim_summary(rows: list[dict]) -> str:
+    """Heap trimming on against off for each case: the fastest run and the lowest peak of each, and their ratios."""
+    lines = [
+        "| images | ranks | workers | img/s on | img/s off | on/off | peak MB on | peak MB off | on/off |",
+        "|---" * 9 + "|",
+    ]
+    cases = sorted({(r["images"], r["ranks"], r["workers"]) for r in rows})
+    for case in cases:
+        runs = {t: [r for r in rows if (r["images"], r["ranks"], r["workers"]) == case and r["heap_trim"] == t]
+                for t in (True, False)}  # fmt: skip
+        if not runs[True] or not runs[False]:
+            continue
+        speed = {t: max(r["images_per_s"] for r in runs[t]) for t in runs}
+        peak = {t: min(r["peak_rss_mb"] for r in runs[t]) for t in runs}
+        lines.append(
+            f"| {case[0]} | {case[1]} | {case[2]} | {speed[True]} | {speed[False]} | {speed[True] / speed[False]:.2f}x "
+            f"| {peak[True]} | {peak[False]} | {peak[True] / peak[False]:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -174,23 +196,35 @@ def main() -> None:
     p.add_argument("--workers", default="0,1,2")
     p.add_argument("--ranks", default="1")
     p.add_argument("--no-trim", action="store_true", help="leave glibc's freed heap resident (vtok.heap off)")
+    p.add_argument(
+        "--trim", default="on", help="heap trimming per case: on, off, or on,off to run both side by side (alternating)"
+    )
+    p.add_argument("--repeats", type=int, default=1, help="runs of each case (alternating with --trim on,off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (each rank takes its own GPU)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "encode.json"))
     args = p.parse_args()
     if args.child:
         child(args)
         return
+    trims = ["off"] if args.no_trim else args.trim.split(",")
+    if not set(trims) <= {"on", "off"}:
+        raise SystemExit(f"--trim takes on, off or on,off; got {args.trim!r}")
     rows = []
     for count in (int(c) for c in args.count.split(",")):
         data = make_jpegs(count, CACHE / f"jpegs_{count}")
         for ranks in (int(r) for r in args.ranks.split(",")):
             for workers in (int(w) for w in args.workers.split(",")):
-                port = 29600 + len(rows)
-                row = run_case(
-                    args.model, args.size, workers, ranks, data, port, args.device, args.shard_size, args.no_trim
-                )
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                for _ in range(args.repeats):
+                    for trim in trims:  # alternating, so a slow spell of the machine hits both alike
+                        port = 29600 + len(rows)
+                        row = run_case(
+                            args.model, args.size, workers, ranks, data, port, args.device, args.shard_size,
+                            trim == "off",
+                        )  # fmt: skip
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
+    if len(trims) > 1:
+        print(trim_summary(rows))
     path = Path(args.json)
     old = json.loads(path.read_text()) if path.is_file() else []
     path.write_text(json.dumps(old + rows, indent=1) + "\n")

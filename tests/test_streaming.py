@@ -130,7 +130,8 @@ def _launch(args: list[str], port: int) -> subprocess.CompletedProcess:
 
 def _failure(result: subprocess.CompletedProcess) -> str:
     """The ranks' own error lines first (the launcher's report of them follows), then the tail."""
-    errors = [line for line in result.stderr.splitlines() if "vtok: error" in line or "Error" in line]
+    keys = ("vtok: error", "Error", "terminate called", "what():", "Abort", "Fatal", "corrupt", "free()", "malloc")
+    errors = [line for line in result.stderr.splitlines() if any(k in line for k in keys)]
     return "\n".join(errors[:10]) + "\n...\n" + result.stderr[-1500:]
 
 
