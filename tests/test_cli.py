@@ -154,3 +154,17 @@ def test_a_reader_that_goes_away_stops_the_command_quietly():
     proc.stdout.close()  # before vtok has imported, so its first write meets a closed pipe
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == "", err
+
+
+def test_a_command_leaves_no_process_group_behind(tmp_path, capsys):
+    """Every rank tears torch.distributed down itself: a gloo group left to interpreter shutdown can abort."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["presets"]) == 0
+        assert not dist.is_initialized()
+        assert main(["presets"]) == 0  # and a command without a group does not try to leave one
+    finally:
+        if dist.is_initialized():  # never leak a group into the rest of the session
+            dist.destroy_process_group()
