@@ -37,7 +37,7 @@ from PIL import Image
 
 from vtok.config import build_component
 from vtok.eval.metric import Metric, MetricUnavailable, check_pair, to_unit
-from vtok.eval.text import edit_distance
+from vtok.eval.text import edit_distance, rapidocr_engine, to_bgr
 from vtok.registry import register
 
 
@@ -75,20 +75,11 @@ class RapidOCRPageReader(PageReader):
         pass
 
     def __init__(self, cfg: Config | None = None):
-        try:
-            from rapidocr import RapidOCR
-        except ImportError:
-            raise MetricUnavailable(
-                "OCR text preservation skipped: rapidocr is not installed (pip install 'vtok[eval]')"
-            ) from None
-        from importlib.metadata import version
-
-        self.engine = RapidOCR(params={"Global.log_level": "critical"})
-        self.description = f"rapidocr {version('rapidocr')} detection + recognition (PP-OCR models in the wheel)"
+        self.engine, version = rapidocr_engine({}, "OCR text preservation")
+        self.description = f"rapidocr {version} detection + recognition (PP-OCR models in the wheel)"
 
     def __call__(self, image: Image.Image) -> str:
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])  # OpenCV channel order
-        result = self.engine(bgr, use_det=True, use_cls=False, use_rec=True)
+        result = self.engine(to_bgr(image), use_det=True, use_cls=False, use_rec=True)
         if result.boxes is None or not result.txts:
             return ""
         # Reading order: rows by the box's top edge (half a line height of tolerance), then left to right.

@@ -53,6 +53,25 @@ class Recognizer:
         raise NotImplementedError
 
 
+def rapidocr_engine(params: dict[str, Any], skipped: str) -> tuple[Any, str]:
+    """A RapidOCR engine built with ``params`` (quiet logging added) and rapidocr's version.
+
+    Raises MetricUnavailable with ``skipped`` ("text fidelity", ...) where rapidocr is not installed.
+    """
+    try:
+        from rapidocr import RapidOCR
+    except ImportError:
+        raise MetricUnavailable(f"{skipped} skipped: rapidocr is not installed (pip install 'vtok[eval]')") from None
+    from importlib.metadata import version
+
+    return RapidOCR(params={"Global.log_level": "critical", **params}), version("rapidocr")
+
+
+def to_bgr(image: Image.Image) -> np.ndarray:
+    """image: PIL -> (H, W, 3) uint8 in OpenCV's BGR channel order, contiguous (what RapidOCR reads)."""
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
 @register("recognizer", "rapidocr")
 class RapidOCRRecognizer(Recognizer):
     """RapidOCR's PP-OCR recognition model through onnxruntime, detection and angle classifier off."""
@@ -63,27 +82,16 @@ class RapidOCRRecognizer(Recognizer):
 
     def __init__(self, cfg: Config | None = None):
         cfg = cfg or self.Config()
-        try:
-            from rapidocr import RapidOCR
-        except ImportError:
-            raise MetricUnavailable(
-                "text fidelity skipped: rapidocr is not installed (pip install 'vtok[eval]')"
-            ) from None
-        params: dict[str, Any] = {"Global.log_level": "critical", "Global.text_score": 0.0}
+        params: dict[str, Any] = {"Global.text_score": 0.0}
         if cfg.threads:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = cfg.threads
-        self.engine = RapidOCR(params=params)
-        from importlib.metadata import version
-
-        self.description = (
-            f"rapidocr {version('rapidocr')} recognition-only (PP-OCR rec model in the wheel, onnxruntime)"
-        )
+        self.engine, version = rapidocr_engine(params, "text fidelity")
+        self.description = f"rapidocr {version} recognition-only (PP-OCR rec model in the wheel, onnxruntime)"
 
     def __call__(self, crops: list[Image.Image]) -> list[str]:
         out = []
         for crop in crops:
-            bgr = np.ascontiguousarray(np.asarray(crop.convert("RGB"))[:, :, ::-1])  # OpenCV channel order
-            result = self.engine(bgr, use_det=False, use_cls=False, use_rec=True)
+            result = self.engine(to_bgr(crop), use_det=False, use_cls=False, use_rec=True)
             out.append("".join(result.txts or ()))
         return out
 
