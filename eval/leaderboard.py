@@ -25,14 +25,15 @@ from tqdm.auto import tqdm
 from vtok.errors import VtokError, one_line
 from vtok.eval.evaluate import _image_items, evaluate, parse_metrics
 from vtok.eval.leaderboard_methods import (
-    FIT_DATA,
     FIT_IMAGES,
+    FIT_PRESET,
     AtBytes,
     ClassicVQCache,
     Method,
     classic_vq_method,
     codec_method,
     codec_rates,
+    fit_data,
     tokenizer_methods,
 )
 from vtok.eval.report import summary_columns
@@ -51,7 +52,7 @@ def codec_protocol(fit_images: int) -> dict[str, str]:
         "bits": "tokenizers: token positions (the valid prefix for 1D) x sum of log2(codebook size) over the codes "
         "of a position; codecs: what they spent (JPEG/WebP: mean file bytes x 8)",
         "classic_vq": f"k-means (scikit-learn, k-means++) of raw RGB patches, fitted on {fit_images} images of the "
-        f"built-in training stream ({FIT_DATA}); a grid tokenizer's own patch, codebook and depth where its codes "
+        f"training stream of the {FIT_PRESET} preset ({fit_data()}); a grid tokenizer's own patch, codebook and depth where its codes "
         "share one codebook of at most 1024, else the patch with whole bits nearest to 8-20 bits a patch, residual "
         "levels of at most 10 bits",
         "jpeg/webp": "PIL, each image at the highest quality whose file fits the tokenizer's bytes (quality 1 where "

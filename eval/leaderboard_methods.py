@@ -11,6 +11,7 @@ valid prefix for variable-length 1D tokenizers). The classic codecs are those of
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +27,21 @@ from vtok.pipeline import reconstruct_with
 Reconstruct = Callable[[torch.Tensor], torch.Tensor]
 MAX_LEVEL_BITS = 10  # classic VQ levels of at most 1024 centroids: a k-means fit stays seconds, not minutes
 FIT_IMAGES = 1024  # classic VQ is fitted on this many images of the built-in training stream, as `vtok demo` fits it
-# The demos' training stream, colour jitter included: the same fit as `vtok demo`'s classic VQ (one protocol for
-# both), and the stronger one. Without the jitter k-means VQ of 8 px patches scores 1.1 dB lower on the held-out
-# crops at 640 bits (21.19 against 22.29 dB; seed 1: 21.06 against 21.96), the unseen dark photographs most.
-FIT_DATA = {"source": "builtin", "crop_scale": [0.25, 1.0], "color_jitter": [0.4, 0.6, 0.6, 0.5]}
+FIT_PRESET = "vq_demo"  # classic VQ is fitted on this preset's training stream: the one `vtok demo` trains and fits
+
+
+@functools.cache
+def fit_data() -> dict[str, Any]:
+    """The ``data`` section classic VQ is fitted on: :data:`FIT_PRESET`'s training stream, colour jitter included.
+
+    Read from the preset, so the leaderboard and `vtok demo` fit the same codec (the stronger one: without the
+    jitter k-means VQ of 8 px patches scores 1.1 dB lower on the held-out crops at 640 bits, 21.19 against
+    22.29 dB). The image size is the leaderboard's; workers and held-out images do not change the stream.
+    """
+    import vtok
+
+    data = vtok.load_config(FIT_PRESET)["data"]
+    return {k: v for k, v in data.items() if k not in ("image_size", "num_workers", "held_out")}
 
 
 @dataclass
@@ -205,7 +217,7 @@ class ClassicVQCache:
     def get(self, patch: int, codebook_size: int, depth: int, size: int) -> ClassicVQ:
         key = (patch, codebook_size, depth, size)
         if key not in self.fitted:
-            images = training_stream({**FIT_DATA, "image_size": size}, self.seed, self.images)
+            images = training_stream({**fit_data(), "image_size": size}, self.seed, self.images)
             self.fitted[key] = ClassicVQ(patch, codebook_size, depth, self.seed).fit(images)
         return self.fitted[key]
 
@@ -226,7 +238,7 @@ def classic_vq_method(bits: float, size: int, native: dict[str, Any] | None, cac
         "classic_vq",
         run,
         spent,
-        key=f"classic_vq patch={patch} k={k} depth={depth} seed={cache.seed} fit={cache.images} stream={FIT_DATA}",
+        key=f"classic_vq patch={patch} k={k} depth={depth} seed={cache.seed} fit={cache.images} stream={fit_data()}",
         info={"patch": patch, "codebook_size": k, "depth": depth},
     )
 

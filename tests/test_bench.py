@@ -130,3 +130,16 @@ def test_vtbench_sets_give_reason_rows_and_codecs_at_bits_per_area(models, tmp_p
     # JPEG's budget grows with each image's area, and its rate is stated per 32 x 32 pixels.
     assert rows["jpeg @ vq"]["bits"] >= 384
     assert "| oned @8 | 48 | not scored: cannot take" in (tmp_path / "board" / "leaderboard.md").read_text()
+
+
+def test_classic_vq_is_fitted_on_the_stream_vtok_demo_fits_it_on():
+    from vtok.cli.demo import DEMO_PRESET
+    from vtok.eval.baselines import training_stream
+    from vtok.eval.leaderboard_methods import FIT_PRESET, fit_data
+
+    assert FIT_PRESET == DEMO_PRESET
+    demo = vtok.load_config(DEMO_PRESET)
+    assert fit_data()["color_jitter"] == demo["data"]["color_jitter"]  # the jitter is part of the stream
+    ours = training_stream({**fit_data(), "image_size": 32}, 0, 16)
+    theirs = training_stream({**demo["data"], "image_size": 32}, demo["train"]["seed"], 16)
+    assert torch.equal(ours, theirs)
